@@ -1,0 +1,72 @@
+import type { Endpoint } from '../net/endpoint';
+
+/**
+ * Contract of the health module. Health knows nothing of BGP: it turns probe results into
+ * per-backend states and publishes immutable pool snapshots that the proxy and announce read.
+ */
+export type HealthState = 'unknown' | 'healthy' | 'unhealthy';
+
+export interface ProbeResult {
+  readonly ok: boolean;
+  /** Short human-readable outcome: "200 OK", "connect ECONNREFUSED", "timeout after 150ms". */
+  readonly detail: string;
+  readonly durationMs: number;
+}
+
+/** One probe attempt. Never rejects: every failure is a ProbeResult with ok=false. */
+export interface Probe {
+  readonly kind: string;
+  check(target: Endpoint, timeoutMs: number): Promise<ProbeResult>;
+}
+
+export interface CheckSpec {
+  readonly kind: 'tcp' | 'http' | 'https';
+  readonly intervalMs: number;
+  readonly timeoutMs: number;
+  readonly rise: number;
+  readonly fall: number;
+  /** http/https only */
+  readonly path: string;
+  readonly expectStatus: readonly number[];
+  readonly host?: string;
+  readonly caFile?: string;
+  readonly insecureSkipVerify: boolean;
+  readonly serverName?: string;
+}
+
+export interface BackendStatus {
+  readonly backend: Endpoint;
+  readonly state: HealthState;
+  /** Wall-clock ms of the last state change. */
+  readonly since: number;
+  readonly lastResult?: ProbeResult & { readonly at: number };
+}
+
+/** Immutable view of one pool; a new object is built on every change, never mutated. */
+export interface PoolSnapshot {
+  readonly pool: string;
+  readonly version: number;
+  readonly backends: readonly BackendStatus[];
+  /** Backends whose state is 'healthy', in configured order. */
+  readonly healthy: readonly Endpoint[];
+  /** True once every backend has left 'unknown'. */
+  readonly settled: boolean;
+}
+
+export interface HealthTransition {
+  readonly pool: string;
+  readonly backend: Endpoint;
+  readonly from: HealthState;
+  readonly to: HealthState;
+  readonly result: ProbeResult;
+}
+
+/** Health of one pool: one checker per backend. start()/close() are idempotent. */
+export interface PoolHealth {
+  readonly pool: string;
+  start(): void;
+  close(): void;
+  snapshot(): PoolSnapshot;
+  /** Called after every snapshot change (state transitions only, not every probe). Returns an unsubscribe. */
+  onChange(listener: (snapshot: PoolSnapshot, transition: HealthTransition) => void): () => void;
+}

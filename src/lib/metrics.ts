@@ -1,0 +1,48 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Every vipd metric is defined here, named vipd_<subsystem>_<name>_<unit>. Each Metrics owns its
+ * Registry so that several daemons (or tests) in one process never collide.
+ */
+export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
+  const registry = new Registry();
+  if (options.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'vipd_process_' });
+  const r = [registry];
+  return {
+    registry,
+    // announce
+    vipAnnounced: new Gauge({ name: 'vipd_announce_vip_announced', help: '1 while the VIP is in the desired advertisement set', labelNames: ['vip'], registers: r }),
+    vipDecisions: new Counter({ name: 'vipd_announce_decisions_total', help: 'Announce/withdraw decisions that changed state, by reason', labelNames: ['vip', 'action', 'reason'], registers: r }),
+    drained: new Gauge({ name: 'vipd_announce_drained', help: '1 while the node is drained by the operator', registers: r }),
+    // health
+    backendState: new Gauge({ name: 'vipd_health_backend_state', help: '1 for the current health state of a backend', labelNames: ['pool', 'backend', 'state'], registers: r }),
+    healthChecks: new Counter({ name: 'vipd_health_checks_total', help: 'Health probes run, by result', labelNames: ['pool', 'backend', 'result'], registers: r }),
+    healthCheckDuration: new Histogram({ name: 'vipd_health_check_duration_seconds', help: 'Health probe duration', labelNames: ['pool'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: r }),
+    healthTransitions: new Counter({ name: 'vipd_health_transitions_total', help: 'Backend health transitions', labelNames: ['pool', 'backend', 'to'], registers: r }),
+    // proxy
+    listenerAccepted: new Counter({ name: 'vipd_proxy_listener_accepted_total', help: 'Client connections accepted', labelNames: ['listener'], registers: r }),
+    listenerRefused: new Counter({ name: 'vipd_proxy_listener_refused_total', help: 'Client connections closed at once, by reason', labelNames: ['listener', 'reason'], registers: r }),
+    listenerErrors: new Counter({ name: 'vipd_proxy_listener_errors_total', help: 'Client-side errors, by kind', labelNames: ['listener', 'kind'], registers: r }),
+    listenerBound: new Gauge({ name: 'vipd_proxy_listener_bound', help: '1 while the listener socket is bound', labelNames: ['listener'], registers: r }),
+    sessionsActive: new Gauge({ name: 'vipd_proxy_sessions_active', help: 'Proxied sessions open now', labelNames: ['listener'], registers: r }),
+    backendActive: new Gauge({ name: 'vipd_proxy_backend_connections_active', help: 'Upstream connections open now', labelNames: ['pool', 'backend'], registers: r }),
+    backendConnections: new Counter({ name: 'vipd_proxy_backend_connections_total', help: 'Upstream connections established', labelNames: ['pool', 'backend'], registers: r }),
+    backendConnectErrors: new Counter({ name: 'vipd_proxy_backend_connect_errors_total', help: 'Upstream connect failures, by kind', labelNames: ['pool', 'backend', 'kind'], registers: r }),
+    backendBytes: new Counter({ name: 'vipd_proxy_backend_bytes_total', help: 'Bytes relayed; direction in = backend to client, out = client to backend', labelNames: ['pool', 'backend', 'direction'], registers: r }),
+    connectRetries: new Counter({ name: 'vipd_proxy_connect_retries_total', help: 'Connections retried on another backend after a connect failure', labelNames: ['listener'], registers: r }),
+    // speaker
+    peerState: new Gauge({ name: 'vipd_speaker_peer_state', help: '1 for the current BGP session state of a peer', labelNames: ['peer', 'state'], registers: r }),
+    peerTransitions: new Counter({ name: 'vipd_speaker_peer_transitions_total', help: 'BGP session state changes', labelNames: ['peer', 'to'], registers: r }),
+    pathsAdvertised: new Gauge({ name: 'vipd_speaker_paths_advertised', help: 'Paths vipd has in the BGP daemon now', registers: r }),
+    pushes: new Counter({ name: 'vipd_speaker_pushes_total', help: 'Desired-set pushes to the BGP daemon, by result', labelNames: ['result'], registers: r }),
+    reconciles: new Counter({ name: 'vipd_speaker_reconciles_total', help: 'RIB reconciliations, by trigger and result', labelNames: ['trigger', 'result'], registers: r }),
+    pathsRepaired: new Counter({ name: 'vipd_speaker_paths_repaired_total', help: 'Paths changed by reconciliation: added (missing) or deleted (not owned)', labelNames: ['op'], registers: r }),
+    daemonRestarts: new Counter({ name: 'vipd_speaker_daemon_restarts_total', help: 'Managed BGP daemon restarts', registers: r }),
+    daemonUp: new Gauge({ name: 'vipd_speaker_daemon_up', help: '1 while the BGP daemon API answers', registers: r }),
+    // control
+    configReloads: new Counter({ name: 'vipd_config_reloads_total', help: 'Config reloads, by result', labelNames: ['result'], registers: r }),
+    adminRequests: new Counter({ name: 'vipd_admin_requests_total', help: 'Admin API requests', labelNames: ['route', 'code'], registers: r }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
