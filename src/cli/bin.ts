@@ -1,0 +1,116 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from 'commander';
+import { loadConfigFile, type Config } from '../config/config';
+import type { DaemonStatus } from '../control/control';
+import { ConfigError, VipdError, errorMessage } from '../lib/errors';
+import { createLogger } from '../lib/logger';
+import { vipdVersion } from '../lib/version';
+import { runDaemon } from '../main';
+import { adminRequest } from './admin-client';
+import { renderStatus } from './status-table';
+
+/** Exit codes: 0 ok, 1 runtime failure, 2 bad input (config or command line). */
+const EXIT_RUNTIME = 1;
+const EXIT_USAGE = 2;
+
+function loadOrExit(file: string): Config {
+  try {
+    return loadConfigFile(file);
+  } catch (err) {
+    if (err instanceof VipdError) {
+      process.stderr.write(`vipd: invalid config\n${err.message}\n`);
+      process.exit(EXIT_USAGE);
+    }
+    throw err;
+  }
+}
+
+function configFileOf(positional: string | undefined, opts: { config?: string }): string {
+  const file = opts.config ?? positional;
+  if (!file) {
+    process.stderr.write('vipd: a config file is required (--config FILE)\n');
+    process.exit(EXIT_USAGE);
+  }
+  return file;
+}
+
+async function adminCall(configFile: string, method: 'GET' | 'POST', path: string): Promise<string> {
+  const config = loadOrExit(configFile);
+  const res = await adminRequest(config.admin.listen, method, path);
+  if (res.status !== 200) throw new VipdError('VIPD_ERR_ADMIN', `admin API answered ${res.status} to ${method} ${path}: ${res.body.trim()}`);
+  return res.body;
+}
+
+const program = new Command()
+  .name('vipd')
+  .description('Health-gated active/active anycast VIP: TCP proxy, health checks, BGP through a managed gobgpd')
+  .version(vipdVersion, '-V, --version')
+  .showHelpAfterError()
+  .exitOverride();
+
+program
+  .command('run')
+  .description('run the daemon')
+  .requiredOption('-c, --config <file>', 'config file (YAML)')
+  .option('--log-level <level>', 'trace | debug | info | warn | error', process.env.VIPD_LOG_LEVEL ?? 'info')
+  .action(async (opts: { config: string; logLevel: string }) => {
+    const config = loadOrExit(opts.config);
+    const logger = createLogger(opts.logLevel);
+    await runDaemon(config, { configPath: opts.config, logger });
+  });
+
+program
+  .command('check-config')
+  .description('validate a config file and exit: 0 valid, 2 invalid')
+  .argument('[file]', 'config file (YAML)')
+  .option('-c, --config <file>', 'config file (YAML)')
+  .action((file: string | undefined, opts: { config?: string }) => {
+    const path = configFileOf(file, opts);
+    const config = loadOrExit(path);
+    const listeners = config.vips.reduce((n, v) => n + v.listeners.length, 0);
+    const backends = Object.values(config.pools).reduce((n, p) => n + p.backends.length, 0);
+    process.stdout.write(`${path}: ok (${config.vips.length} VIPs, ${listeners} listeners, ${Object.keys(config.pools).length} pools, ${backends} backends, speaker ${config.speaker.driver})\n`);
+  });
+
+program
+  .command('status')
+  .description("show the running daemon's VIPs, backends and peers")
+  .requiredOption('-c, --config <file>', "the daemon's config file (its admin section says where to ask)")
+  .option('--json', 'print the raw JSON')
+  .action(async (opts: { config: string; json?: boolean }) => {
+    const body = await adminCall(opts.config, 'GET', '/status');
+    process.stdout.write(opts.json ? body : renderStatus(JSON.parse(body) as DaemonStatus) + '\n');
+  });
+
+for (const [name, description] of [
+  ['drain', 'withdraw every VIP of this node; existing connections keep being served'],
+  ['undrain', 'announce again, through the usual health gate'],
+] as const) {
+  program
+    .command(name)
+    .description(description)
+    .requiredOption('-c, --config <file>', "the daemon's config file")
+    .action(async (opts: { config: string }) => {
+      await adminCall(opts.config, 'POST', `/${name}`);
+      process.stdout.write(`${name}ed\n`);
+    });
+}
+
+program
+  .command('version')
+  .description('print the version')
+  .action(() => {
+    process.stdout.write(`vipd ${vipdVersion}\n`);
+  });
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  if (err instanceof CommanderError) {
+    process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE);
+  }
+  if (err instanceof ConfigError) {
+    process.stderr.write(`vipd: invalid config\n${err.message}\n`);
+    process.exit(EXIT_USAGE);
+  }
+  process.stderr.write(`vipd: ${errorMessage(err)}\n`);
+  process.exit(EXIT_RUNTIME);
+});

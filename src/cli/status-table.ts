@@ -1,0 +1,48 @@
+import type { DaemonStatus } from '../control/control';
+
+/** Renders `vipd status` for a person: one table per section, reasons spelled out. */
+export function renderStatus(s: DaemonStatus): string {
+  const lines: string[] = [];
+  const flags = [s.drained ? 'DRAINED' : '', s.shuttingDown ? 'SHUTTING DOWN' : ''].filter(Boolean).join(' ');
+  lines.push(`node ${s.node}  vipd ${s.version}${flags ? '  ' + flags : ''}`, '');
+  lines.push(
+    table(
+      ['VIP', 'PREFIX', 'STATE', 'REASON', 'SINCE', 'DETAIL'],
+      s.vips.map((v) => [v.name, v.prefix, v.state, v.reason, v.since, v.detail]),
+    ),
+    '',
+  );
+  lines.push(
+    table(
+      ['LISTENER', 'POOL', 'BOUND', 'SESSIONS'],
+      s.vips.flatMap((v) => v.listeners.map((l) => [l.id, l.pool, l.bound ? 'yes' : 'NO', String(l.activeSessions)])),
+    ),
+    '',
+  );
+  lines.push(
+    table(
+      ['POOL', 'BACKEND', 'HEALTH', 'SINCE', 'LAST CHECK', 'ACTIVE', 'TOTAL', 'CONNECT ERR'],
+      s.pools.flatMap((p) =>
+        p.backends.map((b) => [
+          p.name,
+          b.address,
+          b.health,
+          b.since,
+          b.lastCheck ? `${b.lastCheck.ok ? 'ok' : 'fail'} ${b.lastCheck.detail} (${b.lastCheck.durationMs}ms)` : '-',
+          String(b.activeConnections),
+          String(b.totalConnections),
+          String(b.connectErrors),
+        ]),
+      ),
+    ),
+    '',
+  );
+  lines.push(s.peers.length ? table(['PEER', 'ASN', 'STATE', 'SINCE'], s.peers.map((p) => [p.address, String(p.asn), p.state, p.since])) : 'no BGP peers (speaker driver none)');
+  return lines.join('\n');
+}
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const fmt = (r: string[]) => r.map((c, i) => (c ?? '').padEnd(widths[i]!)).join('  ').trimEnd();
+  return [fmt(header), ...rows.map(fmt)].join('\n');
+}

@@ -1,0 +1,263 @@
+import { isIP } from 'node:net';
+import { Address4, Address6 } from 'ip-address';
+import { z } from 'zod';
+import { parseDuration } from '../lib/duration';
+import { parseEndpoint } from '../net/endpoint';
+
+/**
+ * The config schema. Everything the daemon reads is validated here, so the rest of the code can trust
+ * the Config type: ranges, addresses, cross references. Durations become milliseconds.
+ */
+
+function duration(minMs: number, maxMs: number) {
+  return z.string().transform((text, ctx) => {
+    const ms = parseDuration(text);
+    if (ms === undefined) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `"${text}" is not a duration (write e.g. 200ms, 2s, 1m)` });
+      return z.NEVER;
+    }
+    if (ms < minMs || ms > maxMs) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `${text} is out of range (${minMs}ms..${maxMs}ms)` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+}
+
+const ipAddress = z.string().refine((s) => isIP(s) !== 0, (s) => ({ message: `"${s}" is not an IP address` }));
+const ipv4Address = z.string().refine((s) => isIP(s) === 4, (s) => ({ message: `"${s}" is not an IPv4 address` }));
+
+/** A VIP must be one usable host address: no network, no loopback, multicast or unspecified address. */
+export function hostAddressProblem(text: string): string | undefined {
+  const slash = text.indexOf('/');
+  const addr = slash < 0 ? text : text.slice(0, slash);
+  const family = isIP(addr);
+  if (family === 0) return `"${text}" is not an IP address`;
+  if (slash >= 0) {
+    const len = text.slice(slash + 1);
+    const hostLen = family === 4 ? '32' : '128';
+    if (len !== hostLen) return `"${text}" is not a host address (a VIP is one address, /${hostLen})`;
+  }
+  if (family === 4) {
+    const a = new Address4(addr);
+    if (a.isInSubnet(new Address4('0.0.0.0/8'))) return `"${addr}" is in 0.0.0.0/8, not a host address`;
+    if (a.isInSubnet(new Address4('127.0.0.0/8'))) return `"${addr}" is a loopback address`;
+    if (a.isInSubnet(new Address4('224.0.0.0/4'))) return `"${addr}" is a multicast address`;
+    if (a.isInSubnet(new Address4('240.0.0.0/4'))) return `"${addr}" is reserved or broadcast`;
+  } else {
+    const a = new Address6(addr);
+    if (a.isLoopback()) return `"${addr}" is a loopback address`;
+    if (a.isMulticast()) return `"${addr}" is a multicast address`;
+    if (a.isInSubnet(new Address6('::/128'))) return `"${addr}" is the unspecified address`;
+    if (a.isLinkLocal()) return `"${addr}" is link-local`;
+  }
+  return undefined;
+}
+
+const vipAddress = z.string().transform((text, ctx) => {
+  const problem = hostAddressProblem(text);
+  if (problem) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+    return z.NEVER;
+  }
+  const slash = text.indexOf('/');
+  return slash < 0 ? text : text.slice(0, slash);
+});
+
+const port = z.number().int('must be a whole number').min(1, 'port must be 1..65535').max(65535, 'port must be 1..65535');
+
+const asn = z
+  .number()
+  .int('an ASN is a whole number')
+  .min(1, 'ASN must be 1..4294967295')
+  .max(4294967295, 'ASN must be 1..4294967295')
+  .refine((n) => n !== 23456, 'ASN 23456 is AS_TRANS, reserved');
+
+const community = z.string().refine((s) => {
+  const m = /^(\d{1,5}):(\d{1,5})$/.exec(s);
+  return !!m && Number(m[1]) <= 65535 && Number(m[2]) <= 65535;
+}, (s) => ({ message: `"${s}" is not a community (write ASN:VALUE, each 0..65535)` }));
+
+const endpointText = z.string().transform((text, ctx) => {
+  const ep = parseEndpoint(text);
+  if (!ep) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `"${text}" is not IP:PORT (IPv6 as [ADDR]:PORT, port 1..65535)` });
+    return z.NEVER;
+  }
+  return ep;
+});
+
+const loopbackListen = z.string().transform((text, ctx) => {
+  const ep = parseEndpoint(text);
+  if (!ep || !(ep.host.startsWith('127.') || ep.host === '::1')) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `"${text}" must be a loopback IP:PORT (127.0.0.0/8 or [::1]); the admin API is never exposed` });
+    return z.NEVER;
+  }
+  return ep;
+});
+
+const gobgpApi = z.string().refine((s) => {
+  if (s.startsWith('unix:/')) return true;
+  const ep = parseEndpoint(s);
+  return !!ep && (ep.host.startsWith('127.') || ep.host === '::1');
+}, (s) => ({ message: `"${s}" must be a loopback IP:PORT or unix:/absolute/path; gobgpd's API has no authentication` }));
+
+const checkSchema = z
+  .object({
+    kind: z.enum(['tcp', 'http', 'https']).default('tcp'),
+    path: z.string().startsWith('/', 'must start with /').default('/'),
+    expectStatus: z.array(z.number().int().min(100).max(599)).min(1).default([200]),
+    host: z.string().min(1).optional(),
+    interval: duration(50, 300_000).default('1s'),
+    timeout: duration(10, 60_000).default('1s'),
+    rise: z.number().int().min(1, 'rise must be 1..20').max(20, 'rise must be 1..20').default(2),
+    fall: z.number().int().min(1, 'fall must be 1..20').max(20, 'fall must be 1..20').default(2),
+    tls: z
+      .object({
+        caFile: z.string().min(1).optional(),
+        insecureSkipVerify: z.boolean().default(false),
+        serverName: z.string().min(1).optional(),
+      })
+      .strict()
+      .default({}),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.timeout > c.interval) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['timeout'], message: `timeout (${c.timeout}ms) must not exceed interval (${c.interval}ms)` });
+    }
+  });
+
+const poolSchema = z
+  .object({
+    balance: z.enum(['round-robin', 'least-conn']).default('round-robin'),
+    backends: z.array(endpointText).min(1, 'a pool needs at least one backend'),
+    check: checkSchema.default({}),
+    connectTimeout: duration(10, 60_000).default('1s'),
+    maxConnectAttempts: z.number().int().min(1).max(10).default(3),
+  })
+  .strict();
+
+const listenerSchema = z.object({ port, pool: z.string().min(1) }).strict();
+
+const vipSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'use letters, digits, . _ - (max 63)'),
+    address: vipAddress,
+    communities: z.array(community).default([]),
+    med: z.number().int().min(0).max(4294967295).optional(),
+    nextHop: ipAddress.optional(),
+    minHealthyBackends: z.number().int().min(1).max(1000).default(1),
+    listeners: z.array(listenerSchema).min(1, 'a VIP needs at least one listener'),
+  })
+  .strict();
+
+const peerSchema = z
+  .object({
+    address: ipAddress,
+    asn,
+    holdTime: duration(3000, 65_535_000).default('3s'),
+    keepalive: duration(1000, 21_845_000).default('1s'),
+    connectRetry: duration(1000, 3_600_000).default('5s'),
+    password: z.string().min(1).max(80).optional(),
+  })
+  .strict()
+  .superRefine((p, ctx) => {
+    if (p.keepalive * 3 > p.holdTime) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['keepalive'], message: `keepalive (${p.keepalive}ms) must be at most a third of holdTime (${p.holdTime}ms)` });
+    }
+  });
+
+const speakerSchema = z
+  .object({
+    driver: z.enum(['gobgp', 'none']),
+    asn: asn.optional(),
+    routerId: ipv4Address.optional(),
+    gobgp: z
+      .object({
+        manage: z.boolean().default(true),
+        api: gobgpApi.default('127.0.0.1:50051'),
+        binary: z.string().min(1).default('gobgpd'),
+        /** -1: dial out only, gobgpd accepts no BGP connection. */
+        listenPort: z.number().int().min(-1).max(65535).default(-1),
+        reconcileInterval: duration(500, 600_000).default('3s'),
+      })
+      .strict()
+      .default({}),
+    peers: z.array(peerSchema).default([]),
+  })
+  .strict()
+  .superRefine((s, ctx) => {
+    if (s.driver === 'none') return;
+    if (s.asn === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['asn'], message: 'required when driver is gobgp' });
+    if (s.routerId === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['routerId'], message: 'required when driver is gobgp' });
+    if (s.peers.length === 0) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['peers'], message: 'at least one peer is required when driver is gobgp' });
+  });
+
+export const configSchema = z
+  .object({
+    node: z.object({ name: z.string().min(1).max(253) }).strict(),
+    admin: z.object({ listen: loopbackListen.default('127.0.0.1:9180') }).strict().default({}),
+    net: z
+      .object({
+        interface: z.string().regex(/^[A-Za-z0-9_.:-]{1,15}$/, 'not an interface name').default('lo'),
+        manageAddresses: z.boolean().default(true),
+      })
+      .strict()
+      .default({}),
+    shutdown: z.object({ grace: duration(0, 600_000).default('2s') }).strict().default({}),
+    announce: z
+      .object({
+        /** After a health-caused withdrawal, keep the VIP withdrawn at least this long so a flapping pool cannot flap the route. */
+        holdDown: duration(0, 600_000).default('3s'),
+      })
+      .strict()
+      .default({}),
+    speaker: speakerSchema,
+    vips: z.array(vipSchema).min(1, 'at least one VIP is required'),
+    pools: z.record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'pool names use letters, digits, . _ -'), poolSchema),
+  })
+  .strict()
+  .superRefine((cfg, ctx) => {
+    const seenVipPort = new Map<string, string>();
+    const seenName = new Set<string>();
+    cfg.vips.forEach((vip, vi) => {
+      if (seenName.has(vip.name)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['vips', vi, 'name'], message: `duplicate VIP name "${vip.name}"` });
+      seenName.add(vip.name);
+      vip.listeners.forEach((l, li) => {
+        const key = `${vip.address}:${l.port}`;
+        const first = seenVipPort.get(key);
+        if (first) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['vips', vi, 'listeners', li, 'port'], message: `duplicate VIP:port ${key} (already at ${first})` });
+        else seenVipPort.set(key, `vips[${vi}].listeners[${li}]`);
+        if (!Object.prototype.hasOwnProperty.call(cfg.pools, l.pool)) {
+          ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['vips', vi, 'listeners', li, 'pool'], message: `pool "${l.pool}" is not defined under pools` });
+        }
+      });
+    });
+    const listenerPorts = new Set(cfg.vips.flatMap((v) => v.listeners.map((l) => l.port)));
+    for (const [poolName, pool] of Object.entries(cfg.pools)) {
+      pool.backends.forEach((b, bi) => {
+        const path = ['pools', poolName, 'backends', bi];
+        if (seenVipPort.has(`${b.host}:${b.port}`)) {
+          ctx.addIssue({ code: z.ZodIssueCode.custom, path, message: `backend ${b.key} is a VIP listener of this node; it would proxy to itself` });
+        } else if (isLoopbackOrUnspecified(b.host) && listenerPorts.has(b.port)) {
+          ctx.addIssue({ code: z.ZodIssueCode.custom, path, message: `backend ${b.key} is a local address on a listener port; it could loop back into vipd` });
+        } else if (cfg.vips.some((v) => v.address === b.host)) {
+          ctx.addIssue({ code: z.ZodIssueCode.custom, path, message: `backend ${b.key} is a VIP address; backends must be real servers` });
+        }
+      });
+      const keys = pool.backends.map((b) => b.key);
+      keys.forEach((k, i) => {
+        if (keys.indexOf(k) !== i) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['pools', poolName, 'backends', i], message: `duplicate backend ${k}` });
+      });
+    }
+  });
+
+function isLoopbackOrUnspecified(host: string): boolean {
+  return host.startsWith('127.') || host === '::1' || host === '0.0.0.0' || host === '::';
+}
+
+export type Config = z.output<typeof configSchema>;
+export type VipConfig = Config['vips'][number];
+export type PoolConfig = Config['pools'][string];
+export type PeerConfig = Config['speaker']['peers'][number];

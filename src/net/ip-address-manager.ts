@@ -1,0 +1,51 @@
+import { execFile } from 'node:child_process';
+import { isIP } from 'node:net';
+import { VipdError } from '../lib/errors';
+import { hostPrefix, type VipAddressManager } from './net';
+
+/** Manages VIPs with iproute2 (`ip addr`), which needs CAP_NET_ADMIN and nothing else. */
+export class IpAddressManager implements VipAddressManager {
+  constructor(
+    private readonly device: string,
+    private readonly ipBinary = 'ip',
+  ) {}
+
+  async ensure(address: string): Promise<void> {
+    if (await this.has(address)) return;
+    // nodad: a VIP on lo must be usable at once; duplicate detection is meaningless for anycast.
+    const extra = isIP(address) === 6 ? ['nodad'] : [];
+    await this.run([familyFlag(address), 'addr', 'add', hostPrefix(address), 'dev', this.device, ...extra]);
+  }
+
+  async remove(address: string): Promise<void> {
+    if (!(await this.has(address))) return;
+    await this.run([familyFlag(address), 'addr', 'del', hostPrefix(address), 'dev', this.device]);
+  }
+
+  async has(address: string): Promise<boolean> {
+    const out = await this.run(['-j', familyFlag(address), 'addr', 'show', 'dev', this.device]);
+    const links = JSON.parse(out || '[]') as Array<{ addr_info?: Array<{ local?: string }> }>;
+    const wanted = normalise(address);
+    return links.some((l) => (l.addr_info ?? []).some((a) => a.local !== undefined && normalise(a.local) === wanted));
+  }
+
+  private run(args: string[]): Promise<string> {
+    return new Promise((resolve, reject) => {
+      execFile(this.ipBinary, args, { timeout: 5000 }, (err, stdout, stderr) => {
+        if (err) {
+          reject(new VipdError('VIPD_ERR_NET', `ip ${args.join(' ')}: ${stderr.trim() || err.message}`, { cause: err }));
+        } else {
+          resolve(stdout);
+        }
+      });
+    });
+  }
+}
+
+function familyFlag(address: string): string {
+  return isIP(address) === 6 ? '-6' : '-4';
+}
+
+function normalise(address: string): string {
+  return isIP(address) === 6 ? new URL(`http://[${address}]/`).hostname : address;
+}
