@@ -5,7 +5,6 @@ import type { DaemonStatus } from '../control/control';
 import { ConfigError, VipdError, errorMessage } from '../lib/errors';
 import { createLogger } from '../lib/logger';
 import { vipdVersion } from '../lib/version';
-import { runDaemon } from '../main';
 import { adminRequest } from './admin-client';
 import { renderStatus } from './status-table';
 
@@ -56,6 +55,8 @@ program
   .action(async (opts: { config: string; logLevel: string }) => {
     const config = loadOrExit(opts.config);
     const logger = createLogger(opts.logLevel);
+    // Loaded here so that check-config, status and drain never load the daemon's modules.
+    const { runDaemon } = await import('../main');
     await runDaemon(config, { configPath: opts.config, logger });
   });
 

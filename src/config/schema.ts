@@ -13,11 +13,11 @@ function duration(minMs: number, maxMs: number) {
   return z.string().transform((text, ctx) => {
     const ms = parseDuration(text);
     if (ms === undefined) {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `"${text}" is not a duration (write e.g. 200ms, 2s, 1m)` });
+      ctx.addIssue({ code: z.ZodIssueCode.custom, fatal: true, message: `"${text}" is not a duration (write e.g. 200ms, 2s, 1m)` });
       return z.NEVER;
     }
     if (ms < minMs || ms > maxMs) {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `${text} is out of range (${minMs}ms..${maxMs}ms)` });
+      ctx.addIssue({ code: z.ZodIssueCode.custom, fatal: true, message: `${text} is out of range (${minMs}ms..${maxMs}ms)` });
       return z.NEVER;
     }
     return ms;
@@ -57,7 +57,7 @@ export function hostAddressProblem(text: string): string | undefined {
 const vipAddress = z.string().transform((text, ctx) => {
   const problem = hostAddressProblem(text);
   if (problem) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+    ctx.addIssue({ code: z.ZodIssueCode.custom, fatal: true, message: problem });
     return z.NEVER;
   }
   const slash = text.indexOf('/');
@@ -81,7 +81,7 @@ const community = z.string().refine((s) => {
 const endpointText = z.string().transform((text, ctx) => {
   const ep = parseEndpoint(text);
   if (!ep) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `"${text}" is not IP:PORT (IPv6 as [ADDR]:PORT, port 1..65535)` });
+    ctx.addIssue({ code: z.ZodIssueCode.custom, fatal: true, message: `"${text}" is not IP:PORT (IPv6 as [ADDR]:PORT, port 1..65535)` });
     return z.NEVER;
   }
   return ep;
@@ -90,7 +90,7 @@ const endpointText = z.string().transform((text, ctx) => {
 const loopbackListen = z.string().transform((text, ctx) => {
   const ep = parseEndpoint(text);
   if (!ep || !(ep.host.startsWith('127.') || ep.host === '::1')) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `"${text}" must be a loopback IP:PORT (127.0.0.0/8 or [::1]); the admin API is never exposed` });
+    ctx.addIssue({ code: z.ZodIssueCode.custom, fatal: true, message: `"${text}" must be a loopback IP:PORT (127.0.0.0/8 or [::1]); the admin API is never exposed` });
     return z.NEVER;
   }
   return ep;

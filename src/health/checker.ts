@@ -1,0 +1,146 @@
+import type { Clock, TimerHandle } from '../lib/clock';
+import { errorMessage } from '../lib/errors';
+import type { Endpoint } from '../net/endpoint';
+import { applyResult, initialMemory, type CheckOutcome, type ThresholdMemory } from './checker-thresholds';
+import type { HealthState, Probe, ProbeResult } from './health';
+
+/** One probe result as the checker judged it. `from === to` unless `outcome` is 'changed'. */
+export interface CheckRecord {
+  readonly backend: Endpoint;
+  readonly result: ProbeResult;
+  /** Wall-clock ms when the result was judged. */
+  readonly at: number;
+  readonly from: HealthState;
+  readonly to: HealthState;
+  readonly outcome: CheckOutcome;
+}
+
+export interface BackendCheckerOptions {
+  readonly backend: Endpoint;
+  readonly probe: Probe;
+  readonly intervalMs: number;
+  readonly timeoutMs: number;
+  readonly rise: number;
+  readonly fall: number;
+  readonly clock: Clock;
+  /** Uniform [0, 1); Math.random unless a test pins it. */
+  readonly random?: () => number;
+  /** How much of an interval jitter may remove; 0.1 unless set. */
+  readonly jitterFraction?: number;
+  /** Called for every result, in order, after the state has been updated. */
+  readonly onResult: (record: CheckRecord) => void;
+}
+
+export const DEFAULT_JITTER_FRACTION = 0.1;
+
+/**
+ * Schedules the probes of one backend and runs their results through the rise/fall thresholds.
+ *
+ * Promises: at most one probe of the backend is in flight; the first probe starts within
+ * intervalMs×jitter of start(); consecutive probe starts are at most intervalMs apart when probes
+ * finish within intervalMs (otherwise back to back); no result is ever later than timeoutMs after its
+ * probe started, even from a probe that breaks its own contract. So a backend that stops answering
+ * is marked down within intervalMs×fall + timeoutMs (when timeoutMs ≤ intervalMs).
+ */
+export class BackendChecker {
+  private memory: ThresholdMemory = initialMemory;
+  private lifecycle: 'idle' | 'running' | 'closed' = 'idle';
+  private timer: TimerHandle | undefined;
+  /** The probe's own promise has not settled; stays true past the checker's timeout if the probe overruns. */
+  private probeInFlight = false;
+  private probeStartedAt = 0;
+  private readonly random: () => number;
+  private readonly jitterFraction: number;
+
+  constructor(private readonly options: BackendCheckerOptions) {
+    this.random = options.random ?? Math.random;
+    this.jitterFraction = options.jitterFraction ?? DEFAULT_JITTER_FRACTION;
+  }
+
+  get state(): HealthState {
+    return this.memory.state;
+  }
+
+  /** Idempotent; a closed checker never starts again. */
+  start(): void {
+    if (this.lifecycle !== 'idle') return;
+    this.lifecycle = 'running';
+    // Prompt, but spread: many checkers started together must not probe in lockstep.
+    this.schedule(this.options.intervalMs * this.jitterFraction * this.random());
+  }
+
+  /** Idempotent. A probe in flight finishes on its own (bounded by its timeout) and is ignored. */
+  close(): void {
+    this.lifecycle = 'closed';
+    this.timer?.cancel();
+    this.timer = undefined;
+  }
+
+  /**
+   * Jitter only shortens the wait. Lengthening it would push the worst-case detection time past
+   * intervalMs×fall + timeoutMs, the bound the reliability scenarios (T02, T03) hold us to.
+   */
+  private nextWait(): number {
+    return this.options.intervalMs * (1 - this.jitterFraction * this.random());
+  }
+
+  private schedule(delayMs: number): void {
+    this.timer = this.options.clock.setTimeout(() => this.runAttempt(), Math.max(0, delayMs));
+  }
+
+  private runAttempt(): void {
+    this.timer = undefined;
+    if (this.lifecycle !== 'running') return;
+    const { clock, timeoutMs, probe, backend } = this.options;
+    const startedAt = clock.now();
+
+    if (this.probeInFlight) {
+      // Starting another probe would put two in flight; a probe this late is a failure in itself.
+      this.judge({ ok: false, detail: `previous probe still running after ${Math.round(startedAt - this.probeStartedAt)}ms`, durationMs: 0 });
+      this.schedule(this.nextWait());
+      return;
+    }
+
+    this.probeInFlight = true;
+    this.probeStartedAt = startedAt;
+    let answered = false;
+    let guard: TimerHandle | undefined;
+    const answer = (result: ProbeResult): void => {
+      if (answered) return;
+      answered = true;
+      guard?.cancel();
+      if (this.lifecycle !== 'running') return;
+      this.judge(result);
+      if (this.lifecycle !== 'running') return;
+      // A probe still running after the guard fired gets a full interval to settle before the next attempt.
+      const elapsed = this.probeInFlight ? 0 : clock.now() - startedAt;
+      this.schedule(this.nextWait() - elapsed);
+    };
+
+    let pending: Promise<ProbeResult>;
+    try {
+      pending = probe.check(backend, timeoutMs);
+    } catch (err) {
+      pending = Promise.reject(err);
+    }
+    // Armed after check() so that a probe honouring its own timeout (armed first, same delay) always wins the tie.
+    guard = clock.setTimeout(() => answer({ ok: false, detail: `timeout after ${timeoutMs}ms`, durationMs: timeoutMs }), timeoutMs);
+    pending.then(
+      (result) => {
+        this.probeInFlight = false;
+        answer(result);
+      },
+      (err: unknown) => {
+        this.probeInFlight = false;
+        answer({ ok: false, detail: `probe error: ${errorMessage(err)}`, durationMs: Math.round(clock.now() - startedAt) });
+      },
+    );
+  }
+
+  private judge(result: ProbeResult): void {
+    const from = this.memory.state;
+    const { memory, outcome } = applyResult(this.memory, result.ok, this.options);
+    this.memory = memory;
+    this.options.onResult({ backend: this.options.backend, result, at: this.options.clock.wallNow(), from, to: memory.state, outcome });
+  }
+}

@@ -1,0 +1,167 @@
+import type { Clock } from '../lib/clock';
+import { VipdError } from '../lib/errors';
+import type { Logger } from '../lib/logger';
+import type { Metrics } from '../lib/metrics';
+import type { Endpoint } from '../net/endpoint';
+import { BackendChecker, type CheckRecord } from './checker';
+import type {
+  BackendStatus,
+  CheckSpec,
+  HealthState,
+  HealthTransition,
+  PoolHealth,
+  PoolSnapshot,
+  Probe,
+  ProbeResult,
+} from './health';
+import { createProbe } from './probe';
+
+export interface PoolHealthOptions {
+  readonly pool: string;
+  /** In configured order; `healthy` in every snapshot keeps this order. */
+  readonly backends: readonly Endpoint[];
+  readonly check: CheckSpec;
+  /** Replaces the probe built from `check` (tests, or a shared probe). */
+  readonly probe?: Probe;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  /** Uniform [0, 1) for jitter; Math.random unless a test pins it. */
+  readonly random?: () => number;
+}
+
+const STATES: readonly HealthState[] = ['unknown', 'healthy', 'unhealthy'];
+
+type TransitionListener = (snapshot: PoolSnapshot, transition: HealthTransition) => void;
+
+/**
+ * One checker per backend, folded into immutable pool snapshots. A snapshot is rebuilt (version + 1)
+ * only when a backend changes state; each one carries every backend's latest result as of that moment.
+ * Throws VipdError VIPD_ERR_CONFIG on thresholds or timings no checker could honour, or a backend listed twice.
+ */
+export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
+  const { pool, backends, check, clock, metrics } = options;
+  validate(pool, backends, check);
+  const probe = options.probe ?? createProbe(check);
+  const log = options.logger.child({ component: 'health', pool });
+
+  const createdAt = clock.wallNow();
+  const states: HealthState[] = backends.map(() => 'unknown');
+  const since: number[] = backends.map(() => createdAt);
+  const lastResults: Array<(ProbeResult & { readonly at: number }) | undefined> = backends.map(() => undefined);
+  let current = buildSnapshot(pool, 0, backends, states, since, lastResults);
+  const listeners = new Set<TransitionListener>();
+  let lifecycle: 'idle' | 'running' | 'closed' = 'idle';
+
+  backends.forEach((backend, index) => setStateGauge(metrics, pool, backend, states[index]!));
+
+  const checkers = backends.map((backend, index) => {
+    const backendLog = log.child({ backend: backend.key });
+    return new BackendChecker({
+      backend,
+      probe,
+      intervalMs: check.intervalMs,
+      timeoutMs: check.timeoutMs,
+      rise: check.rise,
+      fall: check.fall,
+      clock,
+      random: options.random,
+      onResult: (record) => onResult(index, record, backendLog),
+    });
+  });
+
+  function onResult(index: number, record: CheckRecord, backendLog: Logger): void {
+    const { backend, result, from, to, outcome } = record;
+    const labels = { pool, backend: backend.key };
+    metrics.healthChecks.inc({ ...labels, result: result.ok ? 'ok' : 'fail' });
+    metrics.healthCheckDuration.observe({ pool }, result.durationMs / 1000);
+    lastResults[index] = Object.freeze({ ...result, at: record.at });
+    backendLog.debug({ event: 'healthProbe', ok: result.ok, detail: result.detail, durationMs: result.durationMs, outcome, state: to }, 'probe');
+    if (outcome !== 'changed') return;
+
+    states[index] = to;
+    since[index] = record.at;
+    current = buildSnapshot(pool, current.version + 1, backends, states, since, lastResults);
+    setStateGauge(metrics, pool, backend, to);
+    metrics.healthTransitions.inc({ ...labels, to });
+    // Losing a backend is what an operator looks for first; gaining one is routine.
+    backendLog[to === 'unhealthy' ? 'warn' : 'info'](
+      { event: 'healthTransition', from, to, detail: result.detail, durationMs: result.durationMs, healthy: current.healthy.length, total: backends.length },
+      `backend ${backend.key} ${from} -> ${to}: ${result.detail}`,
+    );
+
+    const transition: HealthTransition = Object.freeze({ pool, backend, from, to, result });
+    const snapshot = current;
+    for (const listener of [...listeners]) {
+      try {
+        listener(snapshot, transition);
+      } catch (err) {
+        // One faulty subscriber must not stop the others from hearing about the change, nor the checks.
+        log.error({ event: 'listenerError', err }, 'health change listener threw');
+      }
+    }
+  }
+
+  return {
+    pool,
+    start(): void {
+      if (lifecycle !== 'idle') return;
+      lifecycle = 'running';
+      log.info({ event: 'healthStart', kind: probe.kind, backends: backends.length, intervalMs: check.intervalMs, timeoutMs: check.timeoutMs, rise: check.rise, fall: check.fall }, 'health checks started');
+      for (const checker of checkers) checker.start();
+    },
+    close(): void {
+      if (lifecycle === 'closed') return;
+      const wasRunning = lifecycle === 'running';
+      lifecycle = 'closed';
+      for (const checker of checkers) checker.close();
+      listeners.clear();
+      if (wasRunning) log.info({ event: 'healthStop' }, 'health checks stopped');
+    },
+    snapshot: () => current,
+    onChange(listener: TransitionListener): () => void {
+      const subscription: TransitionListener = (snapshot, transition) => listener(snapshot, transition);
+      listeners.add(subscription);
+      return () => void listeners.delete(subscription);
+    },
+  };
+}
+
+function buildSnapshot(
+  pool: string,
+  version: number,
+  backends: readonly Endpoint[],
+  states: readonly HealthState[],
+  since: readonly number[],
+  lastResults: ReadonlyArray<(ProbeResult & { readonly at: number }) | undefined>,
+): PoolSnapshot {
+  const statuses: BackendStatus[] = backends.map((backend, index) => {
+    const lastResult = lastResults[index];
+    return Object.freeze({ backend, state: states[index]!, since: since[index]!, ...(lastResult !== undefined ? { lastResult } : {}) });
+  });
+  return Object.freeze({
+    pool,
+    version,
+    backends: Object.freeze(statuses),
+    healthy: Object.freeze(statuses.filter((s) => s.state === 'healthy').map((s) => s.backend)),
+    settled: statuses.every((s) => s.state !== 'unknown'),
+  });
+}
+
+function setStateGauge(metrics: Metrics, pool: string, backend: Endpoint, state: HealthState): void {
+  for (const candidate of STATES) metrics.backendState.set({ pool, backend: backend.key, state: candidate }, candidate === state ? 1 : 0);
+}
+
+function validate(pool: string, backends: readonly Endpoint[], check: CheckSpec): void {
+  const problems: string[] = [];
+  if (!(Number.isInteger(check.rise) && check.rise >= 1)) problems.push(`rise must be an integer ≥ 1, got ${check.rise}`);
+  if (!(Number.isInteger(check.fall) && check.fall >= 1)) problems.push(`fall must be an integer ≥ 1, got ${check.fall}`);
+  if (!(check.intervalMs > 0 && Number.isFinite(check.intervalMs))) problems.push(`intervalMs must be > 0, got ${check.intervalMs}`);
+  if (!(check.timeoutMs > 0 && Number.isFinite(check.timeoutMs))) problems.push(`timeoutMs must be > 0, got ${check.timeoutMs}`);
+  const seen = new Set<string>();
+  for (const backend of backends) {
+    if (seen.has(backend.key)) problems.push(`backend ${backend.key} is listed twice`);
+    seen.add(backend.key);
+  }
+  if (problems.length > 0) throw new VipdError('VIPD_ERR_CONFIG', `health of pool ${pool}: ${problems.join('; ')}`);
+}

@@ -1,0 +1,63 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { decide, type VipInput } from '../../src/announce/decide';
+import type { BackendStatus, HealthState, PoolSnapshot } from '../../src/health/health';
+import { endpoint } from '../../src/net/endpoint';
+
+function pool(name: string, states: HealthState[]): PoolSnapshot {
+  const backends: BackendStatus[] = states.map((state, i) => ({ backend: endpoint(`198.18.2${i + 1}.2`, 2379), state, since: 0 }));
+  return {
+    pool: name,
+    version: 1,
+    backends,
+    healthy: backends.filter((b) => b.state === 'healthy').map((b) => b.backend),
+    settled: states.every((s) => s !== 'unknown'),
+  };
+}
+
+function input(over: Partial<VipInput> & { pools?: HealthState[][]; bound?: boolean[] } = {}): VipInput {
+  const pools = over.pools ?? [['healthy', 'healthy', 'healthy']];
+  return {
+    vip: '198.19.0.10',
+    shuttingDown: false,
+    drained: false,
+    vipBound: true,
+    minHealthyBackends: 1,
+    listeners: pools.map((states, i) => ({ id: `cp:${2379 + i}`, bound: over.bound?.[i] ?? true, pool: pool(`p${i}`, states) })),
+    ...over,
+  };
+}
+
+const cases: Array<{ name: string; in: VipInput; announce: boolean; reason: string }> = [
+  { name: 'all healthy', in: input(), announce: true, reason: 'ready' },
+  { name: 'one healthy is enough by default', in: input({ pools: [['healthy', 'unhealthy', 'unhealthy']] }), announce: true, reason: 'ready' },
+  { name: 'all unknown at start', in: input({ pools: [['unknown', 'unknown', 'unknown']] }), announce: false, reason: 'starting' },
+  { name: 'one healthy while others unknown is enough', in: input({ pools: [['healthy', 'unknown', 'unknown']] }), announce: true, reason: 'ready' },
+  { name: 'unknown never counts as healthy', in: input({ pools: [['unknown', 'unhealthy', 'unhealthy']] }), announce: false, reason: 'starting' },
+  { name: 'all unhealthy', in: input({ pools: [['unhealthy', 'unhealthy', 'unhealthy']] }), announce: false, reason: 'noHealthyBackends' },
+  { name: 'below minHealthy', in: input({ minHealthyBackends: 2, pools: [['healthy', 'unhealthy', 'unhealthy']] }), announce: false, reason: 'belowMinHealthy' },
+  { name: 'minHealthy met', in: input({ minHealthyBackends: 2, pools: [['healthy', 'healthy', 'unhealthy']] }), announce: true, reason: 'ready' },
+  { name: 'every listener pool must pass', in: input({ pools: [['healthy'], ['unhealthy']] }), announce: false, reason: 'noHealthyBackends' },
+  { name: 'listener not bound', in: input({ bound: [false] }), announce: false, reason: 'listenerNotBound' },
+  { name: 'vip not on the node', in: input({ vipBound: false }), announce: false, reason: 'vipNotBound' },
+  { name: 'drained beats healthy', in: input({ drained: true }), announce: false, reason: 'drained' },
+  { name: 'shutting down beats drained', in: input({ drained: true, shuttingDown: true }), announce: false, reason: 'shuttingDown' },
+  { name: 'drained beats unbound', in: input({ drained: true, vipBound: false }), announce: false, reason: 'drained' },
+  { name: 'unbound listener beats unhealthy pool', in: input({ bound: [false], pools: [['unhealthy']] }), announce: false, reason: 'listenerNotBound' },
+];
+
+for (const c of cases) {
+  test(`decide: ${c.name}`, () => {
+    const d = decide(c.in);
+    assert.equal(d.announce, c.announce);
+    assert.equal(d.reason, c.reason);
+    assert.ok(d.detail.length > 0, 'every decision explains itself');
+  });
+}
+
+test('decide is pure: same input, same output, input untouched', () => {
+  const i = input({ pools: [['healthy', 'unhealthy']] });
+  const before = JSON.stringify(i);
+  assert.deepEqual(decide(i), decide(i));
+  assert.equal(JSON.stringify(i), before);
+});
