@@ -52,6 +52,12 @@ export class AdminServer {
     });
   }
 
+  /** The bound port (useful when configured with port 0). */
+  port(): number {
+    const addr = this.server?.address();
+    return addr && typeof addr === 'object' ? addr.port : 0;
+  }
+
   close(): Promise<void> {
     const server = this.server;
     this.server = undefined;

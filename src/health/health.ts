@@ -45,6 +45,7 @@ export interface BackendStatus {
 /** Immutable view of one pool; a new object is built on every change, never mutated. */
 export interface PoolSnapshot {
   readonly pool: string;
+  /** Increments exactly when a backend changes state; a newer snapshot with the same version differs only in lastResult. */
   readonly version: number;
   readonly backends: readonly BackendStatus[];
   /** Backends whose state is 'healthy', in configured order. */

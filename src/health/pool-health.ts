@@ -35,21 +35,24 @@ const STATES: readonly HealthState[] = ['unknown', 'healthy', 'unhealthy'];
 type TransitionListener = (snapshot: PoolSnapshot, transition: HealthTransition) => void;
 
 /**
- * One checker per backend, folded into immutable pool snapshots. A snapshot is rebuilt (version + 1)
- * only when a backend changes state; each one carries every backend's latest result as of that moment.
+ * One checker per backend, folded into immutable pool snapshots. The version increments exactly when a
+ * backend changes state, and listeners hear of exactly those changes. snapshot() may also return a new
+ * object with the same version whose only difference is a fresher lastResult.
  * Throws VipdError VIPD_ERR_CONFIG on thresholds or timings no checker could honour, or a backend listed twice.
  */
 export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
   const { pool, backends, check, clock, metrics } = options;
   validate(pool, backends, check);
   const probe = options.probe ?? createProbe(check);
-  const log = options.logger.child({ component: 'health', pool });
+  const log = withBindings(options.logger, { component: 'health', pool });
 
   const createdAt = clock.wallNow();
   const states: HealthState[] = backends.map(() => 'unknown');
   const since: number[] = backends.map(() => createdAt);
   const lastResults: Array<(ProbeResult & { readonly at: number }) | undefined> = backends.map(() => undefined);
   let current = buildSnapshot(pool, 0, backends, states, since, lastResults);
+  /** A probe result arrived that `current` does not show yet; rebuilt lazily, since most are never read. */
+  let resultsNewerThanSnapshot = false;
   const listeners = new Set<TransitionListener>();
   let lifecycle: 'idle' | 'running' | 'closed' = 'idle';
 
@@ -76,12 +79,14 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
     metrics.healthChecks.inc({ ...labels, result: result.ok ? 'ok' : 'fail' });
     metrics.healthCheckDuration.observe({ pool }, result.durationMs / 1000);
     lastResults[index] = Object.freeze({ ...result, at: record.at });
+    resultsNewerThanSnapshot = true;
     backendLog.debug({ event: 'healthProbe', ok: result.ok, detail: result.detail, durationMs: result.durationMs, outcome, state: to }, 'probe');
     if (outcome !== 'changed') return;
 
     states[index] = to;
     since[index] = record.at;
     current = buildSnapshot(pool, current.version + 1, backends, states, since, lastResults);
+    resultsNewerThanSnapshot = false;
     setStateGauge(metrics, pool, backend, to);
     metrics.healthTransitions.inc({ ...labels, to });
     // Losing a backend is what an operator looks for first; gaining one is routine.
@@ -118,8 +123,16 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
       listeners.clear();
       if (wasRunning) log.info({ event: 'healthStop' }, 'health checks stopped');
     },
-    snapshot: () => current,
+    snapshot(): PoolSnapshot {
+      if (resultsNewerThanSnapshot) {
+        // Same version: states are unchanged, only lastResult is fresher (status pages want the latest probe).
+        current = buildSnapshot(pool, current.version, backends, states, since, lastResults);
+        resultsNewerThanSnapshot = false;
+      }
+      return current;
+    },
     onChange(listener: TransitionListener): () => void {
+      // Wrapped so that subscribing one function twice gives two subscriptions, each with its own unsubscribe.
       const subscription: TransitionListener = (snapshot, transition) => listener(snapshot, transition);
       listeners.add(subscription);
       return () => void listeners.delete(subscription);
@@ -164,4 +177,11 @@ function validate(pool: string, backends: readonly Endpoint[], check: CheckSpec)
     seen.add(backend.key);
   }
   if (problems.length > 0) throw new VipdError('VIPD_ERR_CONFIG', `health of pool ${pool}: ${problems.join('; ')}`);
+}
+
+/** The composition root may already have bound these; pino would repeat a key bound twice. */
+function withBindings(logger: Logger, bindings: Record<string, string>): Logger {
+  const existing = logger.bindings();
+  const missing = Object.fromEntries(Object.entries(bindings).filter(([key, value]) => existing[key] !== value));
+  return Object.keys(missing).length > 0 ? logger.child(missing) : logger;
 }

@@ -56,3 +56,13 @@ export interface BackendCounters {
   readonly total: number;
   readonly connectErrors: number;
 }
+
+/**
+ * Per-backend counters of one pool, shared by all of its listeners (added for status: it reads
+ * counters through this contract rather than through the proxy's concrete tracker).
+ */
+export interface PoolLoad extends BackendLoad {
+  readonly pool: string;
+  /** Zeros for a backend that has never been dialled. */
+  counters(backendKey: string): BackendCounters;
+}

@@ -1,0 +1,160 @@
+import { connect as netConnect, type Socket, type TcpNetConnectOpts } from 'node:net';
+import { VipdError } from '../lib/errors';
+import type { Endpoint } from '../net/endpoint';
+
+/** Why a dial failed, as a label: the session retries on every kind, metrics count them apart. */
+export type ConnectFailureKind = 'refused' | 'timeout' | 'reset' | 'unreachable' | 'error';
+
+/** A failed dial. `code` is VIPD_ERR_CONNECT_TIMEOUT for timeouts and VIPD_ERR_NET otherwise. */
+export class ConnectError extends VipdError {
+  readonly kind: ConnectFailureKind;
+  readonly backend: string;
+  constructor(kind: ConnectFailureKind, backend: string, message: string, cause?: unknown) {
+    super(kind === 'timeout' ? 'VIPD_ERR_CONNECT_TIMEOUT' : 'VIPD_ERR_NET', message, { cause });
+    this.kind = kind;
+    this.backend = backend;
+    this.name = 'ConnectError';
+  }
+}
+
+/**
+ * Receives the outcome of one dial. Exactly one method is called, never synchronously from the
+ * Connector call, and neither is called after cancel(). A handler object instead of callbacks lets a
+ * session receive the outcome without allocating a closure per dial.
+ */
+export interface ConnectHandler {
+  onConnected(socket: Socket): void;
+  onConnectFailed(error: ConnectError): void;
+}
+
+export interface PendingConnect {
+  /** Abandons the dial and destroys its socket; the handler hears nothing more. */
+  cancel(): void;
+}
+
+/** Dials a backend; a socket handed to onConnected is connected, half-open allowed, noDelay and keepalive on. */
+export type Connector = (target: Endpoint, timeoutMs: number, handler: ConnectHandler) => PendingConnect;
+
+export interface ConnectorOptions {
+  /** TCP keepalive idle time before the first probe. */
+  readonly keepAliveInitialDelayMs?: number;
+  /** Socket-level high-water mark for the upstream leg (default: Node's). */
+  readonly highWaterMark?: number;
+  /** Creates a socket that starts connecting; tests inject one that never connects. */
+  readonly dial?: (options: TcpNetConnectOpts) => Socket;
+}
+
+export const DEFAULT_KEEPALIVE_INITIAL_DELAY_MS = 10_000;
+
+export function createConnector(options: ConnectorOptions = {}): Connector {
+  const dial = options.dial ?? netConnect;
+  const keepAliveInitialDelay = options.keepAliveInitialDelayMs ?? DEFAULT_KEEPALIVE_INITIAL_DELAY_MS;
+  const highWaterMark = options.highWaterMark;
+  return (target, timeoutMs, handler) => {
+    const socket = dial({
+      host: target.host,
+      port: target.port,
+      // Half-close is relayed by the session: Node must not end our side when the backend ends its.
+      allowHalfOpen: true,
+      noDelay: true,
+      keepAlive: true,
+      keepAliveInitialDelay,
+      ...(highWaterMark === undefined ? {} : { highWaterMark }),
+    }) as DialSocket;
+    const attempt = new DialAttempt(socket, target, timeoutMs, handler);
+    socket[kDial] = attempt;
+    socket.on('connect', onDialConnect);
+    socket.on('timeout', onDialTimeout);
+    socket.on('error', onDialError);
+    // The socket's own idle timer is the cheapest timer Node has, and it also covers a dial that
+    // never produces any event at all.
+    socket.setTimeout(timeoutMs);
+    return attempt;
+  };
+}
+
+const kDial: unique symbol = Symbol('vipd.dial');
+type DialSocket = Socket & { [kDial]?: DialAttempt | undefined };
+
+class DialAttempt implements PendingConnect {
+  settled = false;
+  constructor(
+    readonly socket: DialSocket,
+    readonly target: Endpoint,
+    readonly timeoutMs: number,
+    readonly handler: ConnectHandler,
+  ) {}
+
+  cancel(): void {
+    if (this.settled) return;
+    this.settled = true;
+    detach(this.socket);
+    this.socket.destroy();
+  }
+}
+
+// Shared listeners (`this` is the socket) so that a dial allocates no closures.
+function onDialConnect(this: DialSocket): void {
+  const attempt = this[kDial];
+  if (attempt === undefined || attempt.settled) return;
+  attempt.settled = true;
+  detach(this);
+  this.setTimeout(0);
+  attempt.handler.onConnected(this);
+}
+
+function onDialTimeout(this: DialSocket): void {
+  const attempt = this[kDial];
+  if (attempt === undefined || attempt.settled) return;
+  attempt.settled = true;
+  detach(this);
+  this.destroy();
+  const key = attempt.target.key;
+  attempt.handler.onConnectFailed(
+    new ConnectError('timeout', key, `connect to ${key} timed out after ${attempt.timeoutMs} ms`),
+  );
+}
+
+function onDialError(this: DialSocket, err: Error): void {
+  const attempt = this[kDial];
+  if (attempt === undefined || attempt.settled) return;
+  attempt.settled = true;
+  detach(this);
+  this.destroy();
+  attempt.handler.onConnectFailed(normaliseConnectError(attempt.target.key, err));
+}
+
+function detach(socket: DialSocket): void {
+  socket[kDial] = undefined;
+  socket.removeListener('connect', onDialConnect);
+  socket.removeListener('timeout', onDialTimeout);
+  socket.removeListener('error', onDialError);
+}
+
+/** Maps a platform dial error to a ConnectError, keeping the original as `cause`. */
+export function normaliseConnectError(backend: string, err: unknown): ConnectError {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const kind = connectFailureKind(code);
+  return new ConnectError(kind, backend, `connect to ${backend} failed: ${code ?? String(err)}`, err);
+}
+
+export function connectFailureKind(code: string | undefined): ConnectFailureKind {
+  switch (code) {
+    case 'ECONNREFUSED':
+      return 'refused';
+    case 'ETIMEDOUT':
+      return 'timeout';
+    case 'ECONNRESET':
+    case 'ECONNABORTED':
+    case 'EPIPE':
+      return 'reset';
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'EHOSTDOWN':
+    case 'ENETDOWN':
+    case 'EADDRNOTAVAIL':
+      return 'unreachable';
+    default:
+      return 'error';
+  }
+}
