@@ -46,6 +46,7 @@ export class BackendChecker {
   private memory: ThresholdMemory = initialMemory;
   private lifecycle: 'idle' | 'running' | 'closed' = 'idle';
   private timer: TimerHandle | undefined;
+  private attemptGuard: TimerHandle | undefined;
   /** The probe's own promise has not settled; stays true past the checker's timeout if the probe overruns. */
   private probeInFlight = false;
   private probeStartedAt = 0;
@@ -74,6 +75,8 @@ export class BackendChecker {
     this.lifecycle = 'closed';
     this.timer?.cancel();
     this.timer = undefined;
+    this.attemptGuard?.cancel();
+    this.attemptGuard = undefined;
   }
 
   /**
@@ -104,11 +107,11 @@ export class BackendChecker {
     this.probeInFlight = true;
     this.probeStartedAt = startedAt;
     let answered = false;
-    let guard: TimerHandle | undefined;
     const answer = (result: ProbeResult): void => {
       if (answered) return;
       answered = true;
-      guard?.cancel();
+      this.attemptGuard?.cancel();
+      this.attemptGuard = undefined;
       if (this.lifecycle !== 'running') return;
       this.judge(result);
       if (this.lifecycle !== 'running') return;
@@ -124,7 +127,7 @@ export class BackendChecker {
       pending = Promise.reject(err);
     }
     // Armed after check() so that a probe honouring its own timeout (armed first, same delay) always wins the tie.
-    guard = clock.setTimeout(() => answer({ ok: false, detail: `timeout after ${timeoutMs}ms`, durationMs: timeoutMs }), timeoutMs);
+    this.attemptGuard = clock.setTimeout(() => answer({ ok: false, detail: `timeout after ${timeoutMs}ms (probe overran)`, durationMs: timeoutMs }), timeoutMs);
     pending.then(
       (result) => {
         this.probeInFlight = false;

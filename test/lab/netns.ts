@@ -119,6 +119,7 @@ export class NetnsLab {
   private readonly procs: LabProcess[] = [];
   private readonly cleanupHooks: Hook[] = [];
   private destroying: Promise<DestroyReport> | undefined;
+  private reaper: NodeJS.WritableStream | undefined;
   private logSeq = new Map<string, number>();
 
   private constructor(
@@ -138,7 +139,30 @@ export class NetnsLab {
     );
     const lab = new NetnsLab(id, dir);
     registerEmergencyCleanup(lab);
+    lab.startReaper();
     return lab;
+  }
+
+  /**
+   * Starts a detached watcher that holds the read end of a pipe from this process. If this process dies
+   * in any way, SIGKILL included, the pipe closes and the watcher reaps the lab. pdeathsig alone is not
+   * enough: FRR daemons switch to the frr user, and a credential change clears the parent-death signal.
+   */
+  private startReaper(): void {
+    const script = path.join(__dirname, 'reaper.js');
+    if (!fs.existsSync(script)) return;
+    const child = spawnChild(process.execPath, [script, this.id, this.dir], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] });
+    child.unref();
+    const stdin = child.stdin as (NodeJS.WritableStream & { unref?: () => void }) | null;
+    stdin?.on('error', () => undefined);
+    stdin?.unref?.();
+    this.reaper = stdin ?? undefined;
+  }
+
+  /** Tells the reaper the lab was cleaned up (and whether logs stay), so it exits without acting. */
+  private releaseReaper(keepLogs: boolean): void {
+    this.reaper?.end(keepLogs ? 'done keep-logs\n' : 'done\n');
+    this.reaper = undefined;
   }
 
   nsName(node: string): string {
@@ -172,8 +196,9 @@ export class NetnsLab {
     if (!/^[a-z][a-z0-9]*$/.test(node)) throw new Error(`node name "${node}" must be [a-z][a-z0-9]*`);
     if (this.nsByNode.has(node)) throw new Error(`node "${node}" exists`);
     const ns = `${this.id}-${node}`;
-    await runOk(['ip', 'netns', 'add', ns]);
+    // Registered before it exists, so a failure half-way still gets it cleaned up, in creation order.
     this.nsByNode.set(node, ns);
+    await runOk(['ip', 'netns', 'add', ns]);
     await runOk(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
     await this.sysctl(node, sysctls);
     return ns;
@@ -307,6 +332,7 @@ export class NetnsLab {
       await fs.promises.rm(this.dir, { recursive: true, force: true });
     }
     liveLabs.delete(this);
+    this.releaseReaper(keepLogs);
     return { namespaces: this.namespaces, pids: [...pids], leftovers, ...(keptDir ? { keptDir } : {}) };
   }
 
@@ -409,6 +435,36 @@ export interface SweepReport {
 }
 
 /**
+ * Kills everything in lab `id`'s namespaces, deletes them, and removes its temp dirs (all of `dirs`, or
+ * every dir but logs/ with keepLogs). Shared by sweepStale() and the per-lab reaper process.
+ */
+export async function reapLab(id: string, dirs: readonly string[], opts: { keepLogs?: boolean } = {}): Promise<SweepReport> {
+  const report: SweepReport = { namespaces: [], dirs: [], killed: [] };
+  const mine = (await listNamespaces()).filter((ns) => ns.startsWith(`${id}-`) && NS_NAME_RE.test(ns));
+  for (const ns of mine) report.killed.push(...(await killNamespace(ns)));
+  for (const ns of mine) {
+    await run(['ip', 'netns', 'del', ns]);
+    report.namespaces.push(ns);
+  }
+  for (const dir of dirs) {
+    await removeFrrRuntimeLeftovers(dir);
+    if (opts.keepLogs) {
+      let entries: string[] = [];
+      try {
+        entries = await fs.promises.readdir(dir);
+      } catch {
+        /* already gone */
+      }
+      for (const e of entries) if (e !== 'logs') await fs.promises.rm(path.join(dir, e), { recursive: true, force: true });
+    } else {
+      await fs.promises.rm(dir, { recursive: true, force: true });
+    }
+    report.dirs.push(dir);
+  }
+  return report;
+}
+
+/**
  * Removes what crashed earlier runs left: namespaces matching the lab pattern whose creator process is
  * dead (their processes are killed first), and the matching temp dirs. A live run's lab is never touched.
  */
@@ -422,26 +478,18 @@ export async function sweepStale(): Promise<SweepReport> {
     list.push(path.join(tmp, entry));
     dirsById.set(m[1] as string, list);
   }
-  const report: SweepReport = { namespaces: [], dirs: [], killed: [] };
-  const staleNs: string[] = [];
+  const ids = new Set<string>(dirsById.keys());
   for (const ns of await listNamespaces()) {
     const m = NS_NAME_RE.exec(ns);
-    if (!m) continue;
-    const id = `vl${m[1]}-${m[2]}`;
-    if (!creatorAlive(id, dirsById)) staleNs.push(ns);
+    if (m) ids.add(`vl${m[1]}-${m[2]}`);
   }
-  for (const ns of staleNs) report.killed.push(...(await killNamespace(ns)));
-  for (const ns of staleNs) {
-    await run(['ip', 'netns', 'del', ns]);
-    report.namespaces.push(ns);
-  }
-  for (const [id, dirs] of dirsById) {
+  const report: SweepReport = { namespaces: [], dirs: [], killed: [] };
+  for (const id of ids) {
     if (creatorAlive(id, dirsById)) continue;
-    for (const dir of dirs) {
-      await removeFrrRuntimeLeftovers(dir);
-      await fs.promises.rm(dir, { recursive: true, force: true });
-      report.dirs.push(dir);
-    }
+    const r = await reapLab(id, dirsById.get(id) ?? []);
+    report.namespaces.push(...r.namespaces);
+    report.dirs.push(...r.dirs);
+    report.killed.push(...r.killed);
   }
   return report;
 }

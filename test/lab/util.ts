@@ -65,10 +65,14 @@ export async function runOk(argv: readonly string[], opts: ExecOptions = {}): Pr
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Thrown from a waitFor() predicate to stop waiting at once (e.g. the process being waited on died). */
+export class WaitAborted extends Error {}
+
 /**
  * Polls until predicate() is truthy and returns the elapsed milliseconds, which tests print as their
  * measured figure. A predicate that throws counts as "not yet": during convergence a vtysh or ip call may
  * fail transiently and that must not end the wait early. The last error is reported on timeout.
+ * WaitAborted is the exception: it ends the wait immediately.
  */
 export async function waitFor(
   predicate: () => boolean | Promise<boolean>,
@@ -82,6 +86,7 @@ export async function waitFor(
     try {
       if (await predicate()) return Math.round(performance.now() - start);
     } catch (err) {
+      if (err instanceof WaitAborted) throw err;
       lastError = err;
     }
     const elapsed = performance.now() - start;

@@ -1,0 +1,521 @@
+import net from 'node:net';
+import { Backoff } from '../../lib/backoff';
+import { sleep, type Clock, type TimerHandle } from '../../lib/clock';
+import { VipdError, errorMessage } from '../../lib/errors';
+import type { Logger } from '../../lib/logger';
+import type { Metrics } from '../../lib/metrics';
+import { LatestOnlyQueue } from '../../lib/serial-queue';
+import type { Advertisement, PeerStatus, Speaker, SpeakerEvent } from '../speaker';
+import { GobgpApiError, GobgpClient, type GobgpApiClient, type PeerEventWatch } from './client';
+import {
+  UNICAST_FAMILIES,
+  canonicalPrefix,
+  decodeDestination,
+  encodeAddPath,
+  encodeDeletePath,
+  routeFromAdvertisement,
+  sameRoute,
+  type RibFamily,
+  type RibRoute,
+} from './codec';
+import type { GobgpdFamily } from './gobgpd-config';
+import { PeerTable } from './peers';
+import { GobgpdSupervisor, type SupervisorEvent } from './supervisor';
+
+export interface GobgpPeerOptions {
+  readonly address: string;
+  readonly asn: number;
+  /** Default 3. */
+  readonly holdTimeS?: number;
+  /** Default 1. */
+  readonly keepaliveS?: number;
+  /** Default 5. */
+  readonly connectRetryS?: number;
+  /** TCP MD5 password. */
+  readonly password?: string;
+  /** Enables eBGP multihop with this TTL (peering with a loopback). */
+  readonly ebgpMultihopTtl?: number;
+  readonly localAddress?: string;
+  /**
+   * Default: the family of the peer's address only. gobgpd rewrites an unset next hop to the
+   * session's local address, so an IPv6 route over an IPv4 session would get an IPv4 next hop.
+   */
+  readonly families?: readonly GobgpdFamily[];
+}
+
+export interface GobgpSpeakerOptions {
+  readonly asn: number;
+  readonly routerId: string;
+  /** true: vipd runs gobgpd as its child. false: an external gobgpd at `api`. */
+  readonly manage: boolean;
+  /**
+   * "127.0.0.1:50051", "[::1]:50051" or "unix:/absolute/path". Required when manage is false.
+   * Managed default: a unix socket in the daemon's private directory.
+   */
+  readonly api?: string;
+  readonly gobgpdPath?: string;
+  readonly setprivPath?: string;
+  /** Managed mode: BGP listen port; default -1 (dial out only). */
+  readonly listenPort?: number;
+  /** Managed mode: written into gobgpd's config. External mode: the peers to report in peers(). */
+  readonly peers: readonly GobgpPeerOptions[];
+  /** Default 3000. */
+  readonly reconcileIntervalMs?: number;
+  /** Deadline of each API call. Default 5000. */
+  readonly apiDeadlineMs?: number;
+  /** How long start() waits for the API to answer. Default 10000. */
+  readonly startTimeoutMs?: number;
+  /** Managed mode: run gobgpd under a command that execs it, e.g. ["ip", "netns", "exec", "blue"]. */
+  readonly commandPrefix?: readonly string[];
+  /** Managed mode: delays between restarts of a gobgpd that exits. Default 500 ms .. 30 s. */
+  readonly restartBackoff?: { readonly initialMs: number; readonly maxMs: number };
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  /** Lets tests put a fake in place of the gRPC client. */
+  readonly clientFactory?: (address: string) => GobgpApiClient;
+}
+
+/**
+ * A Speaker over gobgpd's gRPC API, optionally supervising gobgpd itself. It reconciles gobgpd's
+ * global RIB (locally originated paths) with the desired set: after every setAdvertisements, when
+ * the WatchEvent stream comes back, when it fails, and every reconcileIntervalMs. Local paths that are
+ * not in the desired set are deleted whoever added them.
+ */
+export function createGobgpSpeaker(options: GobgpSpeakerOptions): Speaker {
+  return new GobgpSpeaker(options);
+}
+
+type SpeakerState = 'new' | 'starting' | 'running' | 'closing' | 'closed';
+
+/** Why a reconciliation ran, in the order used to label one that several asked for. */
+const TRIGGERS = ['close', 'push', 'start', 'reconnect', 'watch-error', 'interval'] as const;
+type Trigger = (typeof TRIGGERS)[number];
+
+interface Waiter {
+  resolve(): void;
+  reject(err: unknown): void;
+}
+
+const FAMILIES: readonly RibFamily[] = ['ipv4', 'ipv6'];
+
+function closedError(): VipdError {
+  return new VipdError('VIPD_ERR_CLOSED', 'gobgp speaker is closed');
+}
+
+function toPeerFamilies(peer: GobgpPeerOptions): readonly GobgpdFamily[] {
+  return peer.families ?? [net.isIPv6(peer.address) ? 'ipv6-unicast' : 'ipv4-unicast'];
+}
+
+class GobgpSpeaker implements Speaker {
+  private state: SpeakerState = 'new';
+  private startPromise: Promise<void> | undefined;
+  private closePromise: Promise<void> | undefined;
+  private desired = new Map<string, RibRoute>();
+  /** What vipd itself last put into gobgpd: tells a repair from an intended change. */
+  private readonly applied = new Map<string, RibRoute>();
+  private readonly queue = new LatestOnlyQueue();
+  private waiters: Waiter[] = [];
+  private triggers = new Set<Trigger>();
+  private client: GobgpApiClient | undefined;
+  private supervisor: GobgpdSupervisor | undefined;
+  private watch: PeerEventWatch | undefined;
+  private watchHasSynced = false;
+  private watchTimer: TimerHandle | undefined;
+  private intervalTimer: TimerHandle | undefined;
+  private apiUp: boolean | undefined;
+  private readonly watchBackoff = new Backoff(250, 5000);
+  private readonly listeners = new Set<(event: SpeakerEvent) => void>();
+  private readonly peerTable: PeerTable;
+  private readonly log: Logger;
+  private readonly intervalMs: number;
+
+  constructor(private readonly options: GobgpSpeakerOptions) {
+    this.log = options.logger;
+    this.intervalMs = options.reconcileIntervalMs ?? 3000;
+    if (!(this.intervalMs > 0)) throw new VipdError('VIPD_ERR_GOBGP_API', `reconcileIntervalMs ${this.intervalMs} must be positive`);
+    this.peerTable = new PeerTable({
+      configured: options.peers,
+      clock: options.clock,
+      logger: options.logger,
+      metrics: options.metrics,
+      emit: (e) => this.emit(e),
+    });
+  }
+
+  start(): Promise<void> {
+    if (this.state === 'closing' || this.state === 'closed') return Promise.reject(closedError());
+    this.startPromise ??= this.doStart();
+    return this.startPromise;
+  }
+
+  setAdvertisements(ads: readonly Advertisement[]): Promise<void> {
+    if (this.state === 'closing' || this.state === 'closed') return Promise.reject(closedError());
+    let next: Map<string, RibRoute>;
+    try {
+      next = this.toDesired(ads);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    this.desired = next;
+    this.log.debug({ event: 'push', prefixes: [...next.keys()] }, 'desired advertisements recorded');
+    if (this.state === 'new') return Promise.resolve();
+    if (this.state === 'starting') return this.startPromise!.then(() => this.reconcile('push'));
+    return this.reconcile('push');
+  }
+
+  peers(): readonly PeerStatus[] {
+    return this.peerTable.list();
+  }
+
+  onEvent(listener: (event: SpeakerEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  close(): Promise<void> {
+    this.closePromise ??= this.doClose();
+    return this.closePromise;
+  }
+
+  destroy(): void {
+    if (this.state === 'closed') return;
+    this.peerTable.forgetStates('speaker destroyed');
+    this.state = 'closed';
+    this.stopBackgroundWork();
+    this.rejectWaiters(closedError());
+    this.client?.close();
+    this.supervisor?.destroy();
+    this.options.metrics.daemonUp.set(0);
+  }
+
+  private toDesired(ads: readonly Advertisement[]): Map<string, RibRoute> {
+    const routes = new Map<string, RibRoute>();
+    for (const ad of ads) {
+      const route = routeFromAdvertisement(ad);
+      const earlier = routes.get(route.prefix);
+      if (earlier && !sameRoute(earlier, route)) {
+        throw new VipdError('VIPD_ERR_CODEC', `${route.prefix} is advertised twice with different attributes`);
+      }
+      routes.set(route.prefix, route);
+    }
+    return routes;
+  }
+
+  private async doStart(): Promise<void> {
+    this.state = 'starting';
+    const { options } = this;
+    let address = options.api;
+    try {
+      if (options.manage) {
+        const supervisor = new GobgpdSupervisor({
+          config: {
+            asn: options.asn,
+            routerId: options.routerId,
+            listenPort: options.listenPort ?? -1,
+            neighbors: options.peers.map((p) => ({
+              address: p.address,
+              asn: p.asn,
+              connectRetryS: p.connectRetryS ?? 5,
+              holdTimeS: p.holdTimeS ?? 3,
+              keepaliveS: p.keepaliveS ?? 1,
+              families: toPeerFamilies(p),
+              ...(p.password !== undefined && { password: p.password }),
+              ...(p.ebgpMultihopTtl !== undefined && { ebgpMultihopTtl: p.ebgpMultihopTtl }),
+              ...(p.localAddress !== undefined && { localAddress: p.localAddress }),
+            })),
+          },
+          ...(options.api !== undefined && { api: options.api }),
+          ...(options.gobgpdPath !== undefined && { gobgpdPath: options.gobgpdPath }),
+          ...(options.setprivPath !== undefined && { setprivPath: options.setprivPath }),
+          ...(options.commandPrefix !== undefined && { commandPrefix: options.commandPrefix }),
+          ...(options.restartBackoff !== undefined && { restartBackoff: options.restartBackoff }),
+          clock: options.clock,
+          logger: options.logger,
+          metrics: options.metrics,
+        });
+        this.supervisor = supervisor;
+        supervisor.onEvent((e) => this.onSupervisorEvent(e));
+        await supervisor.start();
+        address = supervisor.apiAddress;
+      }
+      if (!address) throw new VipdError('VIPD_ERR_GOBGP_API', 'api address is required when gobgpd is not managed');
+      this.client = options.clientFactory
+        ? options.clientFactory(address)
+        : new GobgpClient({ address, deadlineMs: options.apiDeadlineMs ?? 5000 });
+      await this.waitForApi(options.startTimeoutMs ?? 10_000);
+    } catch (err) {
+      if (this.state !== 'starting') throw closedError();
+      this.destroy();
+      throw err;
+    }
+    if (this.state !== 'starting') throw closedError();
+    this.state = 'running';
+    this.openWatch();
+    this.scheduleInterval();
+    try {
+      await this.reconcile('start');
+    } catch (err) {
+      // A managed gobgpd that answered a moment ago and now fails is broken; an external one may
+      // simply not be up yet, and the background reconciliations will catch up with it.
+      if (options.manage) {
+        this.destroy();
+        throw err;
+      }
+    }
+  }
+
+  /**
+   * A fresh gobgpd needs a moment before its API listens. An external one may come up after vipd:
+   * then start() still resolves and the speaker keeps trying in the background.
+   */
+  private async waitForApi(timeoutMs: number): Promise<void> {
+    const { clock } = this.options;
+    const deadline = clock.now() + timeoutMs;
+    for (let delayMs = 50; ; delayMs = Math.min(delayMs * 2, 1000)) {
+      try {
+        const global = await this.client!.getBgp();
+        this.markApi(true, 'api answers');
+        if (global.asn !== this.options.asn || global.router_id !== this.options.routerId) {
+          this.log.warn(
+            { event: 'daemon', daemonAsn: global.asn, daemonRouterId: global.router_id, asn: this.options.asn, routerId: this.options.routerId },
+            'gobgpd global config differs from vipd config',
+          );
+        }
+        return;
+      } catch (err) {
+        if (this.state !== 'starting') throw closedError();
+        if (clock.now() + delayMs > deadline) {
+          if (this.options.manage) {
+            throw new VipdError('VIPD_ERR_GOBGP_API', `gobgpd API did not answer within ${timeoutMs} ms: ${errorMessage(err)}`, { cause: err });
+          }
+          this.markApi(false, errorMessage(err));
+          this.log.warn({ event: 'daemon', err: errorMessage(err) }, 'external gobgpd does not answer yet; will keep trying');
+          return;
+        }
+        await sleep(clock, delayMs);
+      }
+    }
+  }
+
+  private async doClose(): Promise<void> {
+    if (this.state === 'closed') return;
+    if (this.state === 'new') {
+      this.state = 'closed';
+      return;
+    }
+    if (this.state === 'starting') await this.startPromise!.catch(() => undefined);
+    // start() may have failed and destroyed everything meanwhile.
+    if (this.currentState() === 'closed') return;
+    this.state = 'closing';
+    this.stopBackgroundWork();
+    // Pushes still waiting were never applied; the withdrawal below replaces them.
+    this.rejectWaiters(closedError());
+    this.desired = new Map();
+    try {
+      await this.reconcile('close');
+      this.log.info({ event: 'withdraw', reason: 'close' }, 'withdrew every path before stopping');
+    } catch (err) {
+      this.log.warn({ event: 'withdraw', reason: 'close', err: errorMessage(err) }, 'could not withdraw paths before stopping');
+    }
+    this.peerTable.forgetStates('speaker closed');
+    this.state = 'closed';
+    this.client?.close();
+    await this.supervisor?.close();
+    this.options.metrics.daemonUp.set(0);
+    this.options.metrics.pathsAdvertised.set(0);
+  }
+
+  /** Re-reads the state after an await, where TypeScript's narrowing no longer holds. */
+  private currentState(): SpeakerState {
+    return this.state;
+  }
+
+  private stopBackgroundWork(): void {
+    this.intervalTimer?.cancel();
+    this.intervalTimer = undefined;
+    this.watchTimer?.cancel();
+    this.watchTimer = undefined;
+    this.watch?.cancel();
+    this.watch = undefined;
+  }
+
+  private rejectWaiters(err: unknown): void {
+    for (const w of this.waiters.splice(0)) w.reject(err);
+  }
+
+  /** Queues a reconciliation; resolves once one that started after this call has succeeded. */
+  private reconcile(trigger: Trigger): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.waiters.push({ resolve, reject });
+      this.triggers.add(trigger);
+      this.queue.pushLatest(() => this.runReconcile());
+    });
+  }
+
+  private reconcileInBackground(trigger: Trigger): void {
+    // Failures are logged and counted by runReconcile; the next trigger retries.
+    this.reconcile(trigger).catch(() => undefined);
+  }
+
+  private async runReconcile(): Promise<void> {
+    const waiters = this.waiters.splice(0);
+    const trigger = TRIGGERS.find((t) => this.triggers.has(t)) ?? 'interval';
+    const pushed = this.triggers.has('push');
+    this.triggers.clear();
+    const { metrics } = this.options;
+    try {
+      if (this.state === 'closed' || (this.state === 'closing' && trigger !== 'close')) throw closedError();
+      const { added, deleted } = await this.applyDesired(trigger);
+      metrics.reconciles.inc({ trigger, result: 'ok' });
+      if (pushed) metrics.pushes.inc({ result: 'ok' });
+      if (added + deleted > 0 || trigger !== 'interval') this.emit({ type: 'reconciled', trigger, added, deleted });
+      for (const w of waiters) w.resolve();
+    } catch (err) {
+      metrics.reconciles.inc({ trigger, result: 'error' });
+      if (pushed) metrics.pushes.inc({ result: 'error' });
+      if (err instanceof GobgpApiError && err.unreachable) this.markApi(false, err.message);
+      this.log.warn({ event: 'reconcile', trigger, err: errorMessage(err) }, 'reconciliation failed');
+      for (const w of waiters) w.reject(err);
+    }
+  }
+
+  /** One pass: read what gobgpd really has, add what is missing or different, delete the rest. */
+  private async applyDesired(trigger: Trigger): Promise<{ added: number; deleted: number }> {
+    const client = this.client;
+    if (!client) throw closedError();
+    const desired = this.desired;
+    const actual = await this.readLocalRib(client);
+    this.markApi(true, 'api answers');
+    const { metrics } = this.options;
+    let added = 0;
+    let deleted = 0;
+    for (const [prefix, route] of desired) {
+      const have = actual.get(prefix);
+      if (have && sameRoute(have, route)) continue;
+      const believed = this.applied.get(prefix);
+      const repair = believed !== undefined && sameRoute(believed, route);
+      await client.addPath(encodeAddPath(route));
+      this.applied.set(prefix, route);
+      added++;
+      if (repair) metrics.pathsRepaired.inc({ op: 'added' });
+      const reason = repair ? (have ? 'changed-behind-vipd' : 'missing') : have ? 'attributes-changed' : 'desired';
+      this.log.info({ event: 'announce', op: have ? 'replace' : 'add', prefix, reason, trigger, route }, `announce ${prefix}`);
+    }
+    for (const prefix of actual.keys()) {
+      if (desired.has(prefix)) continue;
+      const owned = this.applied.has(prefix);
+      await client.deletePath(encodeDeletePath(prefix));
+      this.applied.delete(prefix);
+      deleted++;
+      if (!owned) metrics.pathsRepaired.inc({ op: 'deleted' });
+      const reason = owned ? (trigger === 'close' ? 'close' : 'not-desired') : 'not-owned';
+      this.log[owned ? 'info' : 'warn']({ event: 'withdraw', op: 'delete', prefix, reason, trigger }, `withdraw ${prefix}`);
+    }
+    for (const prefix of [...this.applied.keys()]) if (!desired.has(prefix)) this.applied.delete(prefix);
+    metrics.pathsAdvertised.set(desired.size);
+    const level = added + deleted > 0 ? 'info' : 'debug';
+    this.log[level]({ event: 'reconcile', trigger, added, deleted, desired: desired.size }, 'gobgpd RIB reconciled');
+    return { added, deleted };
+  }
+
+  /** Locally originated paths of the global RIB, by canonical prefix; undefined when unreadable. */
+  private async readLocalRib(client: GobgpApiClient): Promise<Map<string, RibRoute | undefined>> {
+    const local = new Map<string, RibRoute | undefined>();
+    for (const family of FAMILIES) {
+      for (const destination of await client.listPath(UNICAST_FAMILIES[family])) {
+        try {
+          for (const entry of decodeDestination(destination)) if (entry.local) local.set(entry.route.prefix, entry.route);
+        } catch (err) {
+          // Unreadable means it cannot equal a desired route: it gets re-added or deleted by prefix.
+          if (!destination.paths.some((p) => p.neighbor_ip === '<nil>' || p.neighbor_ip === '')) continue;
+          this.log.warn({ event: 'reconcile', prefix: destination.prefix, err: errorMessage(err) }, 'cannot decode a local path');
+          local.set(canonicalPrefix(destination.prefix), undefined);
+        }
+      }
+    }
+    return local;
+  }
+
+  private openWatch(): void {
+    if (this.state !== 'running' || this.watch || !this.client) return;
+    this.watchTimer?.cancel();
+    this.watchTimer = undefined;
+    let synced = false;
+    this.watch = this.client.watchPeerEvents({
+      onEvent: (event) => {
+        if (event.type !== 'END_OF_INIT') {
+          this.peerTable.apply(event);
+          return;
+        }
+        if (synced) return;
+        synced = true;
+        this.watchBackoff.reset();
+        this.markApi(true, 'watch stream open');
+        // The first stream opens right after start(), which reconciles anyway.
+        if (this.watchHasSynced) this.reconcileInBackground('reconnect');
+        this.watchHasSynced = true;
+      },
+      onError: (err) => {
+        this.watch = undefined;
+        if (this.state !== 'running') return;
+        this.log.warn({ event: 'daemon', err: err.message }, 'gobgpd WatchEvent stream failed');
+        if (err.unreachable) {
+          this.markApi(false, err.message);
+          this.peerTable.forgetStates('gobgpd API unreachable');
+        }
+        this.reconcileInBackground('watch-error');
+        this.scheduleWatch(this.watchBackoff.next());
+      },
+    });
+  }
+
+  private scheduleWatch(delayMs: number): void {
+    if (this.state !== 'running' || this.watch) return;
+    this.watchTimer?.cancel();
+    this.watchTimer = this.options.clock.setTimeout(() => {
+      this.watchTimer = undefined;
+      this.openWatch();
+    }, delayMs);
+  }
+
+  private scheduleInterval(): void {
+    this.intervalTimer = this.options.clock.setTimeout(() => {
+      this.intervalTimer = undefined;
+      if (this.state !== 'running') return;
+      if (!this.watch && !this.watchTimer) this.openWatch();
+      this.reconcileInBackground('interval');
+      this.scheduleInterval();
+    }, this.intervalMs);
+  }
+
+  private onSupervisorEvent(event: SupervisorEvent): void {
+    if (event.type === 'exited' && !event.expected) {
+      const how = event.signal ? `signal ${event.signal}` : `code ${event.code}`;
+      this.markApi(false, `gobgpd exited (${how})`);
+      this.peerTable.forgetStates('gobgpd exited');
+    } else if (event.type === 'started' && event.restart && this.state === 'running') {
+      // Look for the new daemon now rather than at the end of the current back-off.
+      this.watchBackoff.reset();
+      this.scheduleWatch(100);
+    }
+  }
+
+  private markApi(up: boolean, reason: string): void {
+    this.options.metrics.daemonUp.set(up ? 1 : 0);
+    if (this.apiUp === up) return;
+    this.apiUp = up;
+    this.log[up ? 'info' : 'warn']({ event: 'daemon', up, reason }, up ? 'gobgpd API up' : 'gobgpd API down');
+    this.emit({ type: 'daemon', up, reason });
+  }
+
+  private emit(event: SpeakerEvent): void {
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(event);
+      } catch (err) {
+        this.log.error({ event: 'listener', err: errorMessage(err) }, 'speaker event listener failed');
+      }
+    }
+  }
+}

@@ -1,0 +1,89 @@
+import net from 'node:net';
+import { Address6 } from 'ip-address';
+import type { Clock } from '../../lib/clock';
+import type { Logger } from '../../lib/logger';
+import type { Metrics } from '../../lib/metrics';
+import type { PeerState, PeerStatus, SpeakerEvent } from '../speaker';
+import type { ApiPeerEvent, ApiSessionState } from './api-types';
+
+/**
+ * BGP session states as vipd last saw them. Every change goes through one transition that logs it,
+ * counts it, moves the state gauge and tells listeners. Configured peers are listed from the start
+ * (as 'unknown'); peers gobgpd reports that vipd did not configure (external gobgpd) are listed too.
+ */
+
+const PEER_STATES: readonly PeerState[] = ['unknown', 'idle', 'connect', 'active', 'opensent', 'openconfirm', 'established'];
+
+const SESSION_STATES: Readonly<Record<ApiSessionState, PeerState>> = {
+  UNKNOWN: 'unknown',
+  IDLE: 'idle',
+  CONNECT: 'connect',
+  ACTIVE: 'active',
+  OPENSENT: 'opensent',
+  OPENCONFIRM: 'openconfirm',
+  ESTABLISHED: 'established',
+};
+
+/** Same text for the same address, whatever the notation (gobgpd prints Go's canonical form). */
+export function canonicalPeerAddress(address: string): string {
+  if (net.isIPv6(address)) return new Address6(address).correctForm();
+  return address;
+}
+
+export interface PeerTableOptions {
+  readonly configured: ReadonlyArray<{ readonly address: string; readonly asn: number }>;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly emit: (event: SpeakerEvent) => void;
+}
+
+export class PeerTable {
+  private readonly peers = new Map<string, PeerStatus>();
+
+  constructor(private readonly options: PeerTableOptions) {
+    for (const p of options.configured) {
+      const address = canonicalPeerAddress(p.address);
+      this.peers.set(address, { address, asn: p.asn, state: 'unknown', since: options.clock.wallNow() });
+      this.setGauge(address, 'unknown');
+    }
+  }
+
+  list(): PeerStatus[] {
+    return [...this.peers.values()];
+  }
+
+  /** Applies an INIT or STATE event of gobgpd's WatchEvent stream. */
+  apply(event: ApiPeerEvent): void {
+    if (event.type !== 'INIT' && event.type !== 'STATE') return;
+    const state = event.peer?.state;
+    const address = state?.neighbor_address || event.peer?.conf?.neighbor_address;
+    if (!state || !address || net.isIP(address) === 0) return;
+    this.transition(canonicalPeerAddress(address), state.peer_asn, SESSION_STATES[state.session_state] ?? 'unknown', `gobgpd ${event.type.toLowerCase()} event`);
+  }
+
+  /** When gobgpd cannot be asked, vipd does not know any session's state. */
+  forgetStates(reason: string): void {
+    for (const p of this.peers.values()) this.transition(p.address, p.asn, 'unknown', reason);
+  }
+
+  private transition(address: string, asn: number, to: PeerState, reason: string): void {
+    const { clock, logger, metrics, emit } = this.options;
+    const current = this.peers.get(address);
+    const from = current?.state ?? 'unknown';
+    if (current && from === to) return;
+    this.peers.set(address, { address, asn: asn || current?.asn || 0, state: to, since: clock.wallNow() });
+    this.setGauge(address, to);
+    if (!current && to === 'unknown') return;
+    metrics.peerTransitions.inc({ peer: address, to });
+    const fields = { event: 'peer', peer: address, from, to, reason };
+    if (from === 'established') logger.warn(fields, 'BGP session left established');
+    else if (to === 'established') logger.info(fields, 'BGP session established');
+    else logger.info(fields, 'BGP session state changed');
+    emit({ type: 'peer', peer: address, from, to });
+  }
+
+  private setGauge(address: string, current: PeerState): void {
+    for (const s of PEER_STATES) this.options.metrics.peerState.set({ peer: address, state: s }, s === current ? 1 : 0);
+  }
+}

@@ -1,0 +1,317 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { Backoff } from '../../lib/backoff';
+import type { Clock, TimerHandle } from '../../lib/clock';
+import { VipdError, errorMessage } from '../../lib/errors';
+import type { Logger } from '../../lib/logger';
+import type { Metrics } from '../../lib/metrics';
+import { renderGobgpdConfig, type GobgpdConfig } from './gobgpd-config';
+
+/**
+ * Runs gobgpd as vipd's child. gobgpd forgets API paths when it exits and keeps them while it lives,
+ * so it must never outlive vipd: it runs under `setpriv --pdeathsig TERM`, which makes the kernel
+ * send it SIGTERM (graceful: it sends a Cease to its peers) when vipd dies, even by SIGKILL.
+ * It is restarted with back-off when it exits on its own. Its configuration and API socket live in
+ * a private mkdtemp directory, so that several vipd instances (one per network namespace) can share
+ * a host.
+ */
+
+export interface GobgpdSupervisorOptions {
+  readonly config: GobgpdConfig;
+  /**
+   * API address as the client dials it: a loopback "127.0.0.1:PORT" / "[::1]:PORT" or
+   * "unix:/absolute/path". Default: a unix socket inside the private directory (root-only).
+   */
+  readonly api?: string;
+  readonly gobgpdPath?: string;
+  readonly setprivPath?: string;
+  /** Run gobgpd under another command that execs it, e.g. ["ip", "netns", "exec", "blue"]. */
+  readonly commandPrefix?: readonly string[];
+  readonly restartBackoff?: { readonly initialMs: number; readonly maxMs: number };
+  /** After a process has stayed up this long, the next restart starts from the initial delay. */
+  readonly stableAfterMs?: number;
+  /** SIGTERM, then SIGKILL after this long. Default 5000. */
+  readonly stopTimeoutMs?: number;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+}
+
+export type SupervisorEvent =
+  | { readonly type: 'started'; readonly pid: number; readonly restart: boolean }
+  | { readonly type: 'exited'; readonly pid: number; readonly code: number | null; readonly signal: string | null; readonly expected: boolean };
+
+type SupervisorState = 'new' | 'running' | 'closing' | 'closed';
+
+const GOBGPD_LEVELS: Record<string, 'debug' | 'info' | 'warn' | 'error' | 'fatal'> = {
+  trace: 'debug',
+  debug: 'debug',
+  info: 'info',
+  warning: 'warn',
+  error: 'error',
+  fatal: 'fatal',
+  panic: 'fatal',
+};
+
+function processError(message: string, cause?: unknown): VipdError {
+  return new VipdError('VIPD_ERR_GOBGP_PROCESS', message, cause === undefined ? undefined : { cause });
+}
+
+/** gobgpd's --api-hosts syntax for a client address; refuses anything reachable from outside the host. */
+export function gobgpdApiHost(address: string): string {
+  if (address.startsWith('unix:')) {
+    const socketPath = address.replace(/^unix:(\/\/)?/, '');
+    if (!path.isAbsolute(socketPath)) throw processError(`api ${address}: unix socket path must be absolute`);
+    return `unix://${socketPath}`;
+  }
+  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(address);
+  const host = m?.[1] ?? '';
+  const loopback = (net.isIPv4(host) && host.startsWith('127.')) || host === '::1';
+  if (!m || !loopback) throw processError(`api ${address}: must be a loopback address or a unix socket; gobgpd's API has no authentication`);
+  return address;
+}
+
+function unixSocketPath(address: string): string | undefined {
+  return address.startsWith('unix:') ? address.replace(/^unix:(\/\/)?/, '') : undefined;
+}
+
+export class GobgpdSupervisor {
+  private state: SupervisorState = 'new';
+  private dir: string | undefined;
+  private configFile = '';
+  private api = '';
+  private child: ChildProcess | undefined;
+  private childStartedAt = 0;
+  private restartTimer: TimerHandle | undefined;
+  private closing: Promise<void> | undefined;
+  private readonly exitWaiters: Array<() => void> = [];
+  private readonly listeners = new Set<(event: SupervisorEvent) => void>();
+  private readonly backoff: Backoff;
+  private readonly log: Logger;
+  private readonly daemonLog: Logger;
+
+  constructor(private readonly options: GobgpdSupervisorOptions) {
+    const b = options.restartBackoff ?? { initialMs: 500, maxMs: 30_000 };
+    this.backoff = new Backoff(b.initialMs, b.maxMs);
+    this.log = options.logger;
+    this.daemonLog = options.logger.child({ component: 'gobgpd' });
+  }
+
+  /** Where the client reaches the API. Valid once start() has resolved. */
+  get apiAddress(): string {
+    return this.api;
+  }
+
+  /** pid of the running gobgpd, if any. */
+  get pid(): number | undefined {
+    return this.child?.exitCode === null && this.child.signalCode === null ? this.child.pid : undefined;
+  }
+
+  /** Directory holding gobgpd.toml (and the API socket by default); removed on close. */
+  get directory(): string | undefined {
+    return this.dir;
+  }
+
+  onEvent(listener: (event: SupervisorEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Writes the config, checks it with `gobgpd --dry-run`, and spawns gobgpd. */
+  async start(): Promise<void> {
+    if (this.state !== 'new') throw processError(`supervisor already ${this.state}`);
+    this.state = 'running';
+    try {
+      const config = renderGobgpdConfig(this.options.config);
+      this.dir = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'vipd-gobgpd-'));
+      this.configFile = path.join(this.dir, 'gobgpd.toml');
+      // The config may hold MD5 passwords: owner-only, like the directory mkdtemp made.
+      await fs.promises.writeFile(this.configFile, config, { mode: 0o600 });
+      this.api = this.options.api ?? `unix:${path.join(this.dir, 'api.sock')}`;
+      gobgpdApiHost(this.api);
+      await this.dryRun();
+      await this.spawnDaemon(false);
+    } catch (err) {
+      this.destroy();
+      throw err instanceof VipdError ? err : processError(`cannot start gobgpd: ${errorMessage(err)}`, err);
+    }
+  }
+
+  /** SIGTERM (gobgpd sends a Cease to its peers), SIGKILL after stopTimeoutMs. Idempotent. */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
+    this.closing = this.stop();
+    return this.closing;
+  }
+
+  /** SIGKILL at once. Idempotent. */
+  destroy(): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    this.restartTimer?.cancel();
+    this.child?.kill('SIGKILL');
+    this.removeDirectory();
+  }
+
+  private async stop(): Promise<void> {
+    if (this.state === 'closed') return;
+    this.state = 'closing';
+    this.restartTimer?.cancel();
+    const child = this.child;
+    if (child && this.pid !== undefined) {
+      const exited = this.waitForExit();
+      child.kill('SIGTERM');
+      const timeoutMs = this.options.stopTimeoutMs ?? 5000;
+      let timer: TimerHandle | undefined;
+      const timedOut = await Promise.race([
+        exited.then(() => false),
+        new Promise<boolean>((resolve) => (timer = this.options.clock.setTimeout(() => resolve(true), timeoutMs))),
+      ]);
+      timer?.cancel();
+      if (timedOut) {
+        this.log.warn({ event: 'daemon', op: 'kill', gobgpdPid: child.pid, timeoutMs }, 'gobgpd ignored SIGTERM; sending SIGKILL');
+        child.kill('SIGKILL');
+        await exited;
+      }
+    }
+    this.state = 'closed';
+    this.removeDirectory();
+  }
+
+  private waitForExit(): Promise<void> {
+    if (this.pid === undefined) return Promise.resolve();
+    return new Promise((resolve) => this.exitWaiters.push(resolve));
+  }
+
+  private removeDirectory(): void {
+    if (!this.dir) return;
+    try {
+      fs.rmSync(this.dir, { recursive: true, force: true });
+    } catch (err) {
+      this.log.warn({ event: 'daemon', dir: this.dir, err: errorMessage(err) }, 'cannot remove gobgpd directory');
+    }
+  }
+
+  private gobgpdArgs(): string[] {
+    return ['-f', this.configFile, '-t', 'toml', '--api-hosts', gobgpdApiHost(this.api), '--pprof-disable'];
+  }
+
+  /** Catches config errors before the first spawn instead of in a restart loop. */
+  private dryRun(): Promise<void> {
+    const gobgpd = this.options.gobgpdPath ?? 'gobgpd';
+    return new Promise((resolve, reject) => {
+      const child = spawn(gobgpd, ['-f', this.configFile, '-t', 'toml', '--dry-run'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let output = '';
+      child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+      child.on('error', (err) => reject(processError(`cannot run ${gobgpd}: ${err.message}`, err)));
+      child.on('close', (code) => {
+        if (code === 0) resolve();
+        else reject(processError(`gobgpd rejects its generated config (exit ${code}): ${output.trim().slice(-2000)}`));
+      });
+    });
+  }
+
+  private spawnDaemon(restart: boolean): Promise<void> {
+    const socketPath = unixSocketPath(this.api);
+    // A SIGKILLed gobgpd leaves its socket behind, and a new one then runs without any API.
+    if (socketPath) fs.rmSync(socketPath, { force: true });
+    const prefix = this.options.commandPrefix ?? [];
+    const argv = [
+      ...prefix,
+      this.options.setprivPath ?? 'setpriv',
+      '--pdeathsig',
+      'TERM',
+      '--',
+      this.options.gobgpdPath ?? 'gobgpd',
+      ...this.gobgpdArgs(),
+    ];
+    return new Promise((resolve, reject) => {
+      const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+      child.once('error', (err) => {
+        // Only spawn failures arrive here before 'spawn'; kill() failures after are not fatal.
+        if (child.pid === undefined) reject(processError(`cannot spawn ${argv[0]}: ${err.message}`, err));
+        else this.log.warn({ event: 'daemon', err: err.message }, 'gobgpd process error');
+      });
+      child.once('spawn', () => {
+        this.child = child;
+        this.childStartedAt = this.options.clock.now();
+        const pid = child.pid!;
+        this.pipeOutput(child);
+        child.once('exit', (code, signal) => this.onExit(child, code, signal));
+        this.log.info({ event: 'daemon', op: restart ? 'restart' : 'start', gobgpdPid: pid, api: this.api, argv }, 'gobgpd started');
+        this.emit({ type: 'started', pid, restart });
+        resolve();
+      });
+    });
+  }
+
+  private pipeOutput(child: ChildProcess): void {
+    const pid = child.pid;
+    const forward = (stream: NodeJS.ReadableStream, fallback: 'info' | 'warn'): void => {
+      readline.createInterface({ input: stream, crlfDelay: Infinity }).on('line', (line) => {
+        if (line.trim() === '') return;
+        let parsed: Record<string, unknown> | undefined;
+        try {
+          const value: unknown = JSON.parse(line);
+          if (value && typeof value === 'object' && !Array.isArray(value)) parsed = value as Record<string, unknown>;
+        } catch {
+          // Plain text (Go panics, setpriv errors) is logged as it is.
+        }
+        if (!parsed) {
+          this.daemonLog[fallback]({ gobgpdPid: pid }, line);
+          return;
+        }
+        const { level, msg, time, ...fields } = parsed;
+        const pinoLevel = GOBGPD_LEVELS[String(level)] ?? fallback;
+        this.daemonLog[pinoLevel]({ gobgpdPid: pid, gobgpdTime: time, ...fields }, String(msg ?? ''));
+      });
+    };
+    forward(child.stdout!, 'info');
+    forward(child.stderr!, 'warn');
+  }
+
+  private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (child !== this.child) return;
+    const pid = child.pid!;
+    const expected = this.state !== 'running';
+    const upMs = this.options.clock.now() - this.childStartedAt;
+    for (const w of this.exitWaiters.splice(0)) w();
+    this.emit({ type: 'exited', pid, code, signal, expected });
+    if (expected) {
+      this.log.info({ event: 'daemon', op: 'stop', gobgpdPid: pid, code, signal }, 'gobgpd stopped');
+      return;
+    }
+    if (upMs >= (this.options.stableAfterMs ?? 30_000)) this.backoff.reset();
+    this.log.error({ event: 'daemon', op: 'exit', gobgpdPid: pid, code, signal, upMs: Math.round(upMs) }, 'gobgpd exited unexpectedly; restarting');
+    this.scheduleRestart();
+  }
+
+  private scheduleRestart(): void {
+    const delayMs = this.backoff.next();
+    this.log.info({ event: 'daemon', op: 'restart', delayMs }, 'gobgpd restart scheduled');
+    this.restartTimer = this.options.clock.setTimeout(() => {
+      this.restartTimer = undefined;
+      if (this.state !== 'running') return;
+      this.options.metrics.daemonRestarts.inc();
+      this.spawnDaemon(true).catch((err: unknown) => {
+        this.log.error({ event: 'daemon', op: 'restart', err: errorMessage(err) }, 'cannot respawn gobgpd');
+        if (this.state === 'running') this.scheduleRestart();
+      });
+    }, delayMs);
+  }
+
+  private emit(event: SupervisorEvent): void {
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(event);
+      } catch (err) {
+        this.log.error({ event: 'daemon', err: errorMessage(err) }, 'supervisor listener failed');
+      }
+    }
+  }
+}

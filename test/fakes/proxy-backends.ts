@@ -1,0 +1,148 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import type { PoolSnapshot } from '../../src/health/health';
+import { endpoint, type Endpoint } from '../../src/net/endpoint';
+
+/** A pool snapshot in which exactly `healthy` are healthy (and `unhealthy` are listed but down). */
+export function snapshotOf(pool: string, healthy: readonly Endpoint[], unhealthy: readonly Endpoint[] = [], version = 1): PoolSnapshot {
+  return {
+    pool,
+    version,
+    backends: [
+      ...healthy.map((backend) => ({ backend, state: 'healthy' as const, since: 0 })),
+      ...unhealthy.map((backend) => ({ backend, state: 'unhealthy' as const, since: 0 })),
+    ],
+    healthy,
+    settled: true,
+  };
+}
+
+/** A loopback TCP server standing in for a backend; it tracks its sockets so close() leaves none. */
+export interface TestBackend {
+  readonly endpoint: Endpoint;
+  readonly server: Server;
+  /** Connections accepted so far. */
+  accepted: number;
+  /** Bytes read from all connections. */
+  bytesReceived: number;
+  readonly sockets: Set<Socket>;
+  close(): Promise<void>;
+}
+
+export async function startBackend(onConnection: (socket: Socket, backend: TestBackend) => void): Promise<TestBackend> {
+  const sockets = new Set<Socket>();
+  const server = createServer({ allowHalfOpen: true });
+  const backend: TestBackend = {
+    endpoint: endpoint('127.0.0.1', 0),
+    server,
+    accepted: 0,
+    bytesReceived: 0,
+    sockets,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
+  server.on('connection', (socket) => {
+    backend.accepted++;
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    // A backend must survive whatever the proxy does to the connection.
+    socket.on('error', () => {});
+    socket.on('data', (chunk: Buffer) => {
+      backend.bytesReceived += chunk.length;
+    });
+    onConnection(socket, backend);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  (backend as { endpoint: Endpoint }).endpoint = endpoint('127.0.0.1', (server.address() as AddressInfo).port);
+  return backend;
+}
+
+/** Writes back everything it reads and ends once the client has ended. */
+export function startEchoBackend(): Promise<TestBackend> {
+  return startBackend((socket) => socket.pipe(socket));
+}
+
+/** A loopback port with nothing listening on it: connecting is refused. */
+export async function closedPort(): Promise<Endpoint> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return endpoint('127.0.0.1', port);
+}
+
+export function connectClient(port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+    socket.once('connect', () => {
+      socket.removeListener('error', reject);
+      resolve(socket);
+    });
+    socket.once('error', reject);
+  });
+}
+
+/** Everything the socket delivers up to EOF; rejects if the stream breaks first. */
+export function readToEnd(socket: Socket): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.once('end', () => resolve(Buffer.concat(chunks)));
+    socket.once('error', reject);
+  });
+}
+
+/** How a client connection ended: 'end' (clean EOF), an errno such as ECONNRESET, or 'close'. */
+export function closeReason(socket: Socket): Promise<string> {
+  return new Promise((resolve) => {
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+    socket.once('end', () => resolve('end'));
+    socket.once('close', () => resolve('close'));
+    socket.resume();
+  });
+}
+
+/** One echo round trip through `port`: connect, send, half-close, read the echo to EOF. */
+export async function echoOnce(port: number, payload: Buffer): Promise<Buffer> {
+  const socket = await connectClient(port);
+  const reply = readToEnd(socket);
+  socket.end(payload);
+  try {
+    return await reply;
+  } finally {
+    socket.destroy();
+  }
+}
+
+export function sha256(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+export function randomPayload(size: number): Buffer {
+  return randomBytes(size);
+}
+
+/** mulberry32: a tiny seeded PRNG, so that a failing random run can be replayed from its seed. */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Polls `condition` until it holds or `timeoutMs` passes; returns the time it took. */
+export async function waitFor(condition: () => boolean, timeoutMs: number, what: string): Promise<number> {
+  const started = performance.now();
+  while (!condition()) {
+    if (performance.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  return performance.now() - started;
+}

@@ -1,0 +1,144 @@
+import assert from 'node:assert/strict';
+import { Socket } from 'node:net';
+import { describe, it } from 'node:test';
+import { createConnector } from '../../src/proxy/connector';
+import { closeReason, closedPort, connectClient, echoOnce, startEchoBackend } from '../fakes/proxy-backends';
+import { metricValue, startProxy } from '../fakes/proxy-harness';
+
+/** Runs `total` echo round trips through the proxy, `concurrency` at a time; returns the failures. */
+async function echoMany(port: number, total: number, concurrency: number): Promise<string[]> {
+  const failures: string[] = [];
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < total) {
+      const n = next++;
+      const payload = Buffer.from(`hello ${n}\n`);
+      try {
+        const reply = await echoOnce(port, payload);
+        if (!reply.equals(payload)) failures.push(`#${n}: echo mismatch (${reply.length} bytes)`);
+      } catch (err) {
+        failures.push(`#${n}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return failures;
+}
+
+describe('connect retry (T01)', () => {
+  for (const balance of ['round-robin', 'least-conn'] as const) {
+    it(`${balance}: a refusing backend is retried on another, 0 client-visible failures in 200 connections`, async () => {
+      const dead = await closedPort();
+      const live = await startEchoBackend();
+      // The dead backend is still "healthy": health has not noticed the crash yet.
+      const proxy = await startProxy({ healthy: [dead, live.endpoint], balance, maxConnectAttempts: 2 });
+      try {
+        const started = performance.now();
+        const failures = await echoMany(proxy.port, 200, 20);
+        const elapsed = performance.now() - started;
+        const retries = await metricValue(proxy.metrics.connectRetries, {});
+        const refusedDials = await metricValue(proxy.metrics.backendConnectErrors, { backend: dead.key, kind: 'refused' });
+        console.log(
+          `${balance}: 200 connections in ${elapsed.toFixed(0)} ms, client failures ${failures.length}, ` +
+            `retries ${retries}, refused dials ${refusedDials}, served by live backend ${live.accepted}`,
+        );
+        assert.deepEqual(failures, []);
+        assert.equal(live.accepted, 200);
+        assert.ok(retries > 0, 'the dead backend was never picked: the test proved nothing');
+        assert.equal(retries, refusedDials);
+        assert.equal(proxy.load.counters(dead.key).connectErrors, refusedDials);
+        assert.equal(proxy.load.counters(dead.key).active, 0);
+        assert.equal(proxy.load.counters(live.endpoint.key).total, 200);
+        assert.deepEqual(proxy.listener.stats(), { accepted: 200, active: 0, refused: 0, errors: 0 });
+      } finally {
+        await proxy.listener.close(0);
+        await live.close();
+      }
+    });
+  }
+
+  it('a dial that hangs is timed out and retried on another backend', async () => {
+    const hangingTarget = await closedPort();
+    const live = await startEchoBackend();
+    let hungDials = 0;
+    const connect = createConnector({
+      dial: (options) => {
+        if (options.port !== hangingTarget.port) return new Socket().connect(options);
+        hungDials++;
+        return new Socket();
+      },
+    });
+    const proxy = await startProxy({ healthy: [hangingTarget, live.endpoint], connect, connectTimeoutMs: 100 });
+    try {
+      const timings: number[] = [];
+      for (let i = 0; i < 6; i++) {
+        const started = performance.now();
+        const payload = Buffer.from(`slow path ${i}`);
+        assert.deepEqual(await echoOnce(proxy.port, payload), payload);
+        timings.push(performance.now() - started);
+      }
+      const timeouts = await metricValue(proxy.metrics.backendConnectErrors, { backend: hangingTarget.key, kind: 'timeout' });
+      console.log(`hanging backend: ${hungDials} dials timed out (100 ms), round trips ms: ${timings.map((t) => t.toFixed(0)).join(' ')}`);
+      assert.equal(hungDials, 3, 'round-robin sends every other connection to the hanging backend first');
+      assert.equal(timeouts, 3);
+      assert.equal(timings.filter((t) => t >= 95).length, 3);
+      assert.equal(live.accepted, 6);
+    } finally {
+      await proxy.listener.close(0);
+      await live.close();
+    }
+  });
+
+  it('tries at most maxConnectAttempts distinct backends, then resets the client', async () => {
+    const dead = [await closedPort(), await closedPort(), await closedPort()];
+    const proxy = await startProxy({ healthy: dead, maxConnectAttempts: 2 });
+    try {
+      const client = await connectClient(proxy.port);
+      client.write('anyone there?');
+      assert.equal(await closeReason(client), 'ECONNRESET');
+      await proxy.listener.close(1_000);
+      const dials = dead.map((d) => proxy.load.counters(d.key).connectErrors);
+      assert.equal(dials.reduce((x, y) => x + y, 0), 2);
+      assert.ok(dials.every((n) => n <= 1), 'a backend was dialled twice for one client');
+      assert.equal(proxy.ended[0]!.outcome, 'connectFailed');
+      assert.deepEqual(proxy.listener.stats(), { accepted: 1, active: 0, refused: 1, errors: 0 });
+      assert.equal(await metricValue(proxy.metrics.listenerRefused, { reason: 'connectFailed' }), 1);
+    } finally {
+      proxy.listener.destroy();
+    }
+  });
+
+  it('with no healthy backend the client is reset and nothing is dialled', async () => {
+    const live = await startEchoBackend();
+    const proxy = await startProxy({ healthy: [], unhealthy: [live.endpoint] });
+    try {
+      const client = await connectClient(proxy.port);
+      assert.equal(await closeReason(client), 'ECONNRESET');
+      await proxy.listener.close(1_000);
+      assert.equal(live.accepted, 0);
+      assert.equal(proxy.ended[0]!.outcome, 'noHealthyBackend');
+      assert.equal(proxy.ended[0]!.attempts, 0);
+    } finally {
+      await live.close();
+    }
+  });
+
+  it('a backend that leaves the healthy set gets no new connection', async () => {
+    const first = await startEchoBackend();
+    const second = await startEchoBackend();
+    const proxy = await startProxy({ healthy: [first.endpoint, second.endpoint], balance: 'least-conn' });
+    try {
+      assert.deepEqual(await echoMany(proxy.port, 20, 4), []);
+      const secondBefore = second.accepted;
+      assert.ok(secondBefore > 0);
+      proxy.setHealthy([first.endpoint], [second.endpoint]);
+      assert.deepEqual(await echoMany(proxy.port, 50, 10), []);
+      assert.equal(second.accepted, secondBefore);
+      assert.equal(first.accepted, 70 - secondBefore);
+    } finally {
+      await proxy.listener.close(0);
+      await first.close();
+      await second.close();
+    }
+  });
+});
