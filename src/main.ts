@@ -79,7 +79,7 @@ export class Daemon implements AdminActions {
         logger: this.logger.child({ component: 'health', pool: name }),
         metrics: this.metrics,
       });
-      this.pools.set(name, { name, health, load: new BackendLoadTracker() });
+      this.pools.set(name, { name, health, load: new BackendLoadTracker(name, this.metrics) });
     }
 
     for (const vip of config.vips) {

@@ -85,6 +85,16 @@ export function connectClient(port: number): Promise<Socket> {
   });
 }
 
+/**
+ * Opens a connection (optionally sending `payload`) and reports how it ended. A reset can arrive
+ * together with the handshake, in which case the connect itself fails with ECONNRESET.
+ */
+export function dialAndAwaitEnd(port: number, payload?: Buffer | string): Promise<string> {
+  const socket = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+  if (payload !== undefined) socket.write(payload);
+  return closeReason(socket).finally(() => socket.destroy());
+}
+
 /** Everything the socket delivers up to EOF; rejects if the stream breaks first. */
 export function readToEnd(socket: Socket): Promise<Buffer> {
   return new Promise((resolve, reject) => {

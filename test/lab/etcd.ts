@@ -160,7 +160,7 @@ export class EtcdCluster {
   }
 
   async stopAll(): Promise<void> {
-    await Promise.all(this.members.map((m) => m.process?.stop(5000)));
+    await Promise.all(this.members.map((m) => m.process?.stop(1000)));
   }
 
   /** etcdctl (API v3) against the given endpoints (default: all members), run in the client namespace. */

@@ -94,7 +94,7 @@ export class LabProcess {
 }
 
 export interface DestroyOptions {
-  /** How long processes get to exit on SIGTERM before SIGKILL. */
+  /** How long processes get to exit on SIGTERM before SIGKILL; default 300 ms. */
   graceMs?: number;
   /** Keep <lab dir>/logs (everything else, e.g. etcd data, is removed). Default: env VIPD_LAB_KEEP_LOGS=1. */
   keepLogs?: boolean;
@@ -159,9 +159,9 @@ export class NetnsLab {
     this.reaper = stdin ?? undefined;
   }
 
-  /** Tells the reaper the lab was cleaned up (and whether logs stay), so it exits without acting. */
-  private releaseReaper(keepLogs: boolean): void {
-    this.reaper?.end(keepLogs ? 'done keep-logs\n' : 'done\n');
+  /** Tells the reaper the lab was cleaned up, so it exits without acting. */
+  private releaseReaper(): void {
+    this.reaper?.end('done\n');
     this.reaper = undefined;
   }
 
@@ -236,7 +236,7 @@ export class NetnsLab {
   }
 
   exec(node: string, argv: readonly string[], opts?: ExecOptions): Promise<ExecResult> {
-    return run(['ip', 'netns', 'exec', this.nsName(node), ...argv], opts);
+    return execIn(this.nsName(node), argv, opts);
   }
 
   async execOk(node: string, argv: readonly string[], opts?: ExecOptions): Promise<ExecResult> {
@@ -290,7 +290,9 @@ export class NetnsLab {
   }
 
   private async doDestroy(opts: DestroyOptions): Promise<DestroyReport> {
-    const graceMs = opts.graceMs ?? 2000;
+    // Short: this is teardown, not a shutdown test. A 3-member etcd losing quorum keeps its last
+    // member stuck in SIGTERM (leadership transfer) for seconds, and nothing here needs a clean exit.
+    const graceMs = opts.graceMs ?? 300;
     const keepLogs = opts.keepLogs ?? process.env.VIPD_LAB_KEEP_LOGS === '1';
     const pids = new Set<number>(this.procs.map((p) => p.pid));
 
@@ -332,7 +334,7 @@ export class NetnsLab {
       await fs.promises.rm(this.dir, { recursive: true, force: true });
     }
     liveLabs.delete(this);
-    this.releaseReaper(keepLogs);
+    this.releaseReaper();
     return { namespaces: this.namespaces, pids: [...pids], leftovers, ...(keptDir ? { keptDir } : {}) };
   }
 
@@ -367,6 +369,11 @@ export function assertLabAddress(addrOrCidr: string): void {
   }
   const m = /^(\d+)\.(\d+)\.\d+\.\d+$/.exec(addr);
   if (!m || m[1] !== '198' || (m[2] !== '18' && m[2] !== '19')) throw new Error(`${addrOrCidr} is outside 198.18.0.0/15`);
+}
+
+/** Runs a command in any namespace by its name (NetnsLab.exec() takes the lab's node names instead). */
+export function execIn(ns: string, argv: readonly string[], opts?: ExecOptions): Promise<ExecResult> {
+  return run(['ip', 'netns', 'exec', ns, ...argv], opts);
 }
 
 export async function listNamespaces(): Promise<string[]> {

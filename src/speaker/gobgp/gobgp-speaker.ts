@@ -19,7 +19,7 @@ import {
   type RibRoute,
 } from './codec';
 import type { GobgpdFamily } from './gobgpd-config';
-import { PeerTable } from './peers';
+import { PeerTable, canonicalPeerAddress } from './peers';
 import { GobgpdSupervisor, type SupervisorEvent } from './supervisor';
 
 export interface GobgpPeerOptions {
@@ -69,6 +69,8 @@ export interface GobgpSpeakerOptions {
   readonly commandPrefix?: readonly string[];
   /** Managed mode: delays between restarts of a gobgpd that exits. Default 500 ms .. 30 s. */
   readonly restartBackoff?: { readonly initialMs: number; readonly maxMs: number };
+  /** Managed mode: where gobgpd's private directory is created; default os.tmpdir(). */
+  readonly runtimeDir?: string;
   readonly clock: Clock;
   readonly logger: Logger;
   readonly metrics: Metrics;
@@ -230,6 +232,7 @@ class GobgpSpeaker implements Speaker {
           ...(options.setprivPath !== undefined && { setprivPath: options.setprivPath }),
           ...(options.commandPrefix !== undefined && { commandPrefix: options.commandPrefix }),
           ...(options.restartBackoff !== undefined && { restartBackoff: options.restartBackoff }),
+          ...(options.runtimeDir !== undefined && { runtimeDir: options.runtimeDir }),
           clock: options.clock,
           logger: options.logger,
           metrics: options.metrics,
@@ -282,6 +285,7 @@ class GobgpSpeaker implements Speaker {
             'gobgpd global config differs from vipd config',
           );
         }
+        if (!this.options.manage) await this.checkExternalPeers();
         return;
       } catch (err) {
         if (this.state !== 'starting') throw closedError();
@@ -295,6 +299,15 @@ class GobgpSpeaker implements Speaker {
         }
         await sleep(clock, delayMs);
       }
+    }
+  }
+
+  /** An external gobgpd is configured by someone else: say so when it lacks a peer vipd expects. */
+  private async checkExternalPeers(): Promise<void> {
+    const known = new Set((await this.client!.listPeer()).map((p) => canonicalPeerAddress(p.conf?.neighbor_address ?? p.state?.neighbor_address ?? '')));
+    for (const peer of this.options.peers) {
+      const address = canonicalPeerAddress(peer.address);
+      if (!known.has(address)) this.log.warn({ event: 'peer', peer: address }, 'external gobgpd has no such neighbor; its session will stay unknown');
     }
   }
 

@@ -3,7 +3,6 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import { Backoff } from '../../lib/backoff';
 import type { Clock, TimerHandle } from '../../lib/clock';
 import { VipdError, errorMessage } from '../../lib/errors';
@@ -15,9 +14,14 @@ import { renderGobgpdConfig, type GobgpdConfig } from './gobgpd-config';
  * Runs gobgpd as vipd's child. gobgpd forgets API paths when it exits and keeps them while it lives,
  * so it must never outlive vipd: it runs under `setpriv --pdeathsig TERM`, which makes the kernel
  * send it SIGTERM (graceful: it sends a Cease to its peers) when vipd dies, even by SIGKILL.
- * It is restarted with back-off when it exits on its own. Its configuration and API socket live in
- * a private mkdtemp directory, so that several vipd instances (one per network namespace) can share
- * a host.
+ * It is restarted with back-off when it exits on its own. Its configuration, API socket and log live
+ * in a private mkdtemp directory, so that several vipd instances (one per network namespace) can
+ * share a host.
+ *
+ * gobgpd writes its log to a file that the supervisor tails, not to a pipe: when vipd dies, a pipe
+ * loses its only reader, and gobgpd's "stopping gobgpd server" line then kills it with SIGPIPE
+ * before it can send the Cease (Go dies on EPIPE on stdout even with SIGPIPE ignored). Measured: the
+ * router saw "read-failed" instead of "cease" until this was changed.
  */
 
 export interface GobgpdSupervisorOptions {
@@ -34,8 +38,13 @@ export interface GobgpdSupervisorOptions {
   readonly restartBackoff?: { readonly initialMs: number; readonly maxMs: number };
   /** After a process has stayed up this long, the next restart starts from the initial delay. */
   readonly stableAfterMs?: number;
-  /** SIGTERM, then SIGKILL after this long. Default 5000. */
+  /** SIGTERM, then SIGKILL after this long. Default 3000. */
   readonly stopTimeoutMs?: number;
+  /**
+   * Parent of the private directory; default os.tmpdir(). A vipd killed by SIGKILL cannot remove
+   * its directory, so a per-service runtime directory (systemd RuntimeDirectory=) is a better home.
+   */
+  readonly runtimeDir?: string;
   readonly clock: Clock;
   readonly logger: Logger;
   readonly metrics: Metrics;
@@ -87,6 +96,7 @@ export class GobgpdSupervisor {
   private child: ChildProcess | undefined;
   private childStartedAt = 0;
   private restartTimer: TimerHandle | undefined;
+  private logTail: GobgpdLogTail | undefined;
   private closing: Promise<void> | undefined;
   private readonly exitWaiters: Array<() => void> = [];
   private readonly listeners = new Set<(event: SupervisorEvent) => void>();
@@ -127,12 +137,13 @@ export class GobgpdSupervisor {
     this.state = 'running';
     try {
       const config = renderGobgpdConfig(this.options.config);
-      this.dir = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'vipd-gobgpd-'));
+      this.dir = await fs.promises.mkdtemp(path.join(this.options.runtimeDir ?? os.tmpdir(), 'vipd-gobgpd-'));
       this.configFile = path.join(this.dir, 'gobgpd.toml');
       // The config may hold MD5 passwords: owner-only, like the directory mkdtemp made.
       await fs.promises.writeFile(this.configFile, config, { mode: 0o600 });
       this.api = this.options.api ?? `unix:${path.join(this.dir, 'api.sock')}`;
       gobgpdApiHost(this.api);
+      this.logTail = new GobgpdLogTail(path.join(this.dir, 'gobgpd.log'), this.daemonLog, this.options.clock);
       await this.dryRun();
       await this.spawnDaemon(false);
     } catch (err) {
@@ -154,6 +165,7 @@ export class GobgpdSupervisor {
     this.state = 'closed';
     this.restartTimer?.cancel();
     this.child?.kill('SIGKILL');
+    this.logTail?.stop();
     this.removeDirectory();
   }
 
@@ -165,7 +177,7 @@ export class GobgpdSupervisor {
     if (child && this.pid !== undefined) {
       const exited = this.waitForExit();
       child.kill('SIGTERM');
-      const timeoutMs = this.options.stopTimeoutMs ?? 5000;
+      const timeoutMs = this.options.stopTimeoutMs ?? 3000;
       let timer: TimerHandle | undefined;
       const timedOut = await Promise.race([
         exited.then(() => false),
@@ -179,6 +191,8 @@ export class GobgpdSupervisor {
       }
     }
     this.state = 'closed';
+    await this.logTail?.drain();
+    this.logTail?.stop();
     this.removeDirectory();
   }
 
@@ -231,7 +245,13 @@ export class GobgpdSupervisor {
       ...this.gobgpdArgs(),
     ];
     return new Promise((resolve, reject) => {
-      const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+      const logFd = fs.openSync(this.logTail!.file, 'a', 0o600);
+      let child: ChildProcess;
+      try {
+        child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', logFd, logFd] });
+      } finally {
+        fs.closeSync(logFd);
+      }
       child.once('error', (err) => {
         // Only spawn failures arrive here before 'spawn'; kill() failures after are not fatal.
         if (child.pid === undefined) reject(processError(`cannot spawn ${argv[0]}: ${err.message}`, err));
@@ -241,7 +261,7 @@ export class GobgpdSupervisor {
         this.child = child;
         this.childStartedAt = this.options.clock.now();
         const pid = child.pid!;
-        this.pipeOutput(child);
+        this.logTail!.follow(pid);
         child.once('exit', (code, signal) => this.onExit(child, code, signal));
         this.log.info({ event: 'daemon', op: restart ? 'restart' : 'start', gobgpdPid: pid, api: this.api, argv }, 'gobgpd started');
         this.emit({ type: 'started', pid, restart });
@@ -250,36 +270,13 @@ export class GobgpdSupervisor {
     });
   }
 
-  private pipeOutput(child: ChildProcess): void {
-    const pid = child.pid;
-    const forward = (stream: NodeJS.ReadableStream, fallback: 'info' | 'warn'): void => {
-      readline.createInterface({ input: stream, crlfDelay: Infinity }).on('line', (line) => {
-        if (line.trim() === '') return;
-        let parsed: Record<string, unknown> | undefined;
-        try {
-          const value: unknown = JSON.parse(line);
-          if (value && typeof value === 'object' && !Array.isArray(value)) parsed = value as Record<string, unknown>;
-        } catch {
-          // Plain text (Go panics, setpriv errors) is logged as it is.
-        }
-        if (!parsed) {
-          this.daemonLog[fallback]({ gobgpdPid: pid }, line);
-          return;
-        }
-        const { level, msg, time, ...fields } = parsed;
-        const pinoLevel = GOBGPD_LEVELS[String(level)] ?? fallback;
-        this.daemonLog[pinoLevel]({ gobgpdPid: pid, gobgpdTime: time, ...fields }, String(msg ?? ''));
-      });
-    };
-    forward(child.stdout!, 'info');
-    forward(child.stderr!, 'warn');
-  }
-
   private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
     if (child !== this.child) return;
     const pid = child.pid!;
     const expected = this.state !== 'running';
     const upMs = this.options.clock.now() - this.childStartedAt;
+    // Its last words (a Go panic, a fatal config error) explain the exit: log them first.
+    void this.logTail?.drain();
     for (const w of this.exitWaiters.splice(0)) w();
     this.emit({ type: 'exited', pid, code, signal, expected });
     if (expected) {
@@ -312,6 +309,99 @@ export class GobgpdSupervisor {
       } catch (err) {
         this.log.error({ event: 'daemon', err: errorMessage(err) }, 'supervisor listener failed');
       }
+    }
+  }
+}
+
+/**
+ * Follows gobgpd's log file and re-logs each line through pino: JSON lines keep their fields and
+ * level, anything else (Go panics, setpriv errors) is logged as text at warn.
+ */
+class GobgpdLogTail {
+  /** Past this size the file is emptied after being read, so that a long-lived gobgpd cannot fill the disk. */
+  private static readonly MAX_BYTES = 8 * 1024 * 1024;
+  private static readonly POLL_MS = 200;
+  private offset = 0;
+  private partial = '';
+  private pid: number | undefined;
+  private timer: TimerHandle | undefined;
+  private reading: Promise<void> | undefined;
+  private stopped = false;
+
+  constructor(
+    readonly file: string,
+    private readonly log: Logger,
+    private readonly clock: Clock,
+  ) {}
+
+  follow(pid: number): void {
+    this.pid = pid;
+    if (!this.timer && !this.stopped) this.schedule();
+  }
+
+  /** Reads whatever is in the file now, after any read already under way. */
+  drain(): Promise<void> {
+    const next = (this.reading ?? Promise.resolve()).then(() => this.readNew());
+    this.reading = next;
+    return next;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.timer?.cancel();
+  }
+
+  private schedule(): void {
+    this.timer = this.clock.setTimeout(() => {
+      void this.drain().finally(() => {
+        if (!this.stopped) this.schedule();
+      });
+    }, GobgpdLogTail.POLL_MS);
+  }
+
+  private async readNew(): Promise<void> {
+    let handle: fs.promises.FileHandle | undefined;
+    try {
+      handle = await fs.promises.open(this.file, 'r+');
+      const { size } = await handle.stat();
+      if (size < this.offset) this.offset = 0;
+      if (size > this.offset) {
+        const buffer = Buffer.alloc(size - this.offset);
+        const { bytesRead } = await handle.read(buffer, 0, buffer.length, this.offset);
+        this.offset += bytesRead;
+        this.emitLines(buffer.subarray(0, bytesRead).toString('utf8'));
+      }
+      if (this.offset > GobgpdLogTail.MAX_BYTES) {
+        // gobgpd appends (O_APPEND), so it goes on writing at the new end; a line written between
+        // the read above and this truncation is lost, which is acceptable for a log.
+        await handle.truncate(0);
+        this.offset = 0;
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ err: errorMessage(err) }, 'cannot read gobgpd log');
+    } finally {
+      await handle?.close();
+    }
+  }
+
+  private emitLines(text: string): void {
+    const lines = (this.partial + text).split('\n');
+    this.partial = lines.pop() ?? '';
+    for (const line of lines) {
+      if (line.trim() === '') continue;
+      let parsed: Record<string, unknown> | undefined;
+      try {
+        const value: unknown = JSON.parse(line);
+        if (value && typeof value === 'object' && !Array.isArray(value)) parsed = value as Record<string, unknown>;
+      } catch {
+        // Plain text is logged as it is.
+      }
+      if (!parsed) {
+        this.log.warn({ gobgpdPid: this.pid }, line);
+        continue;
+      }
+      const { level, msg, time, ...fields } = parsed;
+      this.log[GOBGPD_LEVELS[String(level)] ?? 'warn']({ gobgpdPid: this.pid, gobgpdTime: time, ...fields }, String(msg ?? ''));
     }
   }
 }

@@ -1,0 +1,134 @@
+import assert from 'node:assert/strict';
+import type { Socket } from 'node:net';
+import { describe, it } from 'node:test';
+import { closeReason, connectClient, randomPayload, readToEnd, sha256, startBackend, type TestBackend } from '../fakes/proxy-backends';
+import { metricValue, startProxy, type ProxyUnderTest } from '../fakes/proxy-harness';
+
+const MB = 1024 * 1024;
+
+/** Resolves with what the backend read (to EOF) once it has answered with `answer` and ended. */
+function readThenAnswer(answer: Buffer): { onConnection: (socket: Socket) => void; received: Promise<Buffer> } {
+  let deliver!: (data: Buffer) => void;
+  const received = new Promise<Buffer>((resolve) => (deliver = resolve));
+  return {
+    received,
+    onConnection: (socket) => {
+      const chunks: Buffer[] = [];
+      socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+      socket.once('end', () => {
+        const data = Buffer.concat(chunks);
+        // Answer only after EOF: the proxy must keep this direction open after the client's FIN.
+        socket.end(answer, () => deliver(data));
+      });
+    },
+  };
+}
+
+async function closeAll(proxy: ProxyUnderTest, backend: TestBackend): Promise<void> {
+  await proxy.listener.close(1_000);
+  await backend.close();
+}
+
+describe('half-close (T06)', () => {
+  it('client sends 1 MB and shuts down writing; backend reads to EOF, answers 1 MB, ends', async () => {
+    const request = randomPayload(MB);
+    const answer = randomPayload(MB);
+    const script = readThenAnswer(answer);
+    const backend = await startBackend(script.onConnection);
+    const proxy = await startProxy({ healthy: [backend.endpoint] });
+    try {
+      const client = await connectClient(proxy.port);
+      const reply = readToEnd(client);
+      const clientClosed = new Promise<void>((resolve) => client.once('close', () => resolve()));
+      client.end(request);
+
+      const backendGot = await script.received;
+      const clientGot = await reply;
+      await clientClosed;
+      await proxy.listener.close(1_000);
+      const session = proxy.ended[0]!;
+      const bytesOut = await metricValue(proxy.metrics.backendBytes, { direction: 'out' });
+      const bytesIn = await metricValue(proxy.metrics.backendBytes, { direction: 'in' });
+      console.log(
+        `T06 client->backend ${backendGot.length} B, backend->client ${clientGot.length} B; ` +
+          `session counters out ${session.bytesFromClient} in ${session.bytesFromUpstream}; metrics out ${bytesOut} in ${bytesIn}; outcome ${session.outcome}`,
+      );
+      assert.equal(sha256(backendGot), sha256(request), 'request corrupted or truncated');
+      assert.equal(sha256(clientGot), sha256(answer), 'answer corrupted or truncated');
+      assert.equal(session.outcome, 'completed');
+      assert.equal(session.bytesFromClient, MB);
+      assert.equal(session.bytesFromUpstream, MB);
+      assert.equal(bytesOut, MB);
+      assert.equal(bytesIn, MB);
+      assert.equal(proxy.listener.stats().active, 0);
+      assert.equal(proxy.load.counters(backend.endpoint.key).active, 0);
+    } finally {
+      await closeAll(proxy, backend);
+    }
+  });
+
+  it('backend sends 1 MB and ends first; client keeps sending 1 MB after EOF, then ends', async () => {
+    const fromBackend = randomPayload(MB);
+    const fromClient = randomPayload(MB);
+    let backendGot!: Promise<Buffer>;
+    const backend = await startBackend((socket) => {
+      backendGot = readToEnd(socket);
+      socket.end(fromBackend);
+    });
+    const proxy = await startProxy({ healthy: [backend.endpoint] });
+    try {
+      const client = await connectClient(proxy.port);
+      const clientGot = await readToEnd(client);
+      // Our side of the client connection is still writable after the backend's FIN was relayed.
+      assert.equal(client.writable, true);
+      client.end(fromClient);
+      assert.equal(sha256(clientGot), sha256(fromBackend));
+      assert.equal(sha256(await backendGot), sha256(fromClient));
+      await new Promise<void>((resolve) => client.once('close', () => resolve()));
+      await proxy.listener.close(1_000);
+      const session = proxy.ended[0]!;
+      assert.equal(session.outcome, 'completed');
+      assert.equal(session.bytesFromClient, MB);
+      assert.equal(session.bytesFromUpstream, MB);
+    } finally {
+      await closeAll(proxy, backend);
+    }
+  });
+
+  it('a backend reset reaches the client as a reset, not as a clean EOF', async () => {
+    const backend = await startBackend((socket) => {
+      socket.write('partial answer');
+      setTimeout(() => socket.resetAndDestroy(), 20);
+    });
+    const proxy = await startProxy({ healthy: [backend.endpoint] });
+    try {
+      const client = await connectClient(proxy.port);
+      client.write('request');
+      assert.equal(await closeReason(client), 'ECONNRESET');
+      await proxy.listener.close(1_000);
+      assert.equal(proxy.ended[0]!.outcome, 'upstreamReset');
+      assert.equal(proxy.listener.stats().errors, 1);
+    } finally {
+      await closeAll(proxy, backend);
+    }
+  });
+
+  it('a client reset reaches the backend as a reset', async () => {
+    let backendEnd!: Promise<string>;
+    const backend = await startBackend((socket) => {
+      backendEnd = closeReason(socket);
+    });
+    const proxy = await startProxy({ healthy: [backend.endpoint] });
+    try {
+      const client = await connectClient(proxy.port);
+      client.write('request');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      client.resetAndDestroy();
+      assert.equal(await backendEnd, 'ECONNRESET');
+      await proxy.listener.close(1_000);
+      assert.equal(proxy.ended[0]!.outcome, 'clientReset');
+    } finally {
+      await closeAll(proxy, backend);
+    }
+  });
+});
