@@ -89,7 +89,7 @@ describe('gobgpd --api-hosts', () => {
     assert.equal(gobgpdApiHost('unix:/run/vipd/gobgpd.sock'), 'unix:///run/vipd/gobgpd.sock');
     assert.equal(gobgpdApiHost('unix:///run/vipd/gobgpd.sock'), 'unix:///run/vipd/gobgpd.sock');
   });
-  for (const address of [':50051', '0.0.0.0:50051', '198.18.0.1:50051', '[::]:50051', 'unix:relative.sock']) {
+  for (const address of [':50051', '0.0.0.0:50051', '198.18.0.1:50051', '[::]:50051', 'unix:relative.sock', `unix:/${'x'.repeat(107)}`]) {
     test(`refuses ${address}`, () => {
       assert.throws(() => gobgpdApiHost(address), (err: unknown) => err instanceof VipdError && err.code === 'VIPD_ERR_GOBGP_PROCESS');
     });

@@ -72,6 +72,8 @@ const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   // found again within a couple of seconds, because it forgets every path until vipd re-adds them.
   'grpc.initial_reconnect_backoff_ms': 200,
   'grpc.max_reconnect_backoff_ms': 2000,
+  // The API is on loopback or a unix socket; an http_proxy in the environment must not capture it.
+  'grpc.enable_http_proxy': 0,
 };
 
 let cachedService: grpc.ServiceDefinition | undefined;

@@ -36,6 +36,8 @@ export interface GobgpPeerOptions {
   /** Enables eBGP multihop with this TTL (peering with a loopback). */
   readonly ebgpMultihopTtl?: number;
   readonly localAddress?: string;
+  /** Managed mode: wait for the peer to connect (needs listenPort >= 0). */
+  readonly passive?: boolean;
   /**
    * Default: the family of the peer's address only. gobgpd rewrites an unset next hop to the
    * session's local address, so an IPv6 route over an IPv4 session would get an IPv4 next hop.
@@ -225,6 +227,7 @@ class GobgpSpeaker implements Speaker {
               ...(p.password !== undefined && { password: p.password }),
               ...(p.ebgpMultihopTtl !== undefined && { ebgpMultihopTtl: p.ebgpMultihopTtl }),
               ...(p.localAddress !== undefined && { localAddress: p.localAddress }),
+              ...(p.passive !== undefined && { passive: p.passive }),
             })),
           },
           ...(options.api !== undefined && { api: options.api }),
@@ -523,6 +526,7 @@ class GobgpSpeaker implements Speaker {
   }
 
   private emit(event: SpeakerEvent): void {
+    if (this.state === 'closed') return;
     for (const listener of [...this.listeners]) {
       try {
         listener(event);

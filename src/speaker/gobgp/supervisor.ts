@@ -75,6 +75,8 @@ export function gobgpdApiHost(address: string): string {
   if (address.startsWith('unix:')) {
     const socketPath = address.replace(/^unix:(\/\/)?/, '');
     if (!path.isAbsolute(socketPath)) throw processError(`api ${address}: unix socket path must be absolute`);
+    // sun_path holds 108 bytes; past that gobgpd only logs "listen failed" and runs without an API.
+    if (Buffer.byteLength(socketPath) > 107) throw processError(`api ${address}: unix socket path longer than 107 bytes`);
     return `unix://${socketPath}`;
   }
   const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(address);
