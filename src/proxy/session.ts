@@ -68,8 +68,10 @@ type SessionSocket = Socket & { [kSession]?: Session };
  * ended a conversation, and leaves no TIME_WAIT on the balancer.
  *
  * Once connected, bytes are relayed both ways with backpressure: a leg whose peer's write() returns
- * false is paused until 'drain', so each direction holds at most the writer's high-water mark plus
- * a read chunk on the writer and the chunk read after the pause on the reader. A FIN is relayed as a
+ * false is paused until 'drain'. Each direction then holds less than the writer's high-water mark
+ * plus the chunk that crossed it, and in the paused reader whatever one more read brings in (Node
+ * stops reading a paused socket only after that read): at most 2 x highWaterMark + 2 x 64 KiB with
+ * Node's 64 KiB reads, whatever the peers do. A FIN is relayed as a
  * FIN once everything before it has been written (end()), and the session ends only when both
  * directions are finished, or at the first error, which resets the other leg so that an abort
  * reaches the other peer as an abort and never as a clean end of stream.

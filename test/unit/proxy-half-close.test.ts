@@ -78,13 +78,14 @@ describe('half-close (T06)', () => {
     const proxy = await startProxy({ healthy: [backend.endpoint] });
     try {
       const client = await connectClient(proxy.port);
+      const clientClosed = new Promise<void>((resolve) => client.once('close', () => resolve()));
       const clientGot = await readToEnd(client);
       // Our side of the client connection is still writable after the backend's FIN was relayed.
       assert.equal(client.writable, true);
       client.end(fromClient);
       assert.equal(sha256(clientGot), sha256(fromBackend));
       assert.equal(sha256(await backendGot), sha256(fromClient));
-      await new Promise<void>((resolve) => client.once('close', () => resolve()));
+      await clientClosed;
       await proxy.listener.close(1_000);
       const session = proxy.ended[0]!;
       assert.equal(session.outcome, 'completed');
