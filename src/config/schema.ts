@@ -176,7 +176,10 @@ const speakerSchema = z
     gobgp: z
       .object({
         manage: z.boolean().default(true),
-        api: gobgpApi.default('127.0.0.1:50051'),
+        /** Unset with manage: a unix socket in gobgpd's private runtime directory, reachable by vipd alone. */
+        api: gobgpApi.optional(),
+        /** Where the managed gobgpd's private directory (config, API socket, log) is made; systemd's RuntimeDirectory. */
+        runtimeDir: z.string().startsWith('/', 'must be an absolute path').optional(),
         binary: z.string().min(1).default('gobgpd'),
         /** -1: dial out only, gobgpd accepts no BGP connection. */
         listenPort: z.number().int().min(-1).max(65535).default(-1),
@@ -191,6 +194,7 @@ const speakerSchema = z
     if (s.driver === 'none') return;
     if (s.asn === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['asn'], message: 'required when driver is gobgp' });
     if (s.routerId === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['routerId'], message: 'required when driver is gobgp' });
+    if (!s.gobgp.manage && s.gobgp.api === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['gobgp', 'api'], message: 'required when manage is false (where is the external gobgpd?)' });
     if (s.peers.length === 0) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['peers'], message: 'at least one peer is required when driver is gobgp' });
   });
 

@@ -5,7 +5,8 @@ import type { ProxySession } from '../../src/proxy/session';
 import { seededRandom, startEchoBackend, waitFor } from '../fakes/proxy-backends';
 import { metricValue, startProxy } from '../fakes/proxy-harness';
 
-const SEED = 0x5eed_0011;
+/** Override with VIPD_CHURN_SEED to replay a failing run. */
+const SEED = Number(process.env.VIPD_CHURN_SEED ?? 0x5eed_0011);
 const CLIENTS = 50;
 const STEPS = 500;
 
