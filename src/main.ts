@@ -73,7 +73,7 @@ export class Daemon implements AdminActions {
     for (const [name, pool] of Object.entries(config.pools)) {
       const health = createPoolHealth({
         pool: name,
-        backends: pool.backends,
+        backends: pool.backends.map((b) => b.endpoint),
         check: toCheckSpec(pool.check),
         clock: this.clock,
         logger: this.logger.child({ component: 'health', pool: name }),

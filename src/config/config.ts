@@ -8,7 +8,7 @@ import { configSchema, type Config } from './schema';
  * Contract of the config module: YAML text in, a validated, deeply frozen Config out, or a ConfigError
  * whose every issue names the key path and line:col. Nothing else in vipd parses config.
  */
-export type { Config, VipConfig, PoolConfig, PeerConfig } from './schema';
+export type { Config, VipConfig, PoolConfig, PeerConfig, BackendConfig } from './schema';
 
 export function loadConfigFile(file: string): Config {
   let text: string;
@@ -44,6 +44,12 @@ function locateIssue(issue: z.ZodIssue, doc: Document, lineCounter: LineCounter)
       const pos = position(keyNode ?? nearestNode(doc, issue.path), lineCounter);
       return { path: formatPath([...issue.path, key]), ...pos, message: 'unknown key' };
     });
+  }
+  if (issue.code === z.ZodIssueCode.invalid_union) {
+    // Report the branch the user evidently meant: the one whose value had the right shape at this path.
+    const branches = issue.unionErrors.map((e) => e.issues);
+    const meant = branches.find((issues) => !issues.some((i) => i.code === z.ZodIssueCode.invalid_type && i.path.length === issue.path.length)) ?? branches[0] ?? [];
+    if (meant.length > 0) return meant.flatMap((i) => locateIssue(i, doc, lineCounter));
   }
   const node = nearestNode(doc, issue.path);
   const exact = doc.getIn(issue.path, true) !== undefined;

@@ -128,17 +128,78 @@ const checkSchema = z
     }
   });
 
-const poolSchema = z
+const backendObject = z
   .object({
-    balance: z.enum(['round-robin', 'least-conn']).default('round-robin'),
-    backends: z.array(endpointText).min(1, 'a pool needs at least one backend'),
-    check: checkSchema.default({}),
-    connectTimeout: duration(10, 60_000).default('1s'),
-    maxConnectAttempts: z.number().int().min(1).max(10).default(3),
+    address: endpointText,
+    /** Relative share of new connections (weighted pickers) and of hash slots (source-hash). */
+    weight: z.number().int('weight is a whole number').min(1, 'weight must be 1..1000').max(1000, 'weight must be 1..1000').default(1),
+    maxConnections: z.number().int().min(1, 'maxConnections must be 1..1000000').max(1_000_000, 'maxConnections must be 1..1000000').optional(),
   })
   .strict();
 
-const listenerSchema = z.object({ port, pool: z.string().min(1) }).strict();
+/** A backend is "IP:PORT" or {address, weight, maxConnections}. */
+const backendSchema = z
+  .union([endpointText, backendObject])
+  .transform((b) => ('address' in b ? { endpoint: b.address, weight: b.weight, maxConnections: b.maxConnections } : { endpoint: b, weight: 1, maxConnections: undefined }));
+
+const poolSchema = z
+  .object({
+    balance: z.enum(['round-robin', 'least-conn', 'random-two', 'source-hash']).default('round-robin'),
+    backends: z.array(backendSchema).min(1, 'a pool needs at least one backend'),
+    check: checkSchema.default({}),
+    connectTimeout: duration(10, 60_000).default('1s'),
+    maxConnectAttempts: z.number().int().min(1).max(10).default(3),
+    /** A backend that has just come up gets a weight ramping from ~0 to its full weight over this time. */
+    slowStart: duration(0, 3_600_000).default('0s'),
+    /** Default cap for backends that set no maxConnections of their own. */
+    maxConnectionsPerBackend: z.number().int().min(1).max(1_000_000).optional(),
+    queue: z
+      .object({
+        size: z.number().int().min(0, 'queue.size must be 0..100000').max(100_000, 'queue.size must be 0..100000').default(0),
+        timeout: duration(1, 60_000).default('1s'),
+      })
+      .strict()
+      .default({}),
+    timeouts: z
+      .object({
+        /** A client that sends nothing for this long after connecting is closed; no upstream is opened before its first byte. 0 = off. */
+        firstByte: duration(0, 3_600_000).default('10s'),
+        /** A session with no bytes in either direction for this long is closed. 0 = off. */
+        idle: duration(0, 86_400_000).default('0s'),
+        /** Sessions older than this (plus up to maxConnectionAgeJitter) are closed, so long-lived clients reconnect and rebalance. 0 = off. */
+        maxConnectionAge: duration(0, 86_400_000).default('0s'),
+        maxConnectionAgeJitter: duration(0, 86_400_000).default('0s'),
+      })
+      .strict()
+      .default({}),
+    /** TCP keepalive on both legs: first probe after this much silence, so half-open peers are found. */
+    tcpKeepalive: duration(1000, 7_200_000).default('10s'),
+    outlierDetection: z
+      .object({
+        /** Consecutive connect failures that eject a backend from picking; 0 = off. */
+        consecutiveConnectFailures: z.number().int().min(0).max(1000).default(5),
+        baseEjectionTime: duration(100, 3_600_000).default('5s'),
+        maxEjectionTime: duration(100, 86_400_000).default('5m'),
+      })
+      .strict()
+      .default({}),
+    /** Close established sessions of a backend when active checks mark it down (default: let them run). */
+    closeOnBackendDown: z.boolean().default(false),
+  })
+  .strict()
+  .superRefine((p, ctx) => {
+    if (p.outlierDetection.maxEjectionTime < p.outlierDetection.baseEjectionTime) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['outlierDetection', 'maxEjectionTime'], message: 'must be at least baseEjectionTime' });
+    }
+  });
+
+const listenerSchema = z
+  .object({
+    port,
+    pool: z.string().min(1),
+    maxConnections: z.number().int().min(1, 'maxConnections must be 1..10000000').max(10_000_000, 'maxConnections must be 1..10000000').optional(),
+  })
+  .strict();
 
 const vipSchema = z
   .object({
@@ -210,6 +271,15 @@ export const configSchema = z
       .strict()
       .default({}),
     shutdown: z.object({ grace: duration(0, 600_000).default('2s') }).strict().default({}),
+    proxy: z
+      .object({
+        /** Worker processes sharing the listeners; health, decisions and BGP stay in the main process. */
+        workers: z.number().int().min(1, 'workers must be 1..64').max(64, 'workers must be 1..64').default(1),
+        maxConnections: z.number().int().min(1).max(10_000_000).optional(),
+        maxConnectionsPerSource: z.number().int().min(1).max(10_000_000).optional(),
+      })
+      .strict()
+      .default({}),
     announce: z
       .object({
         /** After a health-caused withdrawal, keep the VIP withdrawn at least this long so a flapping pool cannot flap the route. */
@@ -240,7 +310,7 @@ export const configSchema = z
     });
     const listenerPorts = new Set(cfg.vips.flatMap((v) => v.listeners.map((l) => l.port)));
     for (const [poolName, pool] of Object.entries(cfg.pools)) {
-      pool.backends.forEach((b, bi) => {
+      pool.backends.forEach(({ endpoint: b }, bi) => {
         const path = ['pools', poolName, 'backends', bi];
         if (seenVipPort.has(`${b.host}:${b.port}`)) {
           ctx.addIssue({ code: z.ZodIssueCode.custom, path, message: `backend ${b.key} is a VIP listener of this node; it would proxy to itself` });
@@ -250,7 +320,7 @@ export const configSchema = z
           ctx.addIssue({ code: z.ZodIssueCode.custom, path, message: `backend ${b.key} is a VIP address; backends must be real servers` });
         }
       });
-      const keys = pool.backends.map((b) => b.key);
+      const keys = pool.backends.map((b) => b.endpoint.key);
       keys.forEach((k, i) => {
         if (keys.indexOf(k) !== i) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['pools', poolName, 'backends', i], message: `duplicate backend ${k}` });
       });
@@ -265,3 +335,4 @@ export type Config = z.output<typeof configSchema>;
 export type VipConfig = Config['vips'][number];
 export type PoolConfig = Config['pools'][string];
 export type PeerConfig = Config['speaker']['peers'][number];
+export type BackendConfig = PoolConfig['backends'][number];

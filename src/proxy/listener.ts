@@ -89,7 +89,7 @@ class TcpListener implements TcpProxyListener, SessionContext {
     this.now = () => clock.now();
     this.metrics = options.metrics;
     this.labels = { listener: spec.id };
-    this.log = options.logger.child({ component: 'proxy', vip: spec.vip, listener: spec.id });
+    this.log = childLogger(options.logger, { component: 'proxy', vip: spec.vip, listener: spec.id });
     this.server = createServer(
       {
         allowHalfOpen: true,
@@ -104,8 +104,10 @@ class TcpListener implements TcpProxyListener, SessionContext {
       (socket) => this.accept(socket),
     );
     this.server.on('error', (err) => this.onServerError(err));
-    this.metrics.listenerBound.set(this.labels, 0);
-    this.metrics.sessionsActive.set(this.labels, 0);
+    // Materialise the series without resetting them: during a reload a listener with the same id
+    // may still be draining.
+    this.metrics.listenerBound.inc(this.labels, 0);
+    this.metrics.sessionsActive.inc(this.labels, 0);
   }
 
   start(): Promise<void> {
@@ -223,20 +225,22 @@ class TcpListener implements TcpProxyListener, SessionContext {
   }
 
   private onServerError(err: NodeJS.ErrnoException): void {
-    if (this.starting !== undefined) {
-      // A failed bind leaves the listener startable again: the VIP may appear on the node later.
-      const { onListening, reject } = this.starting;
-      this.server.removeListener('listening', onListening);
-      this.starting = undefined;
-      if (this.state === 'starting') this.state = 'idle';
-      this.log.warn({ event: 'bindFailed', address: this.spec.address, port: this.spec.port, code: err.code }, err.message);
-      reject(err);
+    if (err.syscall === 'accept') {
+      // EMFILE, ENFILE...: the server keeps listening; that one client is dropped by libuv.
+      this.errors++;
+      this.metrics.listenerErrors.inc({ listener: this.spec.id, kind: 'accept' });
+      this.log.warn({ event: 'acceptFailed', code: err.code }, err.message);
       return;
     }
-    // Accept failures (EMFILE, ENFILE...): the server keeps listening, the client sees a reset.
-    this.errors++;
-    this.metrics.listenerErrors.inc({ listener: this.spec.id, kind: 'accept' });
-    this.log.warn({ event: 'acceptFailed', code: err.code }, err.message);
+    const starting = this.starting;
+    this.log.warn({ event: 'bindFailed', address: this.spec.address, port: this.spec.port, code: err.code }, err.message);
+    // Without a pending start() the bind was abandoned by close() and nobody waits for the answer.
+    if (starting === undefined) return;
+    // A failed bind leaves the listener startable again: the VIP may appear on the node later.
+    this.server.removeListener('listening', starting.onListening);
+    this.starting = undefined;
+    this.state = 'idle';
+    starting.reject(err);
   }
 
   private async shutdown(graceMs: number): Promise<void> {
@@ -320,4 +324,11 @@ function outcomeClass(outcome: SessionOutcome): 'ok' | 'refused' | 'error' {
     case 'upstreamError':
       return 'error';
   }
+}
+
+/** A child carrying only the bindings the parent lacks: pino writes a re-bound key twice. */
+function childLogger(parent: Logger, bindings: Record<string, string>): Logger {
+  const existing = parent.bindings();
+  const missing = Object.fromEntries(Object.entries(bindings).filter(([key]) => !(key in existing)));
+  return Object.keys(missing).length === 0 ? parent : parent.child(missing);
 }

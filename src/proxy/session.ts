@@ -71,19 +71,21 @@ type SessionSocket = Socket & { [kSession]?: Session };
  * false is paused until 'drain'. Each direction then holds less than the writer's high-water mark
  * plus the chunk that crossed it, and in the paused reader whatever one more read brings in (Node
  * stops reading a paused socket only after that read): at most 2 x highWaterMark + 2 x 64 KiB with
- * Node's 64 KiB reads, whatever the peers do. A FIN is relayed as a
- * FIN once everything before it has been written (end()), and the session ends only when both
- * directions are finished, or at the first error, which resets the other leg so that an abort
- * reaches the other peer as an abort and never as a clean end of stream.
+ * Node's 64 KiB reads, whatever the peers do.
+ *
+ * A FIN is relayed as a FIN once everything before it has been written (end()). The session ends
+ * when both directions are finished, or at the first error, which resets the other leg so that an
+ * abort reaches the other peer as an abort and never as a clean end of stream.
  */
 export class Session implements ProxySession, ConnectHandler {
-  state: SessionState = 'connecting';
-  outcome: SessionOutcome | undefined;
-  backend: Endpoint | undefined;
-  attempts = 0;
-  bytesFromClient = 0;
-  bytesFromUpstream = 0;
   readonly startedAt: number;
+
+  private currentState: SessionState = 'connecting';
+  private finalOutcome: SessionOutcome | undefined;
+  private target: Endpoint | undefined;
+  private dialCount = 0;
+  private clientBytes = 0;
+  private upstreamBytes = 0;
 
   private upstream: SessionSocket | undefined;
   /** The backend this session holds a load slot on (dialling or connected). */
@@ -108,6 +110,30 @@ export class Session implements ProxySession, ConnectHandler {
     client.on('close', Session.onClientClose);
   }
 
+  get state(): SessionState {
+    return this.currentState;
+  }
+
+  get outcome(): SessionOutcome | undefined {
+    return this.finalOutcome;
+  }
+
+  get backend(): Endpoint | undefined {
+    return this.target;
+  }
+
+  get attempts(): number {
+    return this.dialCount;
+  }
+
+  get bytesFromClient(): number {
+    return this.clientBytes;
+  }
+
+  get bytesFromUpstream(): number {
+    return this.upstreamBytes;
+  }
+
   get clientAddress(): string {
     return this.clientHost?.includes(':') ? `[${this.clientHost}]:${this.clientPort}` : `${this.clientHost}:${this.clientPort}`;
   }
@@ -128,8 +154,8 @@ export class Session implements ProxySession, ConnectHandler {
 
   /** Resets both legs (or abandons the dial) now; 'close' events then finish the session. */
   destroy(): void {
-    if (this.state === 'closed') return;
-    this.outcome ??= 'destroyed';
+    if (this.currentState === 'closed') return;
+    this.finalOutcome ??= 'destroyed';
     this.abandonDial();
     reset(this.client);
     if (this.upstream !== undefined) reset(this.upstream);
@@ -137,7 +163,7 @@ export class Session implements ProxySession, ConnectHandler {
 
   onConnected(socket: Socket): void {
     this.pending = undefined;
-    this.state = 'relaying';
+    this.currentState = 'relaying';
     this.ctx.load.established(this.slot!);
     const upstream = socket as SessionSocket;
     const client = this.client;
@@ -163,7 +189,7 @@ export class Session implements ProxySession, ConnectHandler {
     const tried = (this.tried ??= new Set());
     tried.add(failed.endpoint.key);
     const next =
-      this.attempts < this.ctx.spec.maxConnectAttempts
+      this.dialCount < this.ctx.spec.maxConnectAttempts
         ? this.ctx.picker.pick(this.ctx.snapshot(), this.ctx.load, tried)
         : undefined;
     this.ctx.onConnectFailed(this, error, next !== undefined);
@@ -172,14 +198,14 @@ export class Session implements ProxySession, ConnectHandler {
   }
 
   private dial(target: Endpoint): void {
-    this.attempts++;
-    this.backend = target;
+    this.dialCount++;
+    this.target = target;
     this.slot = this.ctx.load.dialStarted(target);
     this.pending = this.ctx.connect(target, this.ctx.spec.connectTimeoutMs, this);
   }
 
   private refuse(outcome: 'noHealthyBackend' | 'connectFailed'): void {
-    this.outcome = outcome;
+    this.finalOutcome = outcome;
     reset(this.client);
   }
 
@@ -193,10 +219,10 @@ export class Session implements ProxySession, ConnectHandler {
 
   /** First failure wins the outcome; the other leg is reset so the abort travels on. */
   private legFailed(leg: 'client' | 'upstream', err: NodeJS.ErrnoException): void {
-    if (this.outcome === undefined) {
+    if (this.finalOutcome === undefined) {
       const wasReset = err.code === 'ECONNRESET' || err.code === 'EPIPE';
-      if (leg === 'client') this.outcome = wasReset ? 'clientReset' : 'clientError';
-      else this.outcome = wasReset ? 'upstreamReset' : 'upstreamError';
+      if (leg === 'client') this.finalOutcome = wasReset ? 'clientReset' : 'clientError';
+      else this.finalOutcome = wasReset ? 'upstreamReset' : 'upstreamError';
     }
     if (leg === 'client') {
       this.abandonDial();
@@ -218,9 +244,9 @@ export class Session implements ProxySession, ConnectHandler {
   }
 
   private finish(): void {
-    if (this.state === 'closed') return;
-    this.state = 'closed';
-    this.outcome ??= 'completed';
+    if (this.currentState === 'closed') return;
+    this.currentState = 'closed';
+    this.finalOutcome ??= 'completed';
     if (this.slot !== undefined) {
       this.ctx.load.release(this.slot);
       this.slot = undefined;
@@ -233,14 +259,14 @@ export class Session implements ProxySession, ConnectHandler {
 
   private static onClientData(this: SessionSocket, chunk: Buffer): void {
     const session = this[kSession]!;
-    session.bytesFromClient += chunk.length;
+    session.clientBytes += chunk.length;
     session.slot!.unflushedBytesOut += chunk.length;
     if (!session.upstream!.write(chunk)) this.pause();
   }
 
   private static onUpstreamData(this: SessionSocket, chunk: Buffer): void {
     const session = this[kSession]!;
-    session.bytesFromUpstream += chunk.length;
+    session.upstreamBytes += chunk.length;
     session.slot!.unflushedBytesIn += chunk.length;
     if (!session.client.write(chunk)) this.pause();
   }

@@ -5,10 +5,15 @@ import { describe, it } from 'node:test';
 import { connectClient, startBackend } from '../fakes/proxy-backends';
 import { startProxy, type ProxyUnderTest } from '../fakes/proxy-harness';
 
+/** A relay that stalls must fail the test, not hang the run. */
+const TEST_TIMEOUT_MS = 20_000;
+
 const MB = 1024 * 1024;
 const TOTAL = 20 * MB;
 /** The largest chunk one socket read hands to JavaScript (libuv reads into 64 KiB buffers). */
 const READ_CHUNK = 64 * 1024;
+/** vipd's stream high-water mark on both legs (Node 20's default, set explicitly so the bound is ours). */
+const HIGH_WATER_MARK = 16 * 1024;
 /** Slow enough that the proxy, not the kernel, decides how much piles up. */
 const READER_BYTES_PER_SECOND = 16 * MB;
 
@@ -80,12 +85,12 @@ function sampleBuffered(proxy: ProxyUnderTest): { stop(): { max: number; samples
 
 describe('backpressure (T10)', () => {
   for (const direction of ['backend->client', 'client->backend'] as const) {
-    it(`${direction}: 20 MB to a slow reader stays bounded in vipd and arrives intact`, async () => {
+    it(`${direction}: 20 MB to a slow reader stays bounded in vipd and arrives intact`, { timeout: TEST_TIMEOUT_MS }, async () => {
       let backendSide!: Promise<{ sha: string; length: number } | string>;
       const backend = await startBackend((socket) => {
         backendSide = direction === 'backend->client' ? writeFast(socket, TOTAL) : readSlowly(socket, READER_BYTES_PER_SECOND);
       });
-      const proxy = await startProxy({ healthy: [backend.endpoint] });
+      const proxy = await startProxy({ healthy: [backend.endpoint], highWaterMark: HIGH_WATER_MARK });
       try {
         const client = await connectClient(proxy.port);
         const sampler = sampleBuffered(proxy);
@@ -102,14 +107,13 @@ describe('backpressure (T10)', () => {
         }
         const seconds = (performance.now() - started) / 1000;
         const { max, samples } = sampler.stop();
-        const highWaterMark = client.writableHighWaterMark;
         // Per direction the writer holds < its high-water mark + the chunk that crossed it, and the
         // paused reader holds what one more read brings in (< its high-water mark + a chunk): Node
         // stops reading a paused socket only after the next read has landed. Hence two chunks, not one.
-        const bound = 2 * highWaterMark + 2 * READ_CHUNK;
+        const bound = 2 * HIGH_WATER_MARK + 2 * READ_CHUNK;
         console.log(
           `T10 ${direction}: ${(TOTAL / MB).toFixed(0)} MB in ${seconds.toFixed(2)} s; max buffered in vipd ${max} B ` +
-            `over ${samples} samples (high-water mark ${highWaterMark} B, read chunk ${READ_CHUNK} B, bound ${bound} B)`,
+            `over ${samples} samples (high-water mark ${HIGH_WATER_MARK} B, read chunk ${READ_CHUNK} B, bound ${bound} B)`,
         );
         assert.equal(received.length, TOTAL);
         assert.equal(received.sha, sentSha);

@@ -5,6 +5,9 @@ import type { ProxySession } from '../../src/proxy/session';
 import { seededRandom, startEchoBackend, waitFor } from '../fakes/proxy-backends';
 import { metricValue, startProxy } from '../fakes/proxy-harness';
 
+/** A relay that stalls must fail the test, not hang the run. */
+const TEST_TIMEOUT_MS = 20_000;
+
 /** Override with VIPD_CHURN_SEED to replay a failing run. */
 const SEED = Number(process.env.VIPD_CHURN_SEED ?? 0x5eed_0011);
 const CLIENTS = 50;
@@ -26,7 +29,7 @@ interface ChurnClient {
 }
 
 describe('random churn (T11)', () => {
-  it(`seed ${SEED.toString(16)}: ${CLIENTS} clients, ${STEPS} steps of open/write/half-close/close/reset`, async () => {
+  it(`seed ${SEED.toString(16)}: ${CLIENTS} clients, ${STEPS} steps of open/write/half-close/close/reset`, { timeout: TEST_TIMEOUT_MS }, async () => {
     const random = seededRandom(SEED);
     const backends = [await startEchoBackend(), await startEchoBackend()];
     const proxy = await startProxy({ healthy: backends.map((b) => b.endpoint), balance: 'least-conn' });

@@ -5,6 +5,9 @@ import { endpoint } from '../../src/net/endpoint';
 import { ConnectError, createConnector, type ConnectHandler } from '../../src/proxy/connector';
 import { closedPort, startEchoBackend } from '../fakes/proxy-backends';
 
+/** A relay that stalls must fail the test, not hang the run. */
+const TEST_TIMEOUT_MS = 20_000;
+
 type Outcome = { connected: Socket } | { failed: ConnectError };
 
 function recordOutcome(): { handler: ConnectHandler; outcome: Promise<Outcome> } {
@@ -27,7 +30,7 @@ function recordOutcome(): { handler: ConnectHandler; outcome: Promise<Outcome> }
 }
 
 describe('connector', () => {
-  it('hands over a connected socket that allows half-open', async () => {
+  it('hands over a connected socket that allows half-open', { timeout: TEST_TIMEOUT_MS }, async () => {
     const backend = await startEchoBackend();
     try {
       const { handler, outcome } = recordOutcome();
@@ -44,7 +47,7 @@ describe('connector', () => {
     }
   });
 
-  it('reports a refused dial as kind refused with the errno kept as cause', async () => {
+  it('reports a refused dial as kind refused with the errno kept as cause', { timeout: TEST_TIMEOUT_MS }, async () => {
     const target = await closedPort();
     const { handler, outcome } = recordOutcome();
     createConnector()(target, 1_000, handler);
@@ -56,7 +59,7 @@ describe('connector', () => {
     assert.equal((result.failed.cause as NodeJS.ErrnoException).code, 'ECONNREFUSED');
   });
 
-  it('times out a dial that never completes with VIPD_ERR_CONNECT_TIMEOUT', async () => {
+  it('times out a dial that never completes with VIPD_ERR_CONNECT_TIMEOUT', { timeout: TEST_TIMEOUT_MS }, async () => {
     let hanging: Socket | undefined;
     const connector = createConnector({
       dial: () => {
@@ -81,7 +84,7 @@ describe('connector', () => {
     assert.equal(hanging!.destroyed, true);
   });
 
-  it('after cancel() the handler hears nothing and the socket is destroyed', async () => {
+  it('after cancel() the handler hears nothing and the socket is destroyed', { timeout: TEST_TIMEOUT_MS }, async () => {
     const backend = await startEchoBackend();
     try {
       let dialled: Socket | undefined;

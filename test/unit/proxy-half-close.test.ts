@@ -4,6 +4,9 @@ import { describe, it } from 'node:test';
 import { closeReason, connectClient, randomPayload, readToEnd, sha256, startBackend, type TestBackend } from '../fakes/proxy-backends';
 import { metricValue, startProxy, type ProxyUnderTest } from '../fakes/proxy-harness';
 
+/** A relay that stalls must fail the test, not hang the run. */
+const TEST_TIMEOUT_MS = 20_000;
+
 const MB = 1024 * 1024;
 
 /** Resolves with what the backend read (to EOF) once it has answered with `answer` and ended. */
@@ -30,7 +33,7 @@ async function closeAll(proxy: ProxyUnderTest, backend: TestBackend): Promise<vo
 }
 
 describe('half-close (T06)', () => {
-  it('client sends 1 MB and shuts down writing; backend reads to EOF, answers 1 MB, ends', async () => {
+  it('client sends 1 MB and shuts down writing; backend reads to EOF, answers 1 MB, ends', { timeout: TEST_TIMEOUT_MS }, async () => {
     const request = randomPayload(MB);
     const answer = randomPayload(MB);
     const script = readThenAnswer(answer);
@@ -67,7 +70,7 @@ describe('half-close (T06)', () => {
     }
   });
 
-  it('backend sends 1 MB and ends first; client keeps sending 1 MB after EOF, then ends', async () => {
+  it('backend sends 1 MB and ends first; client keeps sending 1 MB after EOF, then ends', { timeout: TEST_TIMEOUT_MS }, async () => {
     const fromBackend = randomPayload(MB);
     const fromClient = randomPayload(MB);
     let backendGot!: Promise<Buffer>;
@@ -96,7 +99,7 @@ describe('half-close (T06)', () => {
     }
   });
 
-  it('a backend reset reaches the client as a reset, not as a clean EOF', async () => {
+  it('a backend reset reaches the client as a reset, not as a clean EOF', { timeout: TEST_TIMEOUT_MS }, async () => {
     const backend = await startBackend((socket) => {
       socket.write('partial answer');
       setTimeout(() => socket.resetAndDestroy(), 20);
@@ -114,7 +117,7 @@ describe('half-close (T06)', () => {
     }
   });
 
-  it('a client reset reaches the backend as a reset', async () => {
+  it('a client reset reaches the backend as a reset', { timeout: TEST_TIMEOUT_MS }, async () => {
     let backendEnd!: Promise<string>;
     const backend = await startBackend((socket) => {
       backendEnd = closeReason(socket);

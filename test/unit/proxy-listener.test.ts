@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import pino from 'pino';
 import { VipdError } from '../../src/lib/errors';
 import { silentLogger } from '../../src/lib/logger';
 import { createMetrics } from '../../src/lib/metrics';
@@ -8,6 +9,9 @@ import { createListener } from '../../src/proxy/listener';
 import type { ListenerSpec } from '../../src/proxy/proxy';
 import { closeReason, connectClient, dialAndAwaitEnd, snapshotOf, startEchoBackend } from '../fakes/proxy-backends';
 import { metricValue, startProxy } from '../fakes/proxy-harness';
+
+/** A relay that stalls must fail the test, not hang the run. */
+const TEST_TIMEOUT_MS = 20_000;
 
 function specOn(port: number): ListenerSpec {
   return {
@@ -52,7 +56,7 @@ async function roundTrip(client: import('node:net').Socket, text: string): Promi
 }
 
 describe('listener', () => {
-  it('binds, reports bound through bound(), onBoundChange and the gauge, and unbinds on close', async () => {
+  it('binds, reports bound through bound(), onBoundChange and the gauge, and unbinds on close', { timeout: TEST_TIMEOUT_MS }, async () => {
     const { listener, metrics } = bareListener(0);
     const changes: boolean[] = [];
     listener.onBoundChange((bound) => changes.push(bound));
@@ -71,7 +75,7 @@ describe('listener', () => {
     await assert.rejects(listener.start(), (err: unknown) => err instanceof VipdError && err.code === 'VIPD_ERR_CLOSED');
   });
 
-  it('start() rejects with the bind error and can be retried once the address is free', async () => {
+  it('start() rejects with the bind error and can be retried once the address is free', { timeout: TEST_TIMEOUT_MS }, async () => {
     const first = bareListener(0);
     await first.listener.start();
     const port = first.listener.address()!.port;
@@ -92,7 +96,27 @@ describe('listener', () => {
     }
   });
 
-  it('close() while start() is pending rejects the start', async () => {
+  it('logs with component, vip and listener once each, even under a parent that already binds some', async () => {
+    const lines: string[] = [];
+    const parent = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) }).child({ component: 'proxy', vip: 'cp' });
+    const metrics = createMetrics();
+    const listener = createListener({
+      spec: { ...specOn(0), vip: 'cp' },
+      snapshot: () => snapshotOf('test-pool', []),
+      load: new BackendLoadTracker('test-pool', metrics),
+      logger: parent,
+      metrics,
+    });
+    await listener.start();
+    await listener.close(0);
+    const bound = lines.find((line) => line.includes('"listenerBound"'));
+    assert.ok(bound !== undefined, `no listenerBound line in ${lines.join('')}`);
+    for (const key of ['component', 'vip', 'listener']) {
+      assert.equal(bound.split(`"${key}":`).length - 1, 1, `"${key}" appears more than once: ${bound}`);
+    }
+  });
+
+  it('close() while start() is pending rejects the start', { timeout: TEST_TIMEOUT_MS }, async () => {
     const { listener } = bareListener(0);
     const starting = listener.start();
     const closing = listener.close(0);
@@ -101,7 +125,7 @@ describe('listener', () => {
     assert.equal(listener.bound(), false);
   });
 
-  it('close(grace) stops accepting at once and lets a live session finish', async () => {
+  it('close(grace) stops accepting at once and lets a live session finish', { timeout: TEST_TIMEOUT_MS }, async () => {
     const backend = await startEchoBackend();
     const proxy = await startProxy({ healthy: [backend.endpoint] });
     try {
@@ -128,7 +152,7 @@ describe('listener', () => {
     }
   });
 
-  it('close(grace) resets sessions still open when the grace period ends', async () => {
+  it('close(grace) resets sessions still open when the grace period ends', { timeout: TEST_TIMEOUT_MS }, async () => {
     const backend = await startEchoBackend();
     const proxy = await startProxy({ healthy: [backend.endpoint] });
     try {
@@ -152,7 +176,7 @@ describe('listener', () => {
     }
   });
 
-  it('destroy() resets every session at once', async () => {
+  it('destroy() resets every session at once', { timeout: TEST_TIMEOUT_MS }, async () => {
     const backend = await startEchoBackend();
     const proxy = await startProxy({ healthy: [backend.endpoint] });
     try {

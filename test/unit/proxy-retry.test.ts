@@ -5,6 +5,9 @@ import { createConnector } from '../../src/proxy/connector';
 import { closedPort, dialAndAwaitEnd, echoOnce, startEchoBackend } from '../fakes/proxy-backends';
 import { metricValue, startProxy } from '../fakes/proxy-harness';
 
+/** A relay that stalls must fail the test, not hang the run. */
+const TEST_TIMEOUT_MS = 20_000;
+
 /** Runs `total` echo round trips through the proxy, `concurrency` at a time; returns the failures. */
 async function echoMany(port: number, total: number, concurrency: number): Promise<string[]> {
   const failures: string[] = [];
@@ -27,7 +30,7 @@ async function echoMany(port: number, total: number, concurrency: number): Promi
 
 describe('connect retry (T01)', () => {
   for (const balance of ['round-robin', 'least-conn'] as const) {
-    it(`${balance}: a refusing backend is retried on another, 0 client-visible failures in 200 connections`, async () => {
+    it(`${balance}: a refusing backend is retried on another, 0 client-visible failures in 200 connections`, { timeout: TEST_TIMEOUT_MS }, async () => {
       const dead = await closedPort();
       const live = await startEchoBackend();
       // The dead backend is still "healthy": health has not noticed the crash yet.
@@ -57,7 +60,7 @@ describe('connect retry (T01)', () => {
     });
   }
 
-  it('a dial that hangs is timed out and retried on another backend', async () => {
+  it('a dial that hangs is timed out and retried on another backend', { timeout: TEST_TIMEOUT_MS }, async () => {
     const hangingTarget = await closedPort();
     const live = await startEchoBackend();
     let hungDials = 0;
@@ -91,7 +94,7 @@ describe('connect retry (T01)', () => {
     }
   });
 
-  it('tries at most maxConnectAttempts distinct backends, then resets the client', async () => {
+  it('tries at most maxConnectAttempts distinct backends, then resets the client', { timeout: TEST_TIMEOUT_MS }, async () => {
     const dead = [await closedPort(), await closedPort(), await closedPort()];
     const proxy = await startProxy({ healthy: dead, maxConnectAttempts: 2 });
     try {
@@ -108,7 +111,7 @@ describe('connect retry (T01)', () => {
     }
   });
 
-  it('with no healthy backend the client is reset and nothing is dialled', async () => {
+  it('with no healthy backend the client is reset and nothing is dialled', { timeout: TEST_TIMEOUT_MS }, async () => {
     const live = await startEchoBackend();
     const proxy = await startProxy({ healthy: [], unhealthy: [live.endpoint] });
     try {
@@ -123,7 +126,7 @@ describe('connect retry (T01)', () => {
     }
   });
 
-  it('a backend that leaves the healthy set gets no new connection', async () => {
+  it('a backend that leaves the healthy set gets no new connection', { timeout: TEST_TIMEOUT_MS }, async () => {
     const first = await startEchoBackend();
     const second = await startEchoBackend();
     const proxy = await startProxy({ healthy: [first.endpoint, second.endpoint], balance: 'least-conn' });
