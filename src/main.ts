@@ -1,5 +1,5 @@
 import { AnnounceReconciler, type VipSource } from './announce/reconciler';
-import type { Config } from './config/config';
+import type { Config, PoolConfig } from './config/config';
 import { AdminServer } from './control/admin-server';
 import type { AdminActions, DaemonStatus } from './control/control';
 import type { CheckSpec, PoolHealth } from './health/health';
@@ -13,7 +13,7 @@ import { IpAddressManager } from './net/ip-address-manager';
 import { hostPrefix, type VipAddressManager } from './net/net';
 import { BackendLoadTracker } from './proxy/backend-load';
 import { createListener } from './proxy/listener';
-import type { ProxyListener } from './proxy/proxy';
+import type { PoolSpec, ProxyListener } from './proxy/proxy';
 import { createGobgpSpeaker } from './speaker/gobgp/gobgp-speaker';
 import { NullSpeaker, type Speaker } from './speaker/speaker';
 
@@ -82,21 +82,19 @@ export class Daemon implements AdminActions {
       this.pools.set(name, { name, health, load: new BackendLoadTracker(name, this.metrics) });
     }
 
+    const poolSpecs = new Map(Object.entries(config.pools).map(([name, pool]) => [name, toPoolSpec(name, pool)]));
     for (const vip of config.vips) {
       this.vipBound.set(vip.name, false);
       for (const l of vip.listeners) {
         const pool = this.pools.get(l.pool)!;
-        const poolConfig = config.pools[l.pool]!;
         const listener = createListener({
           spec: {
             id: `${vip.name}:${l.port}`,
             vip: vip.name,
             address: vip.address,
             port: l.port,
-            pool: l.pool,
-            balance: poolConfig.balance,
-            connectTimeoutMs: poolConfig.connectTimeout,
-            maxConnectAttempts: poolConfig.maxConnectAttempts,
+            pool: poolSpecs.get(l.pool)!,
+            ...(l.maxConnections !== undefined ? { maxConnections: l.maxConnections } : {}),
           },
           snapshot: () => pool.health.snapshot(),
           load: pool.load,
@@ -315,6 +313,35 @@ export class Daemon implements AdminActions {
       l.retry = this.clock.setTimeout(() => void this.bindListener(l), BIND_RETRY_MS);
     }
   }
+}
+
+function toPoolSpec(name: string, p: PoolConfig): PoolSpec {
+  return {
+    name,
+    balance: p.balance,
+    backends: p.backends.map((b) => ({
+      endpoint: b.endpoint,
+      weight: b.weight,
+      ...((b.maxConnections ?? p.maxConnectionsPerBackend) !== undefined ? { maxConnections: (b.maxConnections ?? p.maxConnectionsPerBackend)! } : {}),
+    })),
+    slowStartMs: p.slowStart,
+    connectTimeoutMs: p.connectTimeout,
+    maxConnectAttempts: p.maxConnectAttempts,
+    queue: { size: p.queue.size, timeoutMs: p.queue.timeout },
+    timeouts: {
+      firstByteMs: p.timeouts.firstByte,
+      idleMs: p.timeouts.idle,
+      maxConnectionAgeMs: p.timeouts.maxConnectionAge,
+      maxConnectionAgeJitterMs: p.timeouts.maxConnectionAgeJitter,
+    },
+    tcpKeepaliveMs: p.tcpKeepalive,
+    outlier: {
+      consecutiveConnectFailures: p.outlierDetection.consecutiveConnectFailures,
+      baseEjectionMs: p.outlierDetection.baseEjectionTime,
+      maxEjectionMs: p.outlierDetection.maxEjectionTime,
+    },
+    closeOnBackendDown: p.closeOnBackendDown,
+  };
 }
 
 function toCheckSpec(c: Config['pools'][string]['check']): CheckSpec {

@@ -5,7 +5,42 @@ import type { PoolSnapshot } from '../health/health';
  * Contract of the proxy module: one TCP listener per VIP:port, relaying to a backend picked from the
  * pool snapshot that health rebuilds. The proxy never dials anything but configured backends.
  */
-export type BalanceAlgorithm = 'round-robin' | 'least-conn';
+export type BalanceAlgorithm = 'round-robin' | 'least-conn' | 'random-two' | 'source-hash';
+
+/** One configured backend with its static settings. */
+export interface BackendSpec {
+  readonly endpoint: Endpoint;
+  /** Relative share, 1..1000. */
+  readonly weight: number;
+  /** Cap on concurrent upstream connections; undefined = unlimited. */
+  readonly maxConnections?: number;
+}
+
+/** Everything about a pool that the proxy needs, from config; immutable. */
+export interface PoolSpec {
+  readonly name: string;
+  readonly balance: BalanceAlgorithm;
+  readonly backends: readonly BackendSpec[];
+  /** Weight ramps from ~0 to full over this time after a backend becomes healthy; 0 = off. */
+  readonly slowStartMs: number;
+  readonly connectTimeoutMs: number;
+  /** How many distinct backends one client connection may try before it is closed. */
+  readonly maxConnectAttempts: number;
+  /** When every candidate backend is at maxConnections: wait in a bounded queue (size 0 = refuse at once). */
+  readonly queue: { readonly size: number; readonly timeoutMs: number };
+  /** 0 = off for each. */
+  readonly timeouts: {
+    readonly firstByteMs: number;
+    readonly idleMs: number;
+    readonly maxConnectionAgeMs: number;
+    readonly maxConnectionAgeJitterMs: number;
+  };
+  /** TCP keepalive idle time on both legs. */
+  readonly tcpKeepaliveMs: number;
+  /** Passive health: consecutive connect failures eject a backend from picking (0 = off). */
+  readonly outlier: { readonly consecutiveConnectFailures: number; readonly baseEjectionMs: number; readonly maxEjectionMs: number };
+  readonly closeOnBackendDown: boolean;
+}
 
 export interface ListenerSpec {
   /** "control-plane:2379", used in logs and metric labels. */
@@ -13,11 +48,15 @@ export interface ListenerSpec {
   readonly vip: string;
   readonly address: string;
   readonly port: number;
-  readonly pool: string;
-  readonly balance: BalanceAlgorithm;
-  readonly connectTimeoutMs: number;
-  /** How many distinct backends one client connection may try before it is closed. */
-  readonly maxConnectAttempts: number;
+  readonly pool: PoolSpec;
+  /** Cap on concurrent client connections of this listener; undefined = unlimited. */
+  readonly maxConnections?: number;
+}
+
+/** Process-wide client connection limits, shared by every listener. */
+export interface ProxyLimitsSpec {
+  readonly maxConnections?: number;
+  readonly maxConnectionsPerSource?: number;
 }
 
 /** Live per-backend connection counts shared by every listener of a pool (least-conn reads it). */
@@ -25,9 +64,24 @@ export interface BackendLoad {
   active(backend: Endpoint): number;
 }
 
-/** Chooses a backend from a snapshot; `exclude` holds keys already tried for this connection. */
+/** One pick: what the picker may look at. Built per client connection; pickers must not keep it. */
+export interface PickRequest {
+  readonly snapshot: PoolSnapshot;
+  readonly load: BackendLoad;
+  /** True for backends that may not be picked now: already tried for this connection, ejected, drained by the operator, or full. */
+  readonly skip: (backendKey: string) => boolean;
+  /** The client's IP address (source-hash keys on it). */
+  readonly clientAddress: string;
+  /** Wall-clock ms, comparable with BackendStatus.since (slow start). */
+  readonly now: number;
+}
+
+/**
+ * Chooses a backend among snapshot.healthy, never one that `skip` refuses. A picker may precompute per
+ * snapshot version (e.g. a Maglev table) but never mutates the snapshot.
+ */
 export interface Picker {
-  pick(snapshot: PoolSnapshot, load: BackendLoad, exclude: ReadonlySet<string>): Endpoint | undefined;
+  pick(request: PickRequest): Endpoint | undefined;
 }
 
 export interface ListenerStats {
