@@ -1,7 +1,7 @@
 import { AnnounceReconciler, type VipSource } from './announce/reconciler';
 import type { Config, PoolConfig } from './config/config';
 import { AdminServer } from './control/admin-server';
-import type { AdminActions, DaemonStatus } from './control/control';
+import { AdminInputError, type AdminActions, type DaemonStatus } from './control/control';
 import type { CheckSpec, PoolHealth } from './health/health';
 import { createPoolHealth } from './health/pool-health';
 import { systemClock, sleep, type Clock } from './lib/clock';
@@ -10,6 +10,7 @@ import type { Logger } from './lib/logger';
 import { createMetrics, type Metrics } from './lib/metrics';
 import { vipdVersion } from './lib/version';
 import { IpAddressManager } from './net/ip-address-manager';
+import { parseEndpoint } from './net/endpoint';
 import { hostPrefix, type VipAddressManager } from './net/net';
 import { BackendLoadTracker } from './proxy/backend-load';
 import { createListener } from './proxy/listener';
@@ -224,6 +225,7 @@ export class Daemon implements AdminActions {
               activeConnections: counters.active,
               totalConnections: counters.total,
               connectErrors: counters.connectErrors,
+              drained: p.load.isDrained(b.backend.key),
             };
           }),
         };
@@ -240,6 +242,17 @@ export class Daemon implements AdminActions {
   async undrain(): Promise<void> {
     this.setDrained(false);
     await this.reconciler.idle();
+  }
+
+  async drainBackend(poolName: string, backend: string, drained: boolean): Promise<void> {
+    const pool = this.pools.get(poolName);
+    if (!pool) throw new AdminInputError(404, `no pool "${poolName}"; pools: ${[...this.pools.keys()].join(', ')}`);
+    const configured = this.config.pools[poolName]!.backends.map((b) => b.endpoint.key);
+    const endpoint = parseEndpoint(backend);
+    if (!endpoint) throw new AdminInputError(400, `"${backend}" is not IP:PORT (IPv6 as [ADDR]:PORT)`);
+    if (!configured.includes(endpoint.key)) throw new AdminInputError(404, `backend ${endpoint.key} is not in pool "${poolName}"; it has ${configured.join(', ')}`);
+    pool.load.drainBackend(endpoint.key, drained);
+    this.logger.info({ component: 'proxy', event: drained ? 'drainBackend' : 'undrainBackend', pool: poolName, backend: endpoint.key }, `backend ${endpoint.key} ${drained ? 'drained' : 'undrained'} by operator`);
   }
 
   async metricsText(): Promise<{ contentType: string; body: string }> {

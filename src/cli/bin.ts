@@ -33,10 +33,13 @@ function configFileOf(positional: string | undefined, opts: { config?: string })
   return file;
 }
 
-async function adminCall(configFile: string, method: 'GET' | 'POST', path: string): Promise<string> {
+async function adminCall(configFile: string, method: 'GET' | 'POST', path: string, body?: string): Promise<string> {
   const config = loadOrExit(configFile);
-  const res = await adminRequest(config.admin.listen, method, path);
-  if (res.status !== 200) throw new VipdError('VIPD_ERR_ADMIN', `admin API answered ${res.status} to ${method} ${path}: ${res.body.trim()}`);
+  const res = await adminRequest(config.admin.listen, method, path, body);
+  if (res.status !== 200) {
+    const error = res.body.startsWith('{') ? ((JSON.parse(res.body) as { error?: string }).error ?? res.body) : res.body;
+    throw new VipdError('VIPD_ERR_ADMIN', `${method} ${path} refused (${res.status}): ${error.trim()}`);
+  }
   return res.body;
 }
 
@@ -94,6 +97,19 @@ for (const [name, description] of [
     .action(async (opts: { config: string }) => {
       await adminCall(opts.config, 'POST', `/${name}`);
       process.stdout.write(`${name}ed\n`);
+    });
+}
+
+for (const [name, drained] of [['drain-backend', true], ['undrain-backend', false]] as const) {
+  program
+    .command(name)
+    .description(drained ? 'stop new connections to one backend; established ones carry on' : 'let one backend take new connections again')
+    .argument('<pool>', 'pool name')
+    .argument('<backend>', 'backend as configured, IP:PORT or [IPv6]:PORT')
+    .requiredOption('-c, --config <file>', "the daemon's config file")
+    .action(async (pool: string, backend: string, opts: { config: string }) => {
+      await adminCall(opts.config, 'POST', `/backends/${drained ? 'drain' : 'undrain'}`, JSON.stringify({ pool, backend }));
+      process.stdout.write(`${pool} ${backend}: ${drained ? 'drained' : 'undrained'}\n`);
     });
 }
 

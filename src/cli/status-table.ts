@@ -26,7 +26,7 @@ export function renderStatus(s: DaemonStatus): string {
         p.backends.map((b) => [
           p.name,
           b.address,
-          b.health,
+          b.drained ? `${b.health} (drained)` : b.health,
           b.since,
           b.lastCheck ? `${b.lastCheck.ok ? 'ok' : 'fail'} ${b.lastCheck.detail} (${b.lastCheck.durationMs}ms)` : '-',
           String(b.activeConnections),

@@ -3,10 +3,12 @@ import type { Endpoint } from '../net/endpoint';
 import { errorMessage } from '../lib/errors';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
-import type { AdminActions } from './control';
+import { AdminInputError, type AdminActions } from './control';
 
 interface Route {
   readonly method: 'GET' | 'POST';
+  /** Routes that take a body read it themselves; the others discard it so keep-alive clients behave. */
+  readonly readsBody?: boolean;
   handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
 }
 
@@ -35,6 +37,8 @@ export class AdminServer {
       }],
       ['/drain', { method: 'POST', handle: async (_req, res) => { await this.actions.drain(); sendJson(res, 200, { drained: true }); } }],
       ['/undrain', { method: 'POST', handle: async (_req, res) => { await this.actions.undrain(); sendJson(res, 200, { drained: false }); } }],
+      ['/backends/drain', { method: 'POST', readsBody: true, handle: (req, res) => this.drainBackend(req, res, true) }],
+      ['/backends/undrain', { method: 'POST', readsBody: true, handle: (req, res) => this.drainBackend(req, res, false) }],
     ]);
   }
 
@@ -66,31 +70,77 @@ export class AdminServer {
     return new Promise((resolve) => server.close(() => resolve()));
   }
 
+  private async drainBackend(req: IncomingMessage, res: ServerResponse, drained: boolean): Promise<void> {
+    const body = await readJsonBody(req);
+    const unknownKeys = Object.keys(body).filter((k) => k !== 'pool' && k !== 'backend');
+    if (unknownKeys.length) throw new AdminInputError(400, `unknown field(s) ${unknownKeys.join(', ')}; expected {"pool": NAME, "backend": "IP:PORT"}`);
+    const { pool, backend } = body;
+    if (typeof pool !== 'string' || pool === '') throw new AdminInputError(400, 'field "pool" (string) is required');
+    if (typeof backend !== 'string' || backend === '') throw new AdminInputError(400, 'field "backend" ("IP:PORT") is required');
+    await this.actions.drainBackend(pool, backend, drained);
+    sendJson(res, 200, { pool, backend, drained });
+  }
+
   private async dispatch(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://admin').pathname;
     const route = this.routes.get(path);
     const count = (code: number) => this.metrics.adminRequests.inc({ route: route ? path : 'unknown', code: String(code) });
     if (!route) {
       count(404);
-      return sendJson(res, 404, { error: `no such endpoint ${path}; try /status, /metrics, /drain, /undrain` });
+      return sendJson(res, 404, { error: `no such endpoint ${path}; try /status, /metrics, /drain, /undrain, /backends/drain, /backends/undrain` });
     }
     if (req.method !== route.method) {
       count(405);
       res.setHeader('allow', route.method);
       return sendJson(res, 405, { error: `${path} accepts ${route.method} only` });
     }
-    // Bodies are not used; drain them so keep-alive clients behave.
-    req.resume();
     try {
+      if (!route.readsBody) req.resume();
       await route.handle(req, res);
       count(res.statusCode);
       if (route.method === 'POST') this.logger.info({ event: 'admin', op: path.slice(1) }, `admin ${path}`);
     } catch (err) {
+      if (err instanceof AdminInputError) {
+        count(err.status);
+        this.logger.warn({ event: 'admin', op: path, err: err.message }, 'admin request refused');
+        return sendJson(res, err.status, { error: err.message });
+      }
       count(500);
       this.logger.error({ event: 'admin', op: path, err: errorMessage(err) }, 'admin request failed');
       if (!res.headersSent) sendJson(res, 500, { error: errorMessage(err) });
     }
   }
+}
+
+/** Bodies are small JSON objects; anything else is refused before it is acted on. */
+const MAX_BODY_BYTES = 16 * 1024;
+
+function readJsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) {
+        reject(new AdminInputError(400, `body over ${MAX_BODY_BYTES} bytes`));
+        req.destroy();
+      } else {
+        chunks.push(chunk);
+      }
+    });
+    req.on('error', reject);
+    req.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      let parsed: unknown;
+      try {
+        parsed = text.trim() === '' ? {} : JSON.parse(text);
+      } catch (err) {
+        return reject(new AdminInputError(400, `body is not JSON: ${errorMessage(err)}`));
+      }
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return reject(new AdminInputError(400, 'body must be a JSON object'));
+      resolve(parsed as Record<string, unknown>);
+    });
+  });
 }
 
 function sendJson(res: ServerResponse, code: number, body: unknown): void {

@@ -27,14 +27,29 @@ export interface DaemonStatus {
       readonly activeConnections: number;
       readonly totalConnections: number;
       readonly connectErrors: number;
+      /** Operator drain of this backend (no new connections). */
+      readonly drained: boolean;
     }>;
   }>;
   readonly peers: ReadonlyArray<{ readonly address: string; readonly asn: number; readonly state: string; readonly since: string }>;
+}
+
+/** An admin request the daemon refuses; the message names what is wrong. Nothing was changed. */
+export class AdminInputError extends Error {
+  constructor(
+    readonly status: 400 | 404 | 409,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'AdminInputError';
+  }
 }
 
 export interface AdminActions {
   status(): DaemonStatus;
   drain(): Promise<void>;
   undrain(): Promise<void>;
+  /** Stops (drained=true) or resumes new connections to one backend; established ones carry on. Throws AdminInputError for an unknown pool or backend. */
+  drainBackend(pool: string, backend: string, drained: boolean): Promise<void>;
   metricsText(): Promise<{ contentType: string; body: string }>;
 }
