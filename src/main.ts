@@ -13,8 +13,10 @@ import { IpAddressManager } from './net/ip-address-manager';
 import { parseEndpoint } from './net/endpoint';
 import { hostPrefix, type VipAddressManager } from './net/net';
 import { BackendLoadTracker } from './proxy/backend-load';
+import { createConnectionLimits } from './proxy/limits';
 import { createListener } from './proxy/listener';
-import type { PoolSpec, ProxyListener } from './proxy/proxy';
+import type { ListenerSpec, PoolLoad, PoolSpec, ProxyLimitsSpec, ProxyListener } from './proxy/proxy';
+import { WorkerPool } from './proxy/worker-pool';
 import { createGobgpSpeaker } from './speaker/gobgp/gobgp-speaker';
 import { NullSpeaker, type Speaker } from './speaker/speaker';
 
@@ -38,7 +40,8 @@ const SESSION_CLOSE_MS = 1000;
 interface PoolRuntime {
   readonly name: string;
   readonly health: PoolHealth;
-  readonly load: BackendLoadTracker;
+  /** In-process tracker, or the sum of the workers' trackers when proxy.workers > 1. */
+  readonly load: PoolLoad & { drainBackend(backendKey: string, drained: boolean): boolean; close?(): void };
 }
 
 interface ListenerRuntime {
@@ -60,6 +63,7 @@ export class Daemon implements AdminActions {
   private readonly speaker: Speaker;
   private readonly reconciler: AnnounceReconciler;
   private readonly admin: AdminServer;
+  private readonly workerPool: WorkerPool | undefined;
   private drained = false;
   private shuttingDown = false;
   private vipCheck: { cancel(): void } | undefined;
@@ -71,37 +75,74 @@ export class Daemon implements AdminActions {
     this.metrics = createMetrics({ defaultMetrics: true });
     this.addresses = new IpAddressManager(config.net.interface);
 
+    const poolSpecs = new Map(Object.entries(config.pools).map(([name, pool]) => [name, toPoolSpec(name, pool)]));
+    const healths = new Map<string, PoolHealth>();
     for (const [name, pool] of Object.entries(config.pools)) {
-      const health = createPoolHealth({
-        pool: name,
-        backends: pool.backends.map((b) => b.endpoint),
-        check: toCheckSpec(pool.check),
-        clock: this.clock,
-        logger: this.logger.child({ component: 'health', pool: name }),
-        metrics: this.metrics,
-      });
-      this.pools.set(name, { name, health, load: new BackendLoadTracker(name, this.metrics) });
+      healths.set(
+        name,
+        createPoolHealth({
+          pool: name,
+          backends: pool.backends.map((b) => b.endpoint),
+          check: toCheckSpec(pool.check),
+          clock: this.clock,
+          logger: this.logger.child({ component: 'health', pool: name }),
+          metrics: this.metrics,
+        }),
+      );
+    }
+    const limits: ProxyLimitsSpec = {
+      ...(config.proxy.maxConnections !== undefined ? { maxConnections: config.proxy.maxConnections } : {}),
+      ...(config.proxy.maxConnectionsPerSource !== undefined ? { maxConnectionsPerSource: config.proxy.maxConnectionsPerSource } : {}),
+    };
+    const proxyLogger = this.logger.child({ component: 'proxy' });
+    // With workers, health and BGP stay here and the workers carry the data plane.
+    this.workerPool =
+      config.proxy.workers > 1
+        ? new WorkerPool({
+            workers: config.proxy.workers,
+            pools: [...poolSpecs.values()].map((spec) => ({ spec, health: healths.get(spec.name)! })),
+            limits,
+            logger: proxyLogger,
+            metrics: this.metrics,
+            clock: this.clock,
+          })
+        : undefined;
+    const trackers = new Map<string, BackendLoadTracker>();
+    for (const [name, spec] of poolSpecs) {
+      const health = healths.get(name)!;
+      let load: PoolRuntime['load'];
+      if (this.workerPool) {
+        load = this.workerPool.load(name);
+      } else {
+        const tracker = new BackendLoadTracker({ spec, health, metrics: this.metrics, clock: this.clock, logger: proxyLogger.child({ pool: name }) });
+        trackers.set(name, tracker);
+        load = tracker;
+      }
+      this.pools.set(name, { name, health, load });
     }
 
-    const poolSpecs = new Map(Object.entries(config.pools).map(([name, pool]) => [name, toPoolSpec(name, pool)]));
+    const connectionLimits = this.workerPool ? undefined : createConnectionLimits(limits);
     for (const vip of config.vips) {
       this.vipBound.set(vip.name, false);
       for (const l of vip.listeners) {
-        const pool = this.pools.get(l.pool)!;
-        const listener = createListener({
-          spec: {
-            id: `${vip.name}:${l.port}`,
-            vip: vip.name,
-            address: vip.address,
-            port: l.port,
-            pool: poolSpecs.get(l.pool)!,
-            ...(l.maxConnections !== undefined ? { maxConnections: l.maxConnections } : {}),
-          },
-          snapshot: () => pool.health.snapshot(),
-          load: pool.load,
-          logger: this.logger.child({ component: 'proxy', vip: vip.name }),
-          metrics: this.metrics,
-        });
+        const spec: ListenerSpec = {
+          id: `${vip.name}:${l.port}`,
+          vip: vip.name,
+          address: vip.address,
+          port: l.port,
+          pool: poolSpecs.get(l.pool)!,
+          ...(l.maxConnections !== undefined ? { maxConnections: l.maxConnections } : {}),
+        };
+        const listener: ProxyListener = this.workerPool
+          ? this.workerPool.listener(spec)
+          : createListener({
+              spec,
+              load: trackers.get(l.pool)!,
+              ...(connectionLimits ? { limits: connectionLimits } : {}),
+              logger: this.logger.child({ component: 'proxy', vip: vip.name }),
+              metrics: this.metrics,
+              clock: this.clock,
+            });
         this.listeners.push({ vip: vip.name, port: l.port, pool: l.pool, listener });
       }
     }
@@ -172,7 +213,11 @@ export class Daemon implements AdminActions {
     if (this.config.shutdown.grace > 0) await sleep(this.clock, this.config.shutdown.grace);
     for (const l of this.listeners) l.retry?.cancel();
     await Promise.all(this.listeners.map((l) => l.listener.close(SESSION_CLOSE_MS)));
-    for (const pool of this.pools.values()) pool.health.close();
+    await this.workerPool?.close();
+    for (const pool of this.pools.values()) {
+      pool.load.close?.();
+      pool.health.close();
+    }
     await withTimeout(this.speaker.close(), 5000).catch((err) => {
       log.warn({ err: errorMessage(err) }, 'speaker did not close cleanly; destroying');
       this.speaker.destroy();
@@ -225,7 +270,7 @@ export class Daemon implements AdminActions {
               activeConnections: counters.active,
               totalConnections: counters.total,
               connectErrors: counters.connectErrors,
-              drained: p.load.isDrained(b.backend.key),
+              drained: counters.drained,
             };
           }),
         };
@@ -256,7 +301,10 @@ export class Daemon implements AdminActions {
   }
 
   async metricsText(): Promise<{ contentType: string; body: string }> {
-    return { contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() };
+    return {
+      contentType: this.metrics.registry.contentType,
+      body: this.workerPool ? await this.workerPool.metricsText() : await this.metrics.registry.metrics(),
+    };
   }
 
   private setDrained(drained: boolean): void {

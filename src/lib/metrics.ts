@@ -30,6 +30,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     backendConnectErrors: new Counter({ name: 'vipd_proxy_backend_connect_errors_total', help: 'Upstream connect failures, by kind', labelNames: ['pool', 'backend', 'kind'], registers: r }),
     backendBytes: new Counter({ name: 'vipd_proxy_backend_bytes_total', help: 'Bytes relayed; direction in = backend to client, out = client to backend', labelNames: ['pool', 'backend', 'direction'], registers: r }),
     connectRetries: new Counter({ name: 'vipd_proxy_connect_retries_total', help: 'Connections retried on another backend after a connect failure', labelNames: ['listener'], registers: r }),
+    sessionsClosed: new Counter({ name: 'vipd_proxy_sessions_closed_total', help: 'Sessions ended by vipd policy, by reason (firstByteTimeout, idleTimeout, maxAge, backendDown)', labelNames: ['listener', 'reason'], registers: r }),
+    backendQueued: new Gauge({ name: 'vipd_proxy_backend_queued_connections', help: 'Clients waiting in the pool queue, attributed to the full backend the balancer chose for them', labelNames: ['pool', 'backend'], registers: r }),
+    backendEjected: new Gauge({ name: 'vipd_proxy_backend_ejected', help: '1 while passive health keeps the backend out of picking', labelNames: ['pool', 'backend'], registers: r }),
+    backendEjections: new Counter({ name: 'vipd_proxy_backend_ejections_total', help: 'Ejections after consecutive connect failures', labelNames: ['pool', 'backend'], registers: r }),
+    backendDrained: new Gauge({ name: 'vipd_proxy_backend_drained', help: '1 while the operator drains the backend (no new connections)', labelNames: ['pool', 'backend'], registers: r }),
+    poolConnectionSkew: new Gauge({ name: 'vipd_proxy_pool_connection_skew_ratio', help: 'Busiest backend in service: its connections per unit of weight over the pool average per unit of weight (1 = even)', labelNames: ['pool'], registers: r }),
     // speaker
     peerState: new Gauge({ name: 'vipd_speaker_peer_state', help: '1 for the current BGP session state of a peer', labelNames: ['peer', 'state'], registers: r }),
     peerTransitions: new Counter({ name: 'vipd_speaker_peer_transitions_total', help: 'BGP session state changes', labelNames: ['peer', 'to'], registers: r }),

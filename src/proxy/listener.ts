@@ -4,25 +4,27 @@ import { systemClock, type Clock, type TimerHandle } from '../lib/clock';
 import { VipdError } from '../lib/errors';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
-import type { BackendLoadTracker } from './backend-load';
-import { createConnector, DEFAULT_KEEPALIVE_INITIAL_DELAY_MS, type ConnectError, type Connector } from './connector';
+import type { Endpoint } from '../net/endpoint';
+import type { BackendDownHandler, BackendEntry, BackendLoadTracker } from './backend-load';
+import { createConnector, type ConnectError, type Connector } from './connector';
+import type { ConnectionLimits } from './limits';
 import { createPicker } from './picker';
-import type { ListenerSpec, ListenerStats, Picker, ProxyListener } from './proxy';
+import type { BackendLoad, ListenerSpec, ListenerStats, PickRequest, Picker, ProxyListener } from './proxy';
 import { Session, type ProxySession, type SessionContext, type SessionOutcome } from './session';
 
 export interface ListenerOptions {
   readonly spec: ListenerSpec;
-  /** The pool's current health snapshot; read at every pick, never mutated. */
-  readonly snapshot: () => PoolSnapshot;
-  /** Shared by every listener of spec.pool. */
+  /** The pool's shared state (spec.pool): its health snapshot, load, queue, ejections and drains. */
   readonly load: BackendLoadTracker;
+  /** Process-wide caps shared by every listener; none when omitted. */
+  readonly limits?: ConnectionLimits;
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly clock?: Clock;
-  /** Dials backends; defaults to createConnector() with the keepalive and high-water mark below. */
+  /** Uniform in [0, 1): max-age jitter and the picker's randomness. Tests pass a seeded one. */
+  readonly random?: () => number;
+  /** Dials backends; defaults to createConnector() with the pool's keepalive and the high-water mark below. */
   readonly connect?: Connector;
-  /** TCP keepalive idle time on client and (default connector) upstream sockets. */
-  readonly keepAliveInitialDelayMs?: number;
   /** Stream high-water mark of both legs (default: Node's, 16 KiB on Node 20). */
   readonly highWaterMark?: number;
 }
@@ -37,8 +39,18 @@ export interface TcpProxyListener extends ProxyListener {
   onSessionEnd(listener: (session: ProxySession) => void): () => void;
 }
 
-/** Relayed bytes reach the metrics this often; connection counts are always exact. */
-const BYTES_FLUSH_INTERVAL_MS = 1_000;
+/**
+ * Why a client was closed at accept, before any session existed: the cap it hit. These and the
+ * session refusals are the `reason` label of vipd_proxy_listener_refused_total.
+ */
+export type AcceptRefusal = 'listenerLimit' | 'globalLimit' | 'sourceLimit';
+
+/** Relayed bytes and the skew gauge reach the metrics this often; connection counts are always exact. */
+const METRICS_FLUSH_INTERVAL_MS = 1_000;
+/** Bounds of the housekeeping sweep period: fine enough for short test timeouts, never busier than this. */
+const MIN_SWEEP_INTERVAL_MS = 25;
+/** How many sweeps fit in the shortest idle or age limit: a limit fires at most ~2/SWEEPS_PER_LIMIT late. */
+const SWEEPS_PER_LIMIT = 10;
 
 type ListenerState = 'idle' | 'starting' | 'listening' | 'stopped';
 
@@ -46,64 +58,84 @@ export function createListener(options: ListenerOptions): TcpProxyListener {
   return new TcpListener(options);
 }
 
-class TcpListener implements TcpProxyListener, SessionContext {
+class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandler {
   readonly spec: ListenerSpec;
-  readonly snapshot: () => PoolSnapshot;
-  readonly picker: Picker;
   readonly load: BackendLoadTracker;
   readonly connect: Connector;
-  readonly now: () => number;
+  readonly random: () => number;
 
+  private readonly picker: Picker;
+  /** One PickRequest per listener, refilled for every pick: pickers must not keep it, and picks are synchronous. */
+  private readonly request: MutablePickRequest;
+  private pickFor: Session | undefined;
+  private pickIgnoringFull = false;
+  private readonly limits: ConnectionLimits | undefined;
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly metrics: Metrics;
   private readonly labels: { readonly listener: string };
+  private readonly refusedLabels = new Map<string, { readonly listener: string; readonly reason: string }>();
   private readonly server: Server;
   private readonly live = new Set<Session>();
   private readonly boundListeners = new Set<(bound: boolean) => void>();
   private readonly endListeners = new Set<(session: ProxySession) => void>();
+  private readonly detachFromPool: () => void;
+  private readonly idleMs: number;
+  private readonly sweepIntervalMs: number;
   private state: ListenerState = 'idle';
   private isBound = false;
   private starting: { promise: Promise<void>; onListening: () => void; reject: (err: Error) => void } | undefined;
   private closing: Promise<void> | undefined;
   private serverClosed: Promise<void> | undefined;
   private idleWaiters: Array<() => void> = [];
-  private flushTimer: TimerHandle | undefined;
+  private housekeepingTimer: TimerHandle | undefined;
+  private lastFlush = 0;
   private accepted = 0;
   private refused = 0;
   private errors = 0;
 
   constructor(options: ListenerOptions) {
     const spec = options.spec;
-    const keepAliveInitialDelay = options.keepAliveInitialDelayMs ?? DEFAULT_KEEPALIVE_INITIAL_DELAY_MS;
+    const pool = spec.pool;
     const highWaterMark = options.highWaterMark;
     this.spec = spec;
-    this.snapshot = options.snapshot;
-    this.picker = createPicker(spec.balance);
     this.load = options.load;
+    this.limits = options.limits;
+    this.random = options.random ?? Math.random;
+    this.picker = createPicker(pool, options.random === undefined ? undefined : { random: options.random });
     this.connect =
       options.connect ??
-      createConnector({ keepAliveInitialDelayMs: keepAliveInitialDelay, ...(highWaterMark === undefined ? {} : { highWaterMark }) });
+      createConnector({ keepAliveInitialDelayMs: pool.tcpKeepaliveMs, ...(highWaterMark === undefined ? {} : { highWaterMark }) });
     this.clock = options.clock ?? systemClock;
-    const clock = this.clock;
-    this.now = () => clock.now();
     this.metrics = options.metrics;
     this.labels = { listener: spec.id };
     this.log = childLogger(options.logger, { component: 'proxy', vip: spec.vip, listener: spec.id });
+    this.idleMs = pool.timeouts.idleMs;
+    this.sweepIntervalMs = sweepInterval(pool.timeouts.idleMs, pool.timeouts.maxConnectionAgeMs);
+    const listener = this;
+    this.request = {
+      snapshot: this.load.snapshot(),
+      load: this.load,
+      clientAddress: '',
+      now: 0,
+      // One closure per listener; it reads the session being picked for from the listener.
+      skip: (backendKey) => listener.skip(backendKey),
+    };
     this.server = createServer(
       {
         allowHalfOpen: true,
-        // Nothing is read from a client until its upstream is connected: a failed dial can then be
-        // retried elsewhere, and an unserved client never has its bytes taken in.
+        // Nothing is read from a client before vipd is ready for it: a failed dial can then be retried
+        // elsewhere, and an unserved client never has its bytes taken in.
         pauseOnConnect: true,
         noDelay: true,
         keepAlive: true,
-        keepAliveInitialDelay,
+        keepAliveInitialDelay: pool.tcpKeepaliveMs,
         ...(highWaterMark === undefined ? {} : { highWaterMark }),
       },
       (socket) => this.accept(socket),
     );
     this.server.on('error', (err) => this.onServerError(err));
+    this.detachFromPool = this.load.attach(this);
     // Materialise the series without resetting them: during a reload a listener with the same id
     // may still be draining.
     this.metrics.listenerBound.inc(this.labels, 0);
@@ -127,7 +159,8 @@ class TcpListener implements TcpProxyListener, SessionContext {
       this.starting = undefined;
       this.state = 'listening';
       this.setBound(true);
-      this.scheduleFlush();
+      this.lastFlush = this.clock.now();
+      this.scheduleHousekeeping();
       resolveStart();
     };
     this.starting = { promise, onListening, reject: rejectStart };
@@ -175,6 +208,24 @@ class TcpListener implements TcpProxyListener, SessionContext {
 
   // SessionContext
 
+  now(): number {
+    return this.clock.now();
+  }
+
+  pick(session: Session, ignoreFull: boolean): Endpoint | undefined {
+    const request = this.request;
+    request.snapshot = this.load.snapshot();
+    request.clientAddress = session.clientIp;
+    request.now = this.clock.wallNow();
+    this.pickFor = session;
+    this.pickIgnoringFull = ignoreFull;
+    try {
+      return this.picker.pick(request);
+    } finally {
+      this.pickFor = undefined;
+    }
+  }
+
   onConnectFailed(session: ProxySession, error: ConnectError, retrying: boolean): void {
     if (retrying) this.metrics.connectRetries.inc(this.labels);
     this.log.debug(
@@ -184,17 +235,22 @@ class TcpListener implements TcpProxyListener, SessionContext {
   }
 
   onEnd(session: ProxySession): void {
-    this.live.delete(session as Session);
+    const own = session as Session;
+    this.live.delete(own);
+    this.limits?.release(own.clientIp);
     this.metrics.sessionsActive.dec(this.labels);
     const outcome = session.outcome!;
     switch (outcomeClass(outcome)) {
       case 'refused':
         this.refused++;
-        this.metrics.listenerRefused.inc({ listener: this.spec.id, reason: outcome });
+        this.metrics.listenerRefused.inc(this.refusedLabelsFor(outcome));
         break;
       case 'error':
         this.errors++;
         this.metrics.listenerErrors.inc({ listener: this.spec.id, kind: outcome });
+        break;
+      case 'policy':
+        this.metrics.sessionsClosed.inc({ listener: this.spec.id, reason: outcome });
         break;
       case 'ok':
         break;
@@ -215,13 +271,64 @@ class TcpListener implements TcpProxyListener, SessionContext {
     if (this.live.size === 0) this.wakeIdleWaiters();
   }
 
+  // BackendDownHandler
+
+  closeSessionsOn(entry: BackendEntry): void {
+    for (const session of this.live) session.closeIfRelayingTo(entry);
+  }
+
+  private skip(backendKey: string): boolean {
+    const entry = this.load.entry(backendKey);
+    if (entry !== undefined) {
+      if (!entry.inService) return true;
+      if (!this.pickIgnoringFull && entry.active >= entry.maxConnections) return true;
+    }
+    return this.pickFor!.hasTried(backendKey);
+  }
+
   private accept(socket: Socket): void {
     this.accepted++;
     this.metrics.listenerAccepted.inc(this.labels);
-    const session = new Session(this, socket);
+    const source = socket.remoteAddress;
+    if (source === undefined) {
+      // The client was gone before its connection reached JavaScript; libuv has nothing left to close.
+      socket.on('error', ignoreError);
+      socket.destroy();
+      this.errors++;
+      this.metrics.listenerErrors.inc({ listener: this.spec.id, kind: 'accept' });
+      return;
+    }
+    const max = this.spec.maxConnections;
+    if (max !== undefined && this.live.size >= max) {
+      this.refuseAtAccept(socket, 'listenerLimit');
+      return;
+    }
+    const overLimit = this.limits?.admit(source);
+    if (overLimit !== undefined) {
+      this.refuseAtAccept(socket, overLimit);
+      return;
+    }
+    const session = new Session(this, socket, source);
     this.live.add(session);
     this.metrics.sessionsActive.inc(this.labels);
     session.start();
+  }
+
+  /** Over a cap: reset at once, before any session, upstream or timer exists. Existing sessions are untouched. */
+  private refuseAtAccept(socket: Socket, reason: AcceptRefusal): void {
+    socket.on('error', ignoreError);
+    socket.resetAndDestroy();
+    this.refused++;
+    this.metrics.listenerRefused.inc(this.refusedLabelsFor(reason));
+  }
+
+  private refusedLabelsFor(reason: string): { readonly listener: string; readonly reason: string } {
+    let labels = this.refusedLabels.get(reason);
+    if (labels === undefined) {
+      labels = { listener: this.spec.id, reason };
+      this.refusedLabels.set(reason, labels);
+    }
+    return labels;
   }
 
   private onServerError(err: NodeJS.ErrnoException): void {
@@ -273,7 +380,7 @@ class TcpListener implements TcpProxyListener, SessionContext {
     });
     wasStarting?.reject(new VipdError('VIPD_ERR_CLOSED', `listener ${this.spec.id} closed while starting`));
     this.setBound(false);
-    if (this.live.size === 0) this.stopFlushing();
+    if (this.live.size === 0) this.retire();
   }
 
   private whenIdle(): Promise<void> {
@@ -282,22 +389,37 @@ class TcpListener implements TcpProxyListener, SessionContext {
   }
 
   private wakeIdleWaiters(): void {
-    if (this.state === 'stopped') this.stopFlushing();
+    if (this.state === 'stopped') this.retire();
     const waiters = this.idleWaiters;
     this.idleWaiters = [];
     for (const wake of waiters) wake();
   }
 
-  private scheduleFlush(): void {
-    this.flushTimer = this.clock.setTimeout(() => {
-      this.load.flushMetrics();
-      this.scheduleFlush();
-    }, BYTES_FLUSH_INTERVAL_MS);
+  /**
+   * One timer per listener for everything periodic: the idle and age sweep over the live sessions
+   * (a few comparisons each, nothing per chunk) and the metrics flush.
+   */
+  private scheduleHousekeeping(): void {
+    this.housekeepingTimer = this.clock.setTimeout(() => {
+      const now = this.clock.now();
+      if (this.sweepIntervalMs < Infinity) {
+        const idleMs = this.idleMs;
+        for (const session of this.live) session.sweep(now, idleMs);
+      }
+      if (now - this.lastFlush >= METRICS_FLUSH_INTERVAL_MS) {
+        this.lastFlush = now;
+        this.load.flushMetrics();
+      }
+      this.scheduleHousekeeping();
+    }, Math.min(this.sweepIntervalMs, METRICS_FLUSH_INTERVAL_MS));
   }
 
-  private stopFlushing(): void {
-    this.flushTimer?.cancel();
-    this.flushTimer = undefined;
+  /** Stopped with no session left: nothing periodic to do, nothing on the pool to hear about. */
+  private retire(): void {
+    this.detachFromPool();
+    if (this.housekeepingTimer === undefined) return;
+    this.housekeepingTimer.cancel();
+    this.housekeepingTimer = undefined;
     this.load.flushMetrics();
   }
 
@@ -310,14 +432,36 @@ class TcpListener implements TcpProxyListener, SessionContext {
   }
 }
 
-function outcomeClass(outcome: SessionOutcome): 'ok' | 'refused' | 'error' {
+interface MutablePickRequest extends PickRequest {
+  snapshot: PoolSnapshot;
+  load: BackendLoad;
+  clientAddress: string;
+  now: number;
+}
+
+/** Infinity when neither idle nor age limits are on: the sweep then never runs. */
+function sweepInterval(idleMs: number, maxAgeMs: number): number {
+  const shortest = Math.min(idleMs > 0 ? idleMs : Infinity, maxAgeMs > 0 ? maxAgeMs : Infinity);
+  if (shortest === Infinity) return Infinity;
+  return Math.min(METRICS_FLUSH_INTERVAL_MS, Math.max(MIN_SWEEP_INTERVAL_MS, Math.floor(shortest / SWEEPS_PER_LIMIT)));
+}
+
+function outcomeClass(outcome: SessionOutcome): 'ok' | 'refused' | 'error' | 'policy' {
   switch (outcome) {
     case 'completed':
     case 'destroyed':
       return 'ok';
     case 'noHealthyBackend':
     case 'connectFailed':
+    case 'backendsFull':
+    case 'queueFull':
+    case 'queueTimeout':
       return 'refused';
+    case 'firstByteTimeout':
+    case 'idleTimeout':
+    case 'maxAge':
+    case 'backendDown':
+      return 'policy';
     case 'clientReset':
     case 'clientError':
     case 'upstreamReset':
@@ -325,6 +469,8 @@ function outcomeClass(outcome: SessionOutcome): 'ok' | 'refused' | 'error' {
       return 'error';
   }
 }
+
+function ignoreError(): void {}
 
 /** A child carrying only the bindings the parent lacks: pino writes a re-bound key twice. */
 function childLogger(parent: Logger, bindings: Record<string, string>): Logger {

@@ -109,6 +109,12 @@ export interface BackendCounters {
   readonly active: number;
   readonly total: number;
   readonly connectErrors: number;
+  /** Clients waiting in the pool queue, attributed to this backend (the full one the balancer chose). */
+  readonly queued: number;
+  /** Wall-clock ms at which passive health lets the backend be picked again; absent when not ejected. */
+  readonly ejectedUntil?: number;
+  /** Drained by the operator: no new connections, existing ones carry on. */
+  readonly drained: boolean;
 }
 
 /**

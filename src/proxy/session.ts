@@ -1,15 +1,22 @@
 import type { Socket } from 'node:net';
-import type { PoolSnapshot } from '../health/health';
 import type { Endpoint } from '../net/endpoint';
-import type { BackendEntry, BackendLoadTracker } from './backend-load';
+import type { BackendEntry, BackendLoadTracker, QueuedClient } from './backend-load';
 import type { ConnectError, ConnectHandler, Connector, PendingConnect } from './connector';
-import type { ListenerSpec, Picker } from './proxy';
-
-export type SessionState = 'connecting' | 'relaying' | 'closed';
+import type { ListenerSpec } from './proxy';
 
 /**
- * How a session ended. `noHealthyBackend` and `connectFailed` are refusals: the client was reset
- * before a single byte was relayed.
+ * waiting: for the client's first byte (no upstream yet); queued: for a slot on a full pool;
+ * connecting; relaying; closing: ended by vipd at its maximum age, both legs flushing their FIN.
+ */
+export type SessionState = 'waiting' | 'queued' | 'connecting' | 'relaying' | 'closing' | 'closed';
+
+/**
+ * How a session ended.
+ * - Refusals (the client is reset before a byte was relayed): noHealthyBackend, connectFailed,
+ *   backendsFull (every usable backend at maxConnections and no queue), queueFull, queueTimeout.
+ * - Closed by vipd's policy: firstByteTimeout (reset, no upstream was ever opened), idleTimeout (FIN both
+ *   ways), maxAge (FIN both ways after flushing), backendDown (reset both ways: closeOnBackendDown).
+ * - Errors: a leg failed; the other leg is reset so the abort travels on.
  */
 export type SessionOutcome =
   | 'completed'
@@ -19,6 +26,13 @@ export type SessionOutcome =
   | 'upstreamError'
   | 'noHealthyBackend'
   | 'connectFailed'
+  | 'backendsFull'
+  | 'queueFull'
+  | 'queueTimeout'
+  | 'firstByteTimeout'
+  | 'idleTimeout'
+  | 'maxAge'
+  | 'backendDown'
   | 'destroyed';
 
 /** Read-only view of one proxied client connection. */
@@ -34,7 +48,10 @@ export interface ProxySession {
   readonly attempts: number;
   readonly bytesFromClient: number;
   readonly bytesFromUpstream: number;
+  /** Monotonic ms (the listener's clock). */
   readonly startedAt: number;
+  /** Monotonic ms at which vipd ends the session for its age; Infinity without maxConnectionAge. */
+  readonly closeAt: number;
   /** Bytes held in vipd's stream buffers for this connection, both legs, both directions. */
   bufferedBytes(): number;
 }
@@ -42,16 +59,22 @@ export interface ProxySession {
 /** What a listener shares with every one of its sessions: one object per listener keeps sessions small. */
 export interface SessionContext {
   readonly spec: ListenerSpec;
-  readonly snapshot: () => PoolSnapshot;
-  readonly picker: Picker;
   readonly load: BackendLoadTracker;
   readonly connect: Connector;
-  readonly now: () => number;
+  now(): number;
+  /** Uniform in [0, 1): the maxConnectionAge jitter. */
+  random(): number;
+  /**
+   * A backend for `session`: healthy, in service (neither drained nor ejected), not one it has already
+   * tried, and below its maxConnections unless `ignoreFull`.
+   */
+  pick(session: Session, ignoreFull: boolean): Endpoint | undefined;
   onConnectFailed(session: ProxySession, error: ConnectError, retrying: boolean): void;
   onEnd(session: ProxySession): void;
 }
 
-const NOTHING_TRIED: ReadonlySet<string> = new Set();
+/** After its FIN at maximum age, how long a session waits for both peers to finish before it is reset. */
+export const GRACEFUL_CLOSE_LIMIT_MS = 5_000;
 
 const kSession: unique symbol = Symbol('vipd.session');
 type SessionSocket = Socket & { [kSession]?: Session };
@@ -59,13 +82,18 @@ type SessionSocket = Socket & { [kSession]?: Session };
 /**
  * One client connection and its upstream.
  *
- * The client is accepted paused (pauseOnConnect), so nothing is read from it until an upstream is
- * connected. Every dial failure before that point (refused, timeout, reset) is retried on another
- * healthy backend, up to spec.maxConnectAttempts distinct backends, and the client never learns of
- * it. When no backend can be reached the client is reset (RST), not closed with a FIN: it usually
- * has unread bytes queued (a TLS ClientHello), and Linux answers close() with an RST in that case
- * anyway; an RST also tells the client at once that it was not served rather than that the server
- * ended a conversation, and leaves no TIME_WAIT on the balancer.
+ * The client is accepted paused (pauseOnConnect). With a first-byte timeout the session reads until
+ * the first chunk arrives, holds it, and only then picks and dials: a client that never speaks costs
+ * no upstream and is reset at the timeout. Without one, it dials at once and reads nothing until the
+ * upstream is connected. Every dial failure before relaying (refused, timeout, reset) is retried on
+ * another backend, up to pool.maxConnectAttempts distinct backends, and the client never learns of it.
+ * When every backend the client may use is at maxConnections, it waits in the pool's queue (still
+ * paused) until a slot frees or the queue timeout hits.
+ *
+ * A client that is not served is reset (RST), not closed with a FIN: it usually has unread bytes queued
+ * (a TLS ClientHello), and Linux answers close() with an RST in that case anyway; an RST also tells the
+ * client at once that it was not served rather than that the server ended a conversation, and leaves
+ * no TIME_WAIT on the balancer.
  *
  * Once connected, bytes are relayed both ways with backpressure: a leg whose peer's write() returns
  * false is paused until 'drain'. Each direction then holds less than the writer's high-water mark
@@ -76,9 +104,19 @@ type SessionSocket = Socket & { [kSession]?: Session };
  * A FIN is relayed as a FIN once everything before it has been written (end()). The session ends
  * when both directions are finished, or at the first error, which resets the other leg so that an
  * abort reaches the other peer as an abort and never as a clean end of stream.
+ *
+ * Idle and age limits cost nothing per chunk: the listener's housekeeping sweep calls sweep(), which
+ * compares the byte counters with what it saw last time.
  */
-export class Session implements ProxySession, ConnectHandler {
+export class Session implements ProxySession, ConnectHandler, QueuedClient {
   readonly startedAt: number;
+  readonly closeAt: number;
+
+  // QueuedClient: owned by the pool's tracker while the session is queued.
+  queueNext: QueuedClient | undefined;
+  queuePrev: QueuedClient | undefined;
+  queueDeadline = 0;
+  queuedFor: BackendEntry | undefined;
 
   private currentState: SessionState = 'connecting';
   private finalOutcome: SessionOutcome | undefined;
@@ -92,18 +130,29 @@ export class Session implements ProxySession, ConnectHandler {
   private slot: BackendEntry | undefined;
   private pending: PendingConnect | undefined;
   private tried: Set<string> | undefined;
+  /** The client's first chunk, read before any upstream existed; written first once one does. */
+  private firstChunk: Buffer | undefined;
   private clientClosed = false;
   private upstreamClosed = true;
-  private readonly clientHost: string | undefined;
+  private readonly clientHost: string;
   private readonly clientPort: number | undefined;
+  /** Bytes moved as of the last sweep, and the sweep time at which they last changed (idle timeout). */
+  private sweptBytes = 0;
+  private quietSince = 0;
+  /** Monotonic ms at which a session still closing at maximum age is reset. */
+  private closingDeadline = Infinity;
 
   constructor(
     private readonly ctx: SessionContext,
     private readonly client: SessionSocket,
+    /** The client's IP address, as read at accept (Node forgets it once the socket is gone). */
+    clientHost: string,
   ) {
     this.startedAt = ctx.now();
-    // Read now: Node caches the peer name, so logs can still name the client after it is gone.
-    this.clientHost = client.remoteAddress;
+    const timeouts = ctx.spec.pool.timeouts;
+    this.closeAt =
+      timeouts.maxConnectionAgeMs > 0 ? this.startedAt + timeouts.maxConnectionAgeMs + ctx.random() * timeouts.maxConnectionAgeJitterMs : Infinity;
+    this.clientHost = clientHost;
     this.clientPort = client.remotePort;
     client[kSession] = this;
     client.on('error', Session.onClientError);
@@ -134,37 +183,99 @@ export class Session implements ProxySession, ConnectHandler {
     return this.upstreamBytes;
   }
 
+  /** The client's IP address (per-source limits and source-hash key on it). */
+  get clientIp(): string {
+    return this.clientHost;
+  }
+
   get clientAddress(): string {
-    return this.clientHost?.includes(':') ? `[${this.clientHost}]:${this.clientPort}` : `${this.clientHost}:${this.clientPort}`;
+    return this.clientHost.includes(':') ? `[${this.clientHost}]:${this.clientPort}` : `${this.clientHost}:${this.clientPort}`;
   }
 
   bufferedBytes(): number {
     const client = this.client;
     const upstream = this.upstream;
-    let total = client.writableLength + client.readableLength;
+    let total = client.writableLength + client.readableLength + (this.firstChunk?.length ?? 0);
     if (upstream !== undefined) total += upstream.writableLength + upstream.readableLength;
     return total;
   }
 
-  start(): void {
-    const target = this.ctx.picker.pick(this.ctx.snapshot(), this.ctx.load, NOTHING_TRIED);
-    if (target === undefined) this.refuse('noHealthyBackend');
-    else this.dial(target);
+  hasTried(backendKey: string): boolean {
+    return this.tried !== undefined && this.tried.has(backendKey);
   }
 
-  /** Resets both legs (or abandons the dial) now; 'close' events then finish the session. */
+  start(): void {
+    const firstByteMs = this.ctx.spec.pool.timeouts.firstByteMs;
+    if (firstByteMs <= 0) {
+      this.pickAndDial();
+      return;
+    }
+    this.currentState = 'waiting';
+    const client = this.client;
+    client.on('data', Session.onClientFirstData);
+    client.on('end', Session.onClientEndBeforeData);
+    client.on('timeout', Session.onClientTimeout);
+    // The socket's own inactivity timer: Node keeps one list per duration, so a connection costs a list
+    // entry, not a timer, and the timer goes with the socket whatever happens to it.
+    client.setTimeout(firstByteMs);
+    client.resume();
+  }
+
+  /** Resets both legs (or abandons the wait or dial) now; 'close' events then finish the session. */
   destroy(): void {
     if (this.currentState === 'closed') return;
     this.finalOutcome ??= 'destroyed';
-    this.abandonDial();
+    this.abandonUpstream();
     reset(this.client);
     if (this.upstream !== undefined) reset(this.upstream);
   }
 
+  /** closeOnBackendDown: resets a session relaying to `entry`, so its client reconnects to a live backend. */
+  closeIfRelayingTo(entry: BackendEntry): void {
+    if (this.slot !== entry || (this.currentState !== 'relaying' && this.currentState !== 'closing')) return;
+    this.finalOutcome ??= 'backendDown';
+    reset(this.client);
+    reset(this.upstream!);
+  }
+
+  /** Housekeeping, every sweep interval: idle timeout, maximum age, and the deadline of a graceful close. */
+  sweep(now: number, idleMs: number): void {
+    if (this.currentState === 'relaying') {
+      if (now >= this.closeAt) {
+        this.closeGracefully(now);
+        return;
+      }
+      if (idleMs <= 0) return;
+      const moved = this.clientBytes + this.upstreamBytes;
+      if (moved !== this.sweptBytes) {
+        this.sweptBytes = moved;
+        this.quietSince = now;
+      } else if (now - this.quietSince >= idleMs) {
+        this.closeIdle();
+      }
+    } else if (this.currentState === 'closing' && now >= this.closingDeadline) {
+      reset(this.client);
+      reset(this.upstream!);
+    }
+  }
+
+  // QueuedClient
+
+  onSlotReserved(entry: BackendEntry): void {
+    this.startDial(entry);
+  }
+
+  onQueueTimeout(): void {
+    this.refuse('queueTimeout');
+  }
+
+  // ConnectHandler
+
   onConnected(socket: Socket): void {
     this.pending = undefined;
     this.currentState = 'relaying';
-    this.ctx.load.established(this.slot!);
+    const slot = this.slot!;
+    this.ctx.load.established(slot);
     const upstream = socket as SessionSocket;
     const client = this.client;
     upstream[kSession] = this;
@@ -178,6 +289,15 @@ export class Session implements ProxySession, ConnectHandler {
     client.on('data', Session.onClientData);
     client.on('end', Session.onClientEnd);
     client.on('drain', Session.onClientDrain);
+    this.quietSince = this.ctx.now();
+    this.sweptBytes = this.clientBytes;
+    const first = this.firstChunk;
+    if (first !== undefined) {
+      this.firstChunk = undefined;
+      slot.unflushedBytesOut += first.length;
+      // Backpressure from the very first write: the client stays paused until the upstream drains.
+      if (!upstream.write(first)) return;
+    }
     client.resume();
   }
 
@@ -188,33 +308,91 @@ export class Session implements ProxySession, ConnectHandler {
     this.ctx.load.dialFailed(failed, error.kind);
     const tried = (this.tried ??= new Set());
     tried.add(failed.endpoint.key);
-    const next =
-      this.dialCount < this.ctx.spec.maxConnectAttempts
-        ? this.ctx.picker.pick(this.ctx.snapshot(), this.ctx.load, tried)
-        : undefined;
+    const mayRetry = this.dialCount < this.ctx.spec.pool.maxConnectAttempts;
+    const next = mayRetry ? this.ctx.pick(this, false) : undefined;
     this.ctx.onConnectFailed(this, error, next !== undefined);
-    if (next === undefined) this.refuse('connectFailed');
-    else this.dial(next);
+    if (next !== undefined) this.dial(next);
+    else if (mayRetry) this.waitOrRefuse('connectFailed');
+    else this.refuse('connectFailed');
+  }
+
+  private pickAndDial(): void {
+    const target = this.ctx.pick(this, false);
+    if (target !== undefined) this.dial(target);
+    else this.waitOrRefuse('noHealthyBackend');
+  }
+
+  /** Nothing to dial now: queue if only fullness stands in the way, else refuse with `nobody`. */
+  private waitOrRefuse(nobody: 'noHealthyBackend' | 'connectFailed'): void {
+    const chosen = this.ctx.pick(this, true);
+    if (chosen === undefined) {
+      this.refuse(nobody);
+      return;
+    }
+    const load = this.ctx.load;
+    const entry = load.entry(chosen.key);
+    if (entry !== undefined && load.enqueue(this, entry)) {
+      this.currentState = 'queued';
+      return;
+    }
+    this.refuse(load.spec.queue.size === 0 ? 'backendsFull' : 'queueFull');
   }
 
   private dial(target: Endpoint): void {
-    this.dialCount++;
-    this.target = target;
-    this.slot = this.ctx.load.dialStarted(target);
-    this.pending = this.ctx.connect(target, this.ctx.spec.connectTimeoutMs, this);
+    this.startDial(this.ctx.load.dialStarted(target));
   }
 
-  private refuse(outcome: 'noHealthyBackend' | 'connectFailed'): void {
-    this.finalOutcome = outcome;
+  /** Dials `slot`, on which this session already holds a load slot. */
+  private startDial(slot: BackendEntry): void {
+    this.currentState = 'connecting';
+    this.dialCount++;
+    this.target = slot.endpoint;
+    this.slot = slot;
+    this.pending = this.ctx.connect(slot.endpoint, this.ctx.spec.pool.connectTimeoutMs, this);
+  }
+
+  private refuse(outcome: SessionOutcome): void {
+    this.finalOutcome ??= outcome;
     reset(this.client);
   }
 
-  private abandonDial(): void {
+  /** Leaves the queue or abandons the dial, giving back the slot: nobody is left to serve. */
+  private abandonUpstream(): void {
+    if (this.queuedFor !== undefined) this.ctx.load.dequeue(this);
     if (this.pending === undefined) return;
     this.pending.cancel();
     this.pending = undefined;
-    this.ctx.load.release(this.slot!);
+    const slot = this.slot!;
     this.slot = undefined;
+    this.ctx.load.release(slot);
+  }
+
+  private closeIdle(): void {
+    this.finalOutcome ??= 'idleTimeout';
+    // Nothing moved for the whole idle time, so nothing is unread: destroy() closes with a FIN.
+    this.client.destroy();
+    this.upstream!.destroy();
+  }
+
+  /**
+   * Maximum age: no more relaying; what is already buffered is flushed, then a FIN goes both ways.
+   * Bytes the peers still send are read and dropped, so that their FIN is seen and both legs close
+   * cleanly; a peer that never finishes is reset at closingDeadline.
+   */
+  private closeGracefully(now: number): void {
+    this.currentState = 'closing';
+    this.finalOutcome ??= 'maxAge';
+    this.closingDeadline = now + GRACEFUL_CLOSE_LIMIT_MS;
+    const client = this.client;
+    const upstream = this.upstream!;
+    client.removeListener('data', Session.onClientData);
+    upstream.removeListener('data', Session.onUpstreamData);
+    client.on('data', discard);
+    upstream.on('data', discard);
+    client.resume();
+    upstream.resume();
+    if (!client.writableEnded) client.end();
+    if (!upstream.writableEnded) upstream.end();
   }
 
   /** First failure wins the outcome; the other leg is reset so the abort travels on. */
@@ -225,7 +403,7 @@ export class Session implements ProxySession, ConnectHandler {
       else this.finalOutcome = wasReset ? 'upstreamReset' : 'upstreamError';
     }
     if (leg === 'client') {
-      this.abandonDial();
+      this.abandonUpstream();
       if (this.upstream !== undefined) reset(this.upstream);
     } else {
       reset(this.client);
@@ -235,8 +413,7 @@ export class Session implements ProxySession, ConnectHandler {
   private legClosed(leg: 'client' | 'upstream'): void {
     if (leg === 'client') {
       this.clientClosed = true;
-      // Nobody is left to serve: a dial still running is pointless.
-      this.abandonDial();
+      this.abandonUpstream();
     } else {
       this.upstreamClosed = true;
     }
@@ -247,15 +424,41 @@ export class Session implements ProxySession, ConnectHandler {
     if (this.currentState === 'closed') return;
     this.currentState = 'closed';
     this.finalOutcome ??= 'completed';
-    if (this.slot !== undefined) {
-      this.ctx.load.release(this.slot);
+    this.firstChunk = undefined;
+    const slot = this.slot;
+    if (slot !== undefined) {
       this.slot = undefined;
+      this.ctx.load.release(slot);
     }
     this.ctx.onEnd(this);
   }
 
   // Shared listeners: `this` is the socket and the session hangs off it, so a connection costs no
   // closures. Each leg's data handler writes into the other leg and pauses itself on backpressure.
+
+  private static onClientFirstData(this: SessionSocket, chunk: Buffer): void {
+    const session = this[kSession]!;
+    this.removeListener('data', Session.onClientFirstData);
+    this.removeListener('end', Session.onClientEndBeforeData);
+    this.pause();
+    this.setTimeout(0);
+    session.clientBytes += chunk.length;
+    session.firstChunk = chunk;
+    session.pickAndDial();
+  }
+
+  /** The client hung up without a word: there is nothing to relay, so no upstream is opened. */
+  private static onClientEndBeforeData(this: SessionSocket): void {
+    this.setTimeout(0);
+    this.end();
+  }
+
+  private static onClientTimeout(this: SessionSocket): void {
+    const session = this[kSession]!;
+    if (session.currentState !== 'waiting') return;
+    session.finalOutcome ??= 'firstByteTimeout';
+    reset(this);
+  }
 
   private static onClientData(this: SessionSocket, chunk: Buffer): void {
     const session = this[kSession]!;
@@ -305,6 +508,8 @@ export class Session implements ProxySession, ConnectHandler {
     this[kSession]!.legClosed('upstream');
   }
 }
+
+function discard(): void {}
 
 function reset(socket: Socket): void {
   if (socket.destroyed) return;

@@ -1,57 +1,126 @@
 import type { PoolSnapshot } from '../../src/health/health';
+import type { Clock } from '../../src/lib/clock';
 import { silentLogger } from '../../src/lib/logger';
 import { createMetrics, type Metrics } from '../../src/lib/metrics';
 import type { Endpoint } from '../../src/net/endpoint';
-import { BackendLoadTracker } from '../../src/proxy/backend-load';
+import { BackendLoadTracker, type SnapshotSource } from '../../src/proxy/backend-load';
 import type { Connector } from '../../src/proxy/connector';
+import type { ConnectionLimits } from '../../src/proxy/limits';
 import { createListener, type TcpProxyListener } from '../../src/proxy/listener';
-import type { BalanceAlgorithm, ListenerSpec } from '../../src/proxy/proxy';
+import type { BackendSpec, ListenerSpec, PoolSpec } from '../../src/proxy/proxy';
 import type { ProxySession } from '../../src/proxy/session';
 import { snapshotOf } from './proxy-backends';
+
+/**
+ * A PoolSpec for tests: every timeout and limit off unless overridden, so that each test turns on
+ * exactly what it exercises. `backends` lists every configured backend, healthy or not.
+ */
+export function testPoolSpec(backends: readonly (Endpoint | BackendSpec)[], overrides: PoolSpecOverrides = {}): PoolSpec {
+  return {
+    name: 'test-pool',
+    balance: overrides.balance ?? 'round-robin',
+    backends: backends.map((b) => ('endpoint' in b ? b : { endpoint: b, weight: 1 })),
+    slowStartMs: 0,
+    connectTimeoutMs: overrides.connectTimeoutMs ?? 1_000,
+    maxConnectAttempts: overrides.maxConnectAttempts ?? 3,
+    queue: { size: 0, timeoutMs: 1_000, ...overrides.queue },
+    timeouts: { firstByteMs: 0, idleMs: 0, maxConnectionAgeMs: 0, maxConnectionAgeJitterMs: 0, ...overrides.timeouts },
+    tcpKeepaliveMs: overrides.tcpKeepaliveMs ?? 10_000,
+    outlier: { consecutiveConnectFailures: 0, baseEjectionMs: 5_000, maxEjectionMs: 60_000, ...overrides.outlier },
+    closeOnBackendDown: overrides.closeOnBackendDown ?? false,
+  };
+}
+
+export interface PoolSpecOverrides {
+  readonly balance?: PoolSpec['balance'];
+  readonly connectTimeoutMs?: number;
+  readonly maxConnectAttempts?: number;
+  readonly queue?: Partial<PoolSpec['queue']>;
+  readonly timeouts?: Partial<PoolSpec['timeouts']>;
+  readonly tcpKeepaliveMs?: number;
+  readonly outlier?: Partial<PoolSpec['outlier']>;
+  readonly closeOnBackendDown?: boolean;
+}
+
+/** Health as the test sets it: each set() is a state change, heard by subscribers at once. */
+export class FakeHealth implements SnapshotSource {
+  private current: PoolSnapshot;
+  private version = 1;
+  private readonly listeners = new Set<(snapshot: PoolSnapshot) => void>();
+
+  constructor(healthy: readonly Endpoint[], unhealthy: readonly Endpoint[] = []) {
+    this.current = snapshotOf('test-pool', healthy, unhealthy, this.version);
+  }
+
+  snapshot(): PoolSnapshot {
+    return this.current;
+  }
+
+  onChange(listener: (snapshot: PoolSnapshot) => void): () => void {
+    this.listeners.add(listener);
+    return () => void this.listeners.delete(listener);
+  }
+
+  set(healthy: readonly Endpoint[], unhealthy: readonly Endpoint[] = []): void {
+    this.current = snapshotOf('test-pool', healthy, unhealthy, ++this.version);
+    for (const listener of this.listeners) listener(this.current);
+  }
+}
 
 export interface ProxyUnderTest {
   readonly listener: TcpProxyListener;
   readonly port: number;
   readonly load: BackendLoadTracker;
+  readonly health: FakeHealth;
   readonly metrics: Metrics;
+  readonly spec: ListenerSpec;
   /** Sessions that have ended, in the order they ended. */
   readonly ended: ProxySession[];
-  /** Replaces the pool snapshot the proxy reads from now on. */
+  /** Replaces the pool snapshot: a health change, heard by the pool at once. */
   setHealthy(healthy: readonly Endpoint[], unhealthy?: readonly Endpoint[]): void;
 }
 
-export interface ProxyOptions {
+export interface ProxyOptions extends PoolSpecOverrides {
   readonly healthy: readonly Endpoint[];
   readonly unhealthy?: readonly Endpoint[];
-  readonly balance?: BalanceAlgorithm;
-  readonly maxConnectAttempts?: number;
-  readonly connectTimeoutMs?: number;
+  /** Configured backends with weights and caps; by default every healthy and unhealthy one, weight 1, no cap. */
+  readonly backends?: readonly BackendSpec[];
   readonly connect?: Connector;
   readonly highWaterMark?: number;
+  readonly maxConnections?: number;
+  readonly limits?: ConnectionLimits;
+  readonly clock?: Clock;
+  readonly random?: () => number;
+  /** Shares the pool with another listener under test (its load and health). */
+  readonly sharePoolWith?: ProxyUnderTest;
 }
 
 /** A started listener on 127.0.0.1:0 in front of the given backends. */
 export async function startProxy(options: ProxyOptions): Promise<ProxyUnderTest> {
-  const metrics = createMetrics();
-  const load = new BackendLoadTracker('test-pool', metrics);
-  let version = 1;
-  let snapshot: PoolSnapshot = snapshotOf('test-pool', options.healthy, options.unhealthy ?? [], version);
+  const shared = options.sharePoolWith;
+  const metrics = shared?.metrics ?? createMetrics();
+  const unhealthy = options.unhealthy ?? [];
+  const health = shared?.health ?? new FakeHealth(options.healthy, unhealthy);
+  const pool = shared?.spec.pool ?? testPoolSpec(options.backends ?? [...options.healthy, ...unhealthy], options);
+  const load =
+    shared?.load ??
+    new BackendLoadTracker({ spec: pool, health, metrics, ...(options.clock === undefined ? {} : { clock: options.clock }) });
   const spec: ListenerSpec = {
-    id: 'test:0',
+    id: shared === undefined ? 'test:0' : 'test:1',
     vip: '127.0.0.1',
     address: '127.0.0.1',
     port: 0,
-    pool: 'test-pool',
-    balance: options.balance ?? 'round-robin',
-    connectTimeoutMs: options.connectTimeoutMs ?? 1_000,
-    maxConnectAttempts: options.maxConnectAttempts ?? 3,
+    pool,
+    ...(options.maxConnections === undefined ? {} : { maxConnections: options.maxConnections }),
   };
   const listener = createListener({
     spec,
-    snapshot: () => snapshot,
     load,
     logger: silentLogger(),
     metrics,
+    ...(options.limits === undefined ? {} : { limits: options.limits }),
+    ...(options.clock === undefined ? {} : { clock: options.clock }),
+    ...(options.random === undefined ? {} : { random: options.random }),
     ...(options.connect === undefined ? {} : { connect: options.connect }),
     ...(options.highWaterMark === undefined ? {} : { highWaterMark: options.highWaterMark }),
   });
@@ -62,10 +131,12 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyUnderTest>
     listener,
     port: listener.address()!.port,
     load,
+    health,
     metrics,
+    spec,
     ended,
-    setHealthy(healthy, unhealthy = []) {
-      snapshot = snapshotOf('test-pool', healthy, unhealthy, ++version);
+    setHealthy(healthy, unhealthyNow = []) {
+      health.set(healthy, unhealthyNow);
     },
   };
 }

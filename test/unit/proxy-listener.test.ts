@@ -3,12 +3,12 @@ import { describe, it } from 'node:test';
 import pino from 'pino';
 import { VipdError } from '../../src/lib/errors';
 import { silentLogger } from '../../src/lib/logger';
-import { createMetrics } from '../../src/lib/metrics';
+import { createMetrics, type Metrics } from '../../src/lib/metrics';
 import { BackendLoadTracker } from '../../src/proxy/backend-load';
 import { createListener } from '../../src/proxy/listener';
 import type { ListenerSpec } from '../../src/proxy/proxy';
-import { closeReason, connectClient, dialAndAwaitEnd, snapshotOf, startEchoBackend } from '../fakes/proxy-backends';
-import { metricValue, startProxy } from '../fakes/proxy-harness';
+import { closeReason, connectClient, dialAndAwaitEnd, startEchoBackend } from '../fakes/proxy-backends';
+import { FakeHealth, metricValue, startProxy, testPoolSpec } from '../fakes/proxy-harness';
 
 /** A relay that stalls must fail the test, not hang the run. */
 const TEST_TIMEOUT_MS = 20_000;
@@ -19,22 +19,18 @@ function specOn(port: number): ListenerSpec {
     vip: '127.0.0.1',
     address: '127.0.0.1',
     port,
-    pool: 'test-pool',
-    balance: 'round-robin',
-    connectTimeoutMs: 500,
-    maxConnectAttempts: 2,
+    pool: testPoolSpec([], { connectTimeoutMs: 500, maxConnectAttempts: 2 }),
   };
+}
+
+function emptyPool(spec: ListenerSpec, metrics: Metrics): BackendLoadTracker {
+  return new BackendLoadTracker({ spec: spec.pool, health: new FakeHealth([]), metrics });
 }
 
 function bareListener(port: number) {
   const metrics = createMetrics();
-  const listener = createListener({
-    spec: specOn(port),
-    snapshot: () => snapshotOf('test-pool', []),
-    load: new BackendLoadTracker('test-pool', metrics),
-    logger: silentLogger(),
-    metrics,
-  });
+  const spec = specOn(port);
+  const listener = createListener({ spec, load: emptyPool(spec, metrics), logger: silentLogger(), metrics });
   return { listener, metrics };
 }
 
@@ -100,13 +96,8 @@ describe('listener', () => {
     const lines: string[] = [];
     const parent = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) }).child({ component: 'proxy', vip: 'cp' });
     const metrics = createMetrics();
-    const listener = createListener({
-      spec: { ...specOn(0), vip: 'cp' },
-      snapshot: () => snapshotOf('test-pool', []),
-      load: new BackendLoadTracker('test-pool', metrics),
-      logger: parent,
-      metrics,
-    });
+    const spec = { ...specOn(0), vip: 'cp' };
+    const listener = createListener({ spec, load: emptyPool(spec, metrics), logger: parent, metrics });
     await listener.start();
     await listener.close(0);
     const bound = lines.find((line) => line.includes('"listenerBound"'));

@@ -1,101 +1,127 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type { PoolSnapshot } from '../../src/health/health';
 import { VipdError } from '../../src/lib/errors';
-import { endpoint, type Endpoint } from '../../src/net/endpoint';
 import { createPicker } from '../../src/proxy/picker';
-import type { BackendLoad, BalanceAlgorithm } from '../../src/proxy/proxy';
-import { snapshotOf } from '../fakes/proxy-backends';
+import type { BalanceAlgorithm, PickRequest } from '../../src/proxy/proxy';
+import { backend, clientAddresses, HeldConnections, nameOf, poolOf, requestOf, seededRandom, snapshotOf, T0 } from '../fakes/proxy-picker-request';
 
-const a = endpoint('127.0.0.1', 7001);
-const b = endpoint('127.0.0.1', 7002);
-const c = endpoint('127.0.0.1', 7003);
-const byName = new Map<string, Endpoint>([
-  ['a', a],
-  ['b', b],
-  ['c', c],
-]);
-const nameOf = (e: Endpoint | undefined): string => (e === undefined ? '-' : [...byName].find(([, v]) => v === e)![0]);
+const algorithms: readonly BalanceAlgorithm[] = ['round-robin', 'least-conn', 'random-two', 'source-hash'];
 
-function loadOf(active: Record<string, number>): BackendLoad {
-  return { active: (backend) => active[nameOf(backend)] ?? 0 };
+/**
+ * Letters picked over `count` picks, each from a different client address so source-hash varies too,
+ * each opening a connection that stays open for a while so least-conn sees load move.
+ */
+function picksOf(algorithm: BalanceAlgorithm, snapshot: PoolSnapshot, fields: { skip?: string }, count: number): string {
+  const picker = createPicker(poolOf(algorithm, 'abcde', { a: 3, b: 2 }), { random: seededRandom(7) });
+  const load = new HeldConnections(20);
+  return clientAddresses(count)
+    .map((clientAddress) => {
+      const picked = picker.pick(requestOf(snapshot, { skip: fields.skip, load, clientAddress }));
+      if (picked !== undefined) load.opened(picked);
+      return nameOf(picked);
+    })
+    .join('');
 }
 
-interface PickCase {
+interface CommonCase {
   readonly name: string;
-  readonly algorithm: BalanceAlgorithm;
   readonly healthy: string;
-  readonly load?: Record<string, number>;
-  readonly exclude?: string;
-  /** One letter per pick, '-' for undefined. */
-  readonly expect: string;
+  readonly down?: string;
+  readonly skip?: string;
+  /** Letters that must never be picked ('-' is "no backend"). */
+  readonly never: string;
+  /** Letters that must each be picked at least once. */
+  readonly some: string;
 }
 
-const cases: readonly PickCase[] = [
-  { name: 'round-robin cycles in configured order', algorithm: 'round-robin', healthy: 'abc', expect: 'abcabca' },
-  { name: 'round-robin with one backend', algorithm: 'round-robin', healthy: 'b', expect: 'bbb' },
-  { name: 'round-robin ignores load', algorithm: 'round-robin', healthy: 'abc', load: { a: 9, b: 0, c: 0 }, expect: 'abcabc' },
-  { name: 'round-robin skips excluded', algorithm: 'round-robin', healthy: 'abc', exclude: 'b', expect: 'acaca' },
-  { name: 'round-robin all excluded', algorithm: 'round-robin', healthy: 'ab', exclude: 'ab', expect: '--' },
-  { name: 'round-robin empty healthy', algorithm: 'round-robin', healthy: '', expect: '--' },
-  { name: 'least-conn picks the minimum', algorithm: 'least-conn', healthy: 'abc', load: { a: 5, b: 1, c: 3 }, expect: 'bbbb' },
-  { name: 'least-conn rotates ties', algorithm: 'least-conn', healthy: 'abc', expect: 'abcabc' },
-  { name: 'least-conn rotates ties among the minimum only', algorithm: 'least-conn', healthy: 'abc', load: { a: 1, b: 4, c: 1 }, expect: 'acaca' },
-  { name: 'least-conn skips excluded minimum', algorithm: 'least-conn', healthy: 'abc', load: { a: 0, b: 2, c: 7 }, exclude: 'a', expect: 'bb' },
-  { name: 'least-conn all excluded', algorithm: 'least-conn', healthy: 'abc', exclude: 'abc', expect: '-' },
-  { name: 'least-conn empty healthy', algorithm: 'least-conn', healthy: '', expect: '-' },
+const commonCases: readonly CommonCase[] = [
+  { name: 'empty healthy set gives no backend', healthy: '', down: 'abcde', never: 'abcde', some: '-' },
+  { name: 'every candidate skipped gives no backend', healthy: 'abc', down: 'de', skip: 'abc', never: 'abcde', some: '-' },
+  { name: 'listed but unhealthy backends are never picked', healthy: 'ace', down: 'bd', never: 'bd-', some: 'ace' },
+  { name: 'skipped backends are never picked', healthy: 'abcde', skip: 'ad', never: 'ad-', some: 'bce' },
+  { name: 'skipping all but one leaves that one', healthy: 'abcde', skip: 'abde', never: 'abde-', some: 'c' },
+  { name: 'skipping a backend that is not healthy changes nothing', healthy: 'ab', down: 'cde', skip: 'c', never: 'cde-', some: 'ab' },
 ];
 
-describe('pickers', () => {
-  for (const testCase of cases) {
-    it(testCase.name, () => {
-      const picker = createPicker(testCase.algorithm);
-      const snapshot = snapshotOf('p', [...testCase.healthy].map((n) => byName.get(n)!));
-      const exclude = new Set([...(testCase.exclude ?? '')].map((n) => byName.get(n)!.key));
-      const load = loadOf(testCase.load ?? {});
-      const picks = [...testCase.expect].map(() => nameOf(picker.pick(snapshot, load, exclude))).join('');
-      assert.equal(picks, testCase.expect);
-    });
+describe('pickers: what every algorithm promises', () => {
+  for (const algorithm of algorithms) {
+    for (const testCase of commonCases) {
+      it(`${algorithm}: ${testCase.name}`, () => {
+        const snapshot = snapshotOf(testCase.healthy, { down: testCase.down });
+        const picks = picksOf(algorithm, snapshot, testCase, 500);
+        for (const letter of testCase.never) assert.ok(!picks.includes(letter), `picked ${letter}: ${picks.slice(0, 60)}`);
+        for (const letter of testCase.some) assert.ok(picks.includes(letter), `never picked ${letter}: ${picks.slice(0, 60)}`);
+      });
+    }
   }
 
-  it('never picks a backend that is listed but not healthy', () => {
-    for (const algorithm of ['round-robin', 'least-conn'] as const) {
-      const picker = createPicker(algorithm);
-      const snapshot = snapshotOf('p', [a, c], [b]);
-      const load = loadOf({ a: 3, b: 0, c: 3 });
-      const picks = Array.from({ length: 30 }, () => nameOf(picker.pick(snapshot, load, new Set())));
-      assert.ok(!picks.includes('b'), `${algorithm} picked the unhealthy backend: ${picks.join('')}`);
-    }
-  });
-
-  it('least-conn follows live load as it changes', () => {
-    const picker = createPicker('least-conn');
-    const snapshot = snapshotOf('p', [a, b, c]);
-    const active: Record<string, number> = { a: 0, b: 0, c: 0 };
-    const picks: string[] = [];
-    // Each pick opens a connection that stays open: least-conn must spread them evenly.
-    for (let i = 0; i < 9; i++) {
-      const name = nameOf(picker.pick(snapshot, loadOf(active), new Set()));
-      picks.push(name);
-      active[name]!++;
-    }
-    assert.deepEqual(active, { a: 3, b: 3, c: 3 });
-    assert.equal(picks.join(''), 'abcabcabc');
-  });
-
-  it('round-robin keeps rotating when the healthy set shrinks', () => {
-    const picker = createPicker('round-robin');
-    const load = loadOf({});
-    assert.equal(nameOf(picker.pick(snapshotOf('p', [a, b, c]), load, new Set())), 'a');
-    assert.equal(nameOf(picker.pick(snapshotOf('p', [a, b, c]), load, new Set())), 'b');
-    const shrunk = snapshotOf('p', [a, c], [b]);
-    const picks = Array.from({ length: 4 }, () => nameOf(picker.pick(shrunk, load, new Set()))).join('');
-    assert.equal(picks, 'acac');
-  });
-
-  it('rejects an unknown algorithm with a config error', () => {
+  it('refuses an unknown algorithm with a config error naming the pool', () => {
     assert.throws(
-      () => createPicker('random' as BalanceAlgorithm),
-      (err: unknown) => err instanceof VipdError && err.code === 'VIPD_ERR_CONFIG',
+      () => createPicker(poolOf('random' as BalanceAlgorithm, 'ab')),
+      (err: unknown) => err instanceof VipdError && err.code === 'VIPD_ERR_CONFIG' && err.message.includes('control-plane'),
     );
+  });
+
+  it('every algorithm follows the healthy set from one snapshot version to the next', () => {
+    for (const algorithm of algorithms) {
+      const picker = createPicker(poolOf(algorithm, 'abc'), { random: seededRandom(1) });
+      const pickAll = (snapshot: PoolSnapshot): string =>
+        clientAddresses(300)
+          .map((clientAddress) => nameOf(picker.pick(requestOf(snapshot, { clientAddress }))))
+          .join('');
+      const before = pickAll(snapshotOf('abc', { version: 1 }));
+      const after = pickAll(snapshotOf('ac', { down: 'b', version: 2 }));
+      const back = pickAll(snapshotOf('abc', { version: 3 }));
+      assert.ok(before.includes('b') && !after.includes('b') && back.includes('b'), `${algorithm}: ${before.slice(0, 20)} / ${after.slice(0, 20)} / ${back.slice(0, 20)}`);
+    }
+  });
+
+  it('a same-version snapshot with a different healthy set (restarted health) is not mistaken for the cached one', () => {
+    for (const algorithm of algorithms) {
+      const picker = createPicker(poolOf(algorithm, 'abc'), { random: seededRandom(1) });
+      for (const clientAddress of clientAddresses(50)) picker.pick(requestOf(snapshotOf('ab', { version: 4 }), { clientAddress }));
+      const picks = clientAddresses(300).map((clientAddress) => nameOf(picker.pick(requestOf(snapshotOf('c', { down: 'ab', version: 4 }), { clientAddress }))));
+      assert.deepEqual(new Set(picks), new Set(['c']), algorithm);
+    }
+  });
+
+  it('measures ns per pick over 1e6 picks, with a new snapshot object (same version) every 1000 picks', () => {
+    const names = 'abcde';
+    // (active + 1) / weight is 2 for every backend: least-conn has real ties to rotate through.
+    const active = new Map(Object.entries({ a: 9, b: 5, c: 3, d: 1, e: 1 }).map(([name, count]) => [backend(name).key, count]));
+    const load = { active: (target: { key: string }) => active.get(target.key) ?? 0 };
+    const addresses = clientAddresses(1024);
+    const figures: string[] = [];
+    for (const algorithm of algorithms) {
+      for (const ramping of [false, true]) {
+        if (ramping && algorithm === 'source-hash') continue;
+        const picker = createPicker(poolOf(algorithm, names, { a: 5, b: 3, c: 2 }, ramping ? 60_000 : 0));
+        // `since` T0 for e: it is half-way through its ramp at T0 + 30s.
+        const snapshots = [0, 1].map(() => snapshotOf(names, { version: 9, since: { e: T0 } }));
+        const request: { -readonly [K in keyof PickRequest]: PickRequest[K] } = {
+          snapshot: snapshots[0]!,
+          load,
+          skip: () => false,
+          clientAddress: addresses[0]!,
+          now: T0 + 30_000,
+        };
+        const picks = 1_000_000;
+        const counts = new Map<string, number>();
+        const started = process.hrtime.bigint();
+        for (let i = 0; i < picks; i++) {
+          if ((i & 1023) === 0) request.snapshot = snapshots[(i >>> 10) & 1]!;
+          request.clientAddress = addresses[i & 1023]!;
+          const picked = picker.pick(request)!;
+          if (i % 997 === 0) counts.set(picked.key, (counts.get(picked.key) ?? 0) + 1);
+        }
+        const nsPerPick = Number(process.hrtime.bigint() - started) / picks;
+        figures.push(`${algorithm}${ramping ? ' (slow start ramping)' : ''}: ${nsPerPick.toFixed(0)} ns/pick`);
+        assert.ok(counts.size >= 2, `${algorithm} kept picking one backend: ${[...counts.keys()].join(',')}`);
+        // A rebuild per snapshot object (a Maglev table is ~1ms) or per pick would blow far past this.
+        assert.ok(nsPerPick < 5_000, `${algorithm}: ${nsPerPick} ns per pick`);
+      }
+    }
+    console.log(`pick cost, 5 backends weights 5,3,2,1,1:\n  ${figures.join('\n  ')}`);
   });
 });

@@ -82,11 +82,13 @@ describe('connect retry (T01)', () => {
       }
       const timeouts = await metricValue(proxy.metrics.backendConnectErrors, { backend: hangingTarget.key, kind: 'timeout' });
       console.log(`hanging backend: ${hungDials} dials timed out (100 ms), round trips ms: ${timings.map((t) => t.toFixed(0)).join(' ')}`);
-      // With two backends the retry itself advances the rotation back to the hanging one, so every
-      // connection pays one timeout: slow, but never a failure.
-      assert.equal(hungDials, 6);
-      assert.equal(timeouts, 6);
-      assert.ok(timings.every((t) => t >= 95), 'a round trip finished before the hanging dial timed out');
+      // Each connection that was sent to the hanging backend first pays exactly one connect timeout:
+      // slow, but never a failure; the others are served at once.
+      const slow = timings.filter((t) => t >= 95).length;
+      assert.ok(hungDials >= 1, 'the hanging backend was never picked: the test proved nothing');
+      assert.equal(timeouts, hungDials);
+      assert.equal(slow, hungDials);
+      assert.ok(timings.every((t) => t < 100 + 500), 'a connection waited for more than one connect timeout');
       assert.equal(live.accepted, 6);
     } finally {
       await proxy.listener.close(0);

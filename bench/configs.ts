@@ -1,0 +1,181 @@
+import * as path from 'node:path';
+
+/**
+ * Configuration of every program in the benchmark, generated into the run's work directory. All of
+ * them live in the benchmark's own network namespace, so fixed addresses and ports cannot collide
+ * with anything on the host.
+ */
+
+/** The VIP: a host address that is not loopback (vipd refuses 127/8 as a VIP), put on `lo` in the namespace. */
+export const VIP = '198.18.99.1';
+/** The nginx HTTP backend, on the namespace's own loopback. */
+export const BACKEND_HOST = '127.0.0.1';
+export const BACKEND_PORT = 8080;
+export const PROXY_PORTS = { vipd: 8001, haproxy: 8002, nginx: 8003 } as const;
+/** vipd's admin API (loopback only, as vipd requires). Every port here stays below the ephemeral range (netns.ts). */
+export const VIPD_ADMIN_PORT = 9180;
+
+/** Bytes of the small static body (a typical small API answer). */
+export const SMALL_BODY_BYTES = 128;
+/**
+ * The large file for the bulk download: sparse, so it costs no disk and the backend reads zero pages.
+ * 512 MiB is a few seconds through the slowest proxy here, long enough that connection setup and
+ * slow start are noise, short enough for three rounds of every path.
+ */
+export const LARGE_FILE_BYTES = 512 * 1024 * 1024;
+
+export const STREAM_MODULE = '/usr/lib/nginx/modules/ngx_stream_module.so';
+
+/** Timeouts long enough that no proxy closes an idle connection during the idle-connection test. */
+const IDLE_TIMEOUT = '1h';
+
+export interface Layout {
+  readonly dir: string;
+  readonly www: string;
+}
+
+export function layout(dir: string): Layout {
+  return { dir, www: path.join(dir, 'www') };
+}
+
+/** Temp paths of nginx's http modules, kept in the work dir so that nothing is written under /var/lib/nginx. */
+function nginxHttpTempPaths(l: Layout, name: string): string {
+  return ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']
+    .map((m) => `  ${m}_temp_path ${path.join(l.dir, 'tmp', `${name}-${m}`)};`)
+    .join('\n');
+}
+
+/**
+ * The HTTP backend: static files, no access log, keep-alive that never ends a connection by itself
+ * (keepalive_requests high, timeouts long), so the keep-alive test measures keep-alive and the idle
+ * test's connections stay open. Its listen backlog is large so that it never limits the accept rate
+ * of a proxy in front of it.
+ */
+export function backendNginxConf(l: Layout, workers: number, nofile: number): string {
+  return `daemon off;
+master_process on;
+worker_processes ${workers};
+worker_rlimit_nofile ${nofile};
+pid ${path.join(l.dir, 'backend.pid')};
+error_log ${path.join(l.dir, 'backend.error.log')} warn;
+events {
+  worker_connections ${nofile - 100};
+}
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_timeout ${IDLE_TIMEOUT};
+  keepalive_requests 1000000000;
+  client_header_timeout ${IDLE_TIMEOUT};
+  default_type application/octet-stream;
+  # Keeps the two files open: no open()/fstat()/close() per request, so the backend, which shares its
+  # core with the load generator, costs as little as it can.
+  open_file_cache max=16 inactive=1h;
+  open_file_cache_valid 1h;
+${nginxHttpTempPaths(l, 'backend')}
+  server {
+    listen ${BACKEND_HOST}:${BACKEND_PORT} backlog=4096;
+    root ${l.www};
+    location / { }
+  }
+}
+`;
+}
+
+/**
+ * HAProxy in TCP mode with its defaults otherwise (no splicing, default buffers), as an operator's
+ * kube-apiserver frontend is usually configured. `-db` keeps it in the foreground as one process.
+ * The server check mirrors vipd's TCP health check so both do the same background work.
+ */
+export function haproxyConf(threads: number, maxconn: number): string {
+  return `global
+  nbthread ${threads}
+  maxconn ${maxconn}
+
+defaults
+  mode tcp
+  timeout connect 1s
+  timeout client ${IDLE_TIMEOUT}
+  timeout server ${IDLE_TIMEOUT}
+
+frontend vip
+  bind ${VIP}:${PROXY_PORTS.haproxy}
+  default_backend pool
+
+backend pool
+  server b1 ${BACKEND_HOST}:${BACKEND_PORT} check inter 500ms
+`;
+}
+
+/** nginx's stream (L4) proxy with defaults (16 KiB proxy buffers, accept_mutex off). */
+export function nginxStreamConf(l: Layout, workers: number, nofile: number): string {
+  return `load_module ${STREAM_MODULE};
+daemon off;
+master_process on;
+worker_processes ${workers};
+worker_rlimit_nofile ${nofile};
+pid ${path.join(l.dir, 'nginx-stream.pid')};
+error_log ${path.join(l.dir, 'nginx-stream.error.log')} warn;
+events {
+  worker_connections ${nofile - 100};
+}
+stream {
+  upstream pool {
+    server ${BACKEND_HOST}:${BACKEND_PORT};
+  }
+  server {
+    listen ${VIP}:${PROXY_PORTS.nginx};
+    proxy_pass pool;
+    proxy_connect_timeout 1s;
+    proxy_timeout ${IDLE_TIMEOUT};
+  }
+}
+`;
+}
+
+/**
+ * vipd without BGP (`speaker.driver: none`), the VIP already on `lo` (`manageAddresses: false`), and a
+ * pool of the one backend. firstByte is off: the idle-connection test's clients stay silent after their
+ * first exchange, and the bench must not measure vipd's timeout instead of its memory. JSON is valid
+ * YAML, so the config is written as JSON and needs no YAML library here.
+ */
+export function vipdConfig(workers: number, adminPort: number): Record<string, unknown> {
+  return {
+    node: { name: 'bench' },
+    admin: { listen: `127.0.0.1:${adminPort}` },
+    net: { interface: 'lo', manageAddresses: false },
+    shutdown: { grace: '0s' },
+    speaker: { driver: 'none' },
+    proxy: { workers },
+    vips: [{ name: 'bench', address: VIP, listeners: [{ port: PROXY_PORTS.vipd, pool: 'web' }] }],
+    pools: {
+      web: {
+        balance: 'round-robin',
+        backends: [`${BACKEND_HOST}:${BACKEND_PORT}`],
+        check: { kind: 'tcp', interval: '500ms', timeout: '200ms', rise: 1, fall: 3 },
+        timeouts: { firstByte: '0s' },
+      },
+    },
+  };
+}
+
+/**
+ * The wrk script: prints one machine-readable line from done(), with exact microsecond percentiles
+ * (wrk's own text output rounds them and changes units). `close` adds `Connection: close`, so each
+ * request is a new TCP connection; `delayMs` paces every connection (wrk's delay() hook runs before
+ * a request is sent, and wrk starts the latency clock only after it, so the pause is not counted).
+ */
+export function wrkScript(opts: { close: boolean; delayMs?: number }): string {
+  return `${opts.close ? 'wrk.headers["Connection"] = "close"\n' : ''}${
+    opts.delayMs !== undefined ? `function delay()\n  return ${opts.delayMs}\nend\n` : ''
+  }function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'VBENCH {"requests":%d,"durationUs":%d,"bytes":%d,"connectErrors":%d,"readErrors":%d,"writeErrors":%d,"statusErrors":%d,"timeouts":%d,"p50Us":%d,"p99Us":%d,"meanUs":%.1f}\\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.mean))
+end
+`;
+}

@@ -1,0 +1,126 @@
+import * as path from 'node:path';
+import { PATH_NAMES, type PathName } from './paths';
+import { VIPD_BIN } from './util';
+import type { Durations } from './measure';
+
+/** Command line of `npm run bench -- [options]`. */
+export interface BenchOptions {
+  /** Rounds per table; each figure is the median over them. */
+  readonly rounds: number;
+  readonly quick: boolean;
+  readonly only: readonly PathName[];
+  /** Profile vipd under the (a), (b) and (c) loads with --cpu-prof, after the tables. */
+  readonly profile: boolean;
+  readonly profileDir: string | undefined;
+  /** Skip the second table (vipd workers 2, HAProxy nbthread 2, nginx 2 workers). */
+  readonly workersTable: boolean;
+  /** Keep the work directory (configs and logs of every process) instead of removing it. */
+  readonly keep: boolean;
+  /** vipd's CLI to run (default: this tree's dist/src/cli/bin.js), e.g. another build to compare with. */
+  readonly vipdBin: string;
+  /**
+   * Priority boost (nice -N) for every benchmark process. The machine is shared: a compile or a test
+   * run elsewhere takes CPU from whichever proxy is being measured and skews that path alone; at nice
+   * -10 the scheduler gives the benchmark ~9 times the share of a default-priority process. 0 = off.
+   */
+  readonly boost: number;
+}
+
+export const USAGE = `usage: npm run bench -- [options]
+
+Runs vipd, HAProxy, nginx stream and the direct path against one nginx backend, in a network
+namespace of its own, and prints markdown tables (stdout); progress goes to stderr.
+
+  --rounds N        rounds per table, alternating the paths; figures are medians (default 3)
+  --quick           1 round, shorter loads, 2,000 idle connections: a smoke run (~1.5 min)
+  --only LIST       comma-separated paths: vipd,haproxy,nginx,direct (default: all)
+  --profile         also profile vipd (node --cpu-prof) under the keep-alive, new-connection
+                    and bulk loads, and print the top functions (adds ~40 s)
+  --profile-dir DIR where the .cpuprofile files go (default: a new directory in $TMPDIR)
+  --no-workers      skip the second table (2 workers / threads)
+  --keep            keep the work directory (configs, logs) after the run
+  --vipd-bin FILE   vipd CLI to run instead of dist/src/cli/bin.js (e.g. another build)
+  --boost N         run every benchmark process at nice -N, so other work on the machine
+                    disturbs the figures less (default 10; 0 = normal priority)
+  -h, --help        this text
+
+Needs root (network namespaces) and a build (npm run build).`;
+
+export class UsageError extends Error {}
+
+export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
+  let rounds: number | undefined;
+  let quick = false;
+  let only: PathName[] = [...PATH_NAMES];
+  let profile = false;
+  let profileDir: string | undefined;
+  let workersTable = true;
+  let keep = false;
+  let vipdBin = VIPD_BIN;
+  let boost = 10;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined || v.startsWith('--')) throw new UsageError(`${arg} needs a value`);
+      return v;
+    };
+    switch (arg) {
+      case '--rounds': {
+        const n = Number(value());
+        if (!Number.isInteger(n) || n < 1 || n > 20) throw new UsageError('--rounds must be 1..20');
+        rounds = n;
+        break;
+      }
+      case '--quick':
+        quick = true;
+        break;
+      case '--only': {
+        const names = value().split(',').map((s) => s.trim()).filter(Boolean);
+        const bad = names.filter((n) => !(PATH_NAMES as readonly string[]).includes(n));
+        if (bad.length > 0 || names.length === 0) throw new UsageError(`--only takes a list of ${PATH_NAMES.join(', ')}; got ${bad.join(', ') || 'nothing'}`);
+        only = PATH_NAMES.filter((n) => names.includes(n));
+        break;
+      }
+      case '--profile':
+        profile = true;
+        break;
+      case '--profile-dir':
+        profileDir = value();
+        profile = true;
+        break;
+      case '--no-workers':
+        workersTable = false;
+        break;
+      case '--keep':
+        keep = true;
+        break;
+      case '--vipd-bin':
+        vipdBin = path.resolve(value());
+        break;
+      case '--boost': {
+        const n = Number(value());
+        if (!Number.isInteger(n) || n < 0 || n > 20) throw new UsageError('--boost must be 0..20');
+        boost = n;
+        break;
+      }
+      case '-h':
+      case '--help':
+        return 'help';
+      default:
+        throw new UsageError(`unknown option ${arg}`);
+    }
+  }
+  return { rounds: rounds ?? (quick ? 1 : 3), quick, only, profile, profileDir, workersTable, keep, vipdBin, boost };
+}
+
+/**
+ * Load lengths per table. (a) in the main table is the issue's `wrk -c 50 -t 1 -d 5s`; (b) and (d) are
+ * shorter, and the workers table shorter still, so that three rounds of both tables fit in about six
+ * minutes on the 2-core machine: (b) still makes ten thousand connections or more per run, and (d)
+ * collects ~6,000 latency samples at 2,000 req/s, 60 of them above p99.
+ */
+export function durationsFor(o: BenchOptions, table: 1 | 2): Durations {
+  if (o.quick) return { keepAliveS: 3, newConnS: 2, latencyS: 2, warmupS: 1 };
+  return table === 1 ? { keepAliveS: 5, newConnS: 3, latencyS: 3, warmupS: 1 } : { keepAliveS: 3, newConnS: 2, latencyS: 3, warmupS: 1 };
+}

@@ -1,0 +1,127 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { BACKEND_HOST, BACKEND_PORT, PROXY_PORTS, VIP, VIPD_ADMIN_PORT, haproxyConf, nginxStreamConf, vipdConfig, type Layout } from './configs';
+import { httpGetStatus } from './load';
+import { startProcess, treePids, type Managed } from './procs';
+import { WaitAborted, run, waitFor } from './util';
+
+/**
+ * The four paths to the backend. A proxy is started fresh for each measurement block (and stopped
+ * after it), so every block, the idle-memory test in particular, starts from the same state whatever
+ * ran before it.
+ */
+
+export const PATH_NAMES = ['vipd', 'haproxy', 'nginx', 'direct'] as const;
+export type PathName = (typeof PATH_NAMES)[number];
+
+export const PATH_LABELS: Record<PathName, string> = {
+  vipd: 'vipd',
+  haproxy: 'HAProxy',
+  nginx: 'nginx stream',
+  direct: 'direct',
+};
+
+export interface PathTarget {
+  readonly host: string;
+  readonly port: number;
+}
+
+export function targetOf(name: PathName): PathTarget {
+  return name === 'direct' ? { host: BACKEND_HOST, port: BACKEND_PORT } : { host: VIP, port: PROXY_PORTS[name] };
+}
+
+export interface RunningPath extends PathTarget {
+  readonly name: PathName;
+  /** The proxy's process (the root of its tree); undefined for the direct path. */
+  readonly proc: Managed | undefined;
+  stop(): Promise<void>;
+}
+
+export interface StartContext {
+  readonly layout: Layout;
+  /** taskset CPU list for the proxy. */
+  readonly cores: string;
+  /** RLIMIT_NOFILE for the proxy. */
+  readonly nofile: number;
+  /** 1 = single process / thread; 2 = vipd proxy.workers 2, HAProxy nbthread 2, nginx 2 workers. */
+  readonly workers: number;
+  /** For HAProxy's maxconn: the most client connections any test opens. */
+  readonly maxClientConnections: number;
+  /**
+   * Start vipd under `node --cpu-prof`, its profiles going to this directory. Node names each file
+   * after the process, so worker processes (which inherit the flag) write their own next to it.
+   */
+  readonly cpuProfileDir?: string;
+  /** Unique per start, so logs of successive blocks do not mix. */
+  readonly tag: string;
+  /** vipd's CLI entry point. */
+  readonly vipdBin: string;
+}
+
+/** vipd's config file for a worker count, written once and validated with `vipd check-config`. */
+export function vipdConfigFile(l: Layout, workers: number): string {
+  return path.join(l.dir, `vipd-w${workers}.yaml`);
+}
+
+/** Writes the vipd config and asks vipd itself whether it is valid; returns undefined or the refusal. */
+export async function prepareVipdConfig(l: Layout, workers: number, vipdBin: string): Promise<string | undefined> {
+  const file = vipdConfigFile(l, workers);
+  fs.writeFileSync(file, `${JSON.stringify(vipdConfig(workers, VIPD_ADMIN_PORT), null, 2)}\n`);
+  const r = await run([process.execPath, vipdBin, 'check-config', file], { timeoutMs: 30_000 });
+  if (r.code === 0) return undefined;
+  return (r.stderr || r.stdout).trim().replace(/\s+/g, ' ');
+}
+
+export async function startPath(name: PathName, ctx: StartContext): Promise<RunningPath> {
+  const target = targetOf(name);
+  if (name === 'direct') return { name, ...target, proc: undefined, stop: async () => undefined };
+  const logFile = path.join(ctx.layout.dir, 'logs', `${name}-${ctx.tag}.log`);
+  let argv: string[];
+  switch (name) {
+    case 'vipd': {
+      const nodeFlags = ctx.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', ctx.cpuProfileDir] : [];
+      argv = [process.execPath, ...nodeFlags, ctx.vipdBin, 'run', '--config', vipdConfigFile(ctx.layout, ctx.workers)];
+      break;
+    }
+    case 'haproxy': {
+      const file = path.join(ctx.layout.dir, `haproxy-t${ctx.workers}.cfg`);
+      fs.writeFileSync(file, haproxyConf(ctx.workers, ctx.maxClientConnections + 100));
+      argv = ['haproxy', '-db', '-f', file];
+      break;
+    }
+    case 'nginx': {
+      const file = path.join(ctx.layout.dir, `nginx-stream-w${ctx.workers}.conf`);
+      fs.writeFileSync(file, nginxStreamConf(ctx.layout, ctx.workers, ctx.nofile));
+      argv = ['nginx', '-e', path.join(ctx.layout.dir, 'nginx-stream.error.log'), '-c', file];
+      break;
+    }
+  }
+  const proc = startProcess(name, argv, { cores: ctx.cores, nofile: ctx.nofile, logFile });
+  const running: RunningPath = { name, ...target, proc, stop: async () => void (await proc.stop(10_000)) };
+  try {
+    await waitFor(
+      `${name} to serve ${target.host}:${target.port}`,
+      async () => {
+        if (!proc.running) throw new WaitAborted(`${name} exited (${describeExit(proc)}) during start:\n${proc.logTail()}`);
+        return (await httpGetStatus(target.host, target.port, '/small')) === 200;
+      },
+      20_000,
+      100,
+    );
+  } catch (err) {
+    await proc.stop(2000);
+    throw err instanceof WaitAborted ? err : new Error(`${err instanceof Error ? err.message : String(err)}\n${proc.logTail()}`);
+  }
+  return running;
+}
+
+export function describeExit(p: Managed): string {
+  const e = p.exitStatus;
+  if (!e) return 'running';
+  return e.signal ? `signal ${e.signal}` : `exit ${e.code}`;
+}
+
+/** Processes in a running proxy's tree: tells whether `workers: 2` really started a second process. */
+export function processCount(p: RunningPath): number {
+  return p.proc ? treePids(p.proc.pid).length : 0;
+}

@@ -1,0 +1,202 @@
+import type { PoolSnapshot } from '../health/health';
+import { errorMessage } from '../lib/errors';
+import { createLogger, type Logger } from '../lib/logger';
+import { createMetrics, type Metrics } from '../lib/metrics';
+import { BackendLoadTracker, type SnapshotSource } from './backend-load';
+import { createConnectionLimits, type ConnectionLimits } from './limits';
+import { createListener, type TcpProxyListener } from './listener';
+import { isProtocolMessage, type FromWorker, type ListenerReport, type PoolReport, type ToWorker, type WorkerListenerInit } from './worker-protocol';
+
+/**
+ * A proxy worker process, forked by WorkerPool through node:cluster. It runs the very listeners a
+ * single-process vipd runs, reads pool snapshots the primary pushes, and reports counters back. It
+ * decides nothing: health, the announce decision and BGP live in the primary only, so two workers can
+ * never disagree about what is announced.
+ *
+ * Its lifetime belongs to the primary. It exits when the IPC channel closes (the primary is gone,
+ * however it died), and it ignores SIGTERM and SIGINT: those reach the whole process group (Ctrl-C in a
+ * terminal, systemd's default KillMode=control-group), and a worker that obeyed them would cut its
+ * connections while the primary is still withdrawing the route and waiting out the grace period.
+ */
+
+type InitMessage = Extract<ToWorker, { type: 'vipd:init' }>;
+
+/** A pool's health as the primary pushes it: this process's stand-in for PoolHealth. */
+class PushedHealth implements SnapshotSource {
+  private readonly listeners = new Set<(snapshot: PoolSnapshot) => void>();
+  constructor(private current: PoolSnapshot) {}
+
+  snapshot(): PoolSnapshot {
+    return this.current;
+  }
+
+  set(snapshot: PoolSnapshot): void {
+    const changed = snapshot.version !== this.current.version;
+    this.current = snapshot;
+    // The contract promises a call per state change; a newer lastResult alone is not one.
+    if (changed) for (const listener of this.listeners) listener(snapshot);
+  }
+
+  onChange(listener: (snapshot: PoolSnapshot) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+}
+
+interface WorkerPoolState {
+  readonly health: PushedHealth;
+  readonly load: BackendLoadTracker;
+}
+
+class ProxyWorker {
+  private readonly log: Logger;
+  private readonly metrics: Metrics;
+  private readonly pools = new Map<string, WorkerPoolState>();
+  private readonly listeners = new Map<string, TcpProxyListener>();
+  private readonly limits: ConnectionLimits;
+  private readonly reportTimer: NodeJS.Timeout;
+
+  constructor(
+    init: InitMessage,
+    private readonly send: (message: FromWorker) => void,
+  ) {
+    // Tells the workers apart in ps and top; the primary keeps node's own title.
+    process.title = `vipd proxy worker ${init.worker}`;
+    this.log = createLogger(init.log.level).child({ ...init.log.bindings, component: 'proxy', worker: init.worker });
+    // No default (process) metrics: the primary's registry has them, and summing two processes' heap
+    // sizes under one name would be meaningless.
+    this.metrics = createMetrics();
+    this.limits = createConnectionLimits(init.limits);
+    for (const pool of init.pools) {
+      const health = new PushedHealth(pool.snapshot);
+      const load = new BackendLoadTracker({ spec: pool.spec, health, metrics: this.metrics, logger: this.log.child({ pool: pool.spec.name }) });
+      for (const key of pool.drained) load.drainBackend(key, true);
+      this.pools.set(pool.spec.name, { health, load });
+    }
+    for (const entry of init.listeners) this.addListener(entry);
+    this.reportTimer = setInterval(() => this.report(), init.reportIntervalMs);
+    this.reportTimer.unref();
+    this.send({ type: 'vipd:ready' });
+    for (const entry of init.listeners) if (entry.start) this.start(entry.spec.id);
+  }
+
+  handle(message: ToWorker): void {
+    switch (message.type) {
+      case 'vipd:init':
+        this.log.warn({ event: 'protocolError' }, 'second init ignored');
+        return;
+      case 'vipd:start':
+        this.start(message.listener);
+        return;
+      case 'vipd:snapshot':
+        this.pools.get(message.snapshot.pool)?.health.set(message.snapshot);
+        return;
+      case 'vipd:drainBackend':
+        this.pools.get(message.pool)?.load.drainBackend(message.backend, message.drained);
+        return;
+      case 'vipd:close':
+        void this.close(message.listener, message.graceMs, false);
+        return;
+      case 'vipd:destroy':
+        void this.close(message.listener, 0, true);
+        return;
+      case 'vipd:metrics':
+        this.metrics.registry.getMetricsAsJSON().then(
+          (metrics) => this.send({ type: 'vipd:metrics', request: message.request, metrics }),
+          (err) => {
+            this.log.warn({ event: 'metricsFailed', err: errorMessage(err) }, 'cannot collect metrics');
+            this.send({ type: 'vipd:metrics', request: message.request, metrics: [] });
+          },
+        );
+        return;
+      case 'vipd:exit':
+        this.exit();
+        return;
+    }
+  }
+
+  exit(): void {
+    clearInterval(this.reportTimer);
+    for (const listener of this.listeners.values()) listener.destroy();
+    process.exit(0);
+  }
+
+  private addListener(entry: WorkerListenerInit): void {
+    const pool = this.pools.get(entry.spec.pool.name);
+    if (pool === undefined) throw new Error(`listener ${entry.spec.id}: the primary sent no pool ${entry.spec.pool.name}`);
+    // The tracker's spec is the one the pool's caps are enforced with; the listener must agree with it.
+    const spec = { ...entry.spec, pool: pool.load.spec };
+    const listener = createListener({ spec, load: pool.load, limits: this.limits, logger: this.log, metrics: this.metrics });
+    listener.onBoundChange((bound) => {
+      this.send({ type: 'vipd:bound', listener: spec.id, bound, ...portOf(listener) });
+    });
+    this.listeners.set(spec.id, listener);
+  }
+
+  private start(id: string): void {
+    const listener = this.listeners.get(id);
+    if (listener === undefined) {
+      this.send({ type: 'vipd:bindFailed', listener: id, message: `worker has no listener ${id}` });
+      return;
+    }
+    listener.start().then(
+      // Also sent when the listener was bound already: the primary may have asked again after a
+      // failure elsewhere, and it counts on an answer to every start.
+      () => this.send({ type: 'vipd:bound', listener: id, bound: listener.bound(), ...portOf(listener) }),
+      (err: NodeJS.ErrnoException) => {
+        const code = typeof err.code === 'string' ? err.code : undefined;
+        this.send({ type: 'vipd:bindFailed', listener: id, message: errorMessage(err), ...(code === undefined ? {} : { code }) });
+      },
+    );
+  }
+
+  private async close(id: string, graceMs: number, destroy: boolean): Promise<void> {
+    const listener = this.listeners.get(id);
+    if (listener !== undefined) {
+      if (destroy) listener.destroy();
+      await listener.close(graceMs);
+    }
+    // Final counters first, so the primary's totals include every session of the closed listener.
+    this.report();
+    this.send({ type: 'vipd:closed', listener: id });
+  }
+
+  private report(): void {
+    const listeners: ListenerReport[] = [];
+    for (const [id, listener] of this.listeners) listeners.push({ id, stats: listener.stats() });
+    const pools: PoolReport[] = [];
+    for (const { load } of this.pools.values()) {
+      pools.push({ pool: load.pool, backends: load.spec.backends.map((b) => ({ key: b.endpoint.key, counters: load.counters(b.endpoint.key) })) });
+    }
+    this.send({ type: 'vipd:report', listeners, pools });
+  }
+}
+
+function portOf(listener: TcpProxyListener): { port?: number } {
+  const port = listener.address()?.port;
+  return port === undefined ? {} : { port };
+}
+
+/** Entry point of a worker process; waits for the primary's init. */
+function runWorker(): void {
+  const send = process.send?.bind(process);
+  if (send === undefined) {
+    process.stderr.write('vipd proxy worker: must be started by the vipd primary (no IPC channel)\n');
+    process.exit(2);
+  }
+  const post = (message: FromWorker): void => {
+    // A failed send means the channel is closing, and 'disconnect' is about to end this process.
+    if (process.connected) send(message, undefined, undefined, () => undefined);
+  };
+  process.on('disconnect', () => process.exit(0));
+  process.on('SIGTERM', () => undefined);
+  process.on('SIGINT', () => undefined);
+  let worker: ProxyWorker | undefined;
+  process.on('message', (message: unknown) => {
+    if (!isProtocolMessage<ToWorker>(message)) return;
+    if (worker !== undefined) worker.handle(message);
+    else if (message.type === 'vipd:init') worker = new ProxyWorker(message, post);
+  });
+}
+
+if (require.main === module) runWorker();

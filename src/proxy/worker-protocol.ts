@@ -1,0 +1,80 @@
+import type { Registry } from 'prom-client';
+import type { PoolSnapshot } from '../health/health';
+import type { BackendCounters, ListenerSpec, ListenerStats, PoolSpec, ProxyLimitsSpec } from './proxy';
+
+/**
+ * IPC between the primary and its proxy workers (node:cluster channel, JSON serialisation). Everything
+ * here is plain data: the primary owns health, decisions and BGP, and workers only ever receive the
+ * results. Every type carries the `vipd:` prefix so that node:cluster's and prom-client's own messages on
+ * the same channel are never taken for ours.
+ */
+
+/** A registry's getMetricsAsJSON() result (prom-client does not export the element type). */
+export type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
+
+export interface WorkerListenerInit {
+  /** Already scaled to this worker's share of every total cap (see perWorkerSpec); its pool is that of WorkerPoolInit. */
+  readonly spec: ListenerSpec;
+  /** Bind at once: the primary wants this listener accepting (a restarted worker rejoins it). */
+  readonly start: boolean;
+}
+
+export interface WorkerPoolInit {
+  /** This worker's share of the pool's caps (see perWorkerPoolSpec). */
+  readonly spec: PoolSpec;
+  readonly snapshot: PoolSnapshot;
+  /** Backend keys the operator drained. */
+  readonly drained: readonly string[];
+}
+
+/** Primary → worker. `init` is always the first message a worker receives. */
+export type ToWorker =
+  | {
+      readonly type: 'vipd:init';
+      readonly worker: number;
+      readonly log: { readonly level: string; readonly bindings: Record<string, unknown> };
+      readonly reportIntervalMs: number;
+      /** This worker's share of the process-wide caps (see perWorkerLimits). */
+      readonly limits: ProxyLimitsSpec;
+      readonly pools: readonly WorkerPoolInit[];
+      readonly listeners: readonly WorkerListenerInit[];
+    }
+  | { readonly type: 'vipd:start'; readonly listener: string }
+  | { readonly type: 'vipd:snapshot'; readonly snapshot: PoolSnapshot }
+  | { readonly type: 'vipd:drainBackend'; readonly pool: string; readonly backend: string; readonly drained: boolean }
+  | { readonly type: 'vipd:close'; readonly listener: string; readonly graceMs: number }
+  | { readonly type: 'vipd:destroy'; readonly listener: string }
+  | { readonly type: 'vipd:metrics'; readonly request: number }
+  /** Destroy everything and exit: the pool is shutting down. */
+  | { readonly type: 'vipd:exit' };
+
+export interface ListenerReport {
+  readonly id: string;
+  readonly stats: ListenerStats;
+}
+
+export interface PoolReport {
+  readonly pool: string;
+  readonly backends: ReadonlyArray<{ readonly key: string; readonly counters: BackendCounters }>;
+}
+
+/** Worker → primary. */
+export type FromWorker =
+  /** init is done and every listener exists; binding may still be under way. */
+  | { readonly type: 'vipd:ready' }
+  /** The listener's socket accepts in this worker (true) or no longer does (false). */
+  | { readonly type: 'vipd:bound'; readonly listener: string; readonly bound: boolean; readonly port?: number }
+  | { readonly type: 'vipd:bindFailed'; readonly listener: string; readonly code?: string; readonly message: string }
+  /** Cumulative counters since the worker started; doubles as the heartbeat. */
+  | { readonly type: 'vipd:report'; readonly listeners: readonly ListenerReport[]; readonly pools: readonly PoolReport[] }
+  | { readonly type: 'vipd:closed'; readonly listener: string }
+  | { readonly type: 'vipd:metrics'; readonly request: number; readonly metrics: MetricsJson };
+
+export function isProtocolMessage<T extends { readonly type: string }>(message: unknown): message is T {
+  return (
+    typeof message === 'object' &&
+    message !== null &&
+    typeof (message as { type?: unknown }).type === 'string' &&
+    (message as { type: string }).type.startsWith('vipd:')
+  );
+}
