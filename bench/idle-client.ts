@@ -32,6 +32,8 @@ const sockets: Socket[] = [];
 let started = 0;
 let answered = 0;
 let failed = false;
+/** Set on SIGTERM: from then on, closes are ours and not a failure. */
+let shuttingDown = false;
 
 function fail(why: string): void {
   if (failed) return;
@@ -73,7 +75,6 @@ function openOne(): void {
   });
 }
 
-let shuttingDown = false;
 function shutdown(): void {
   shuttingDown = true;
   for (const s of sockets) s.destroy();

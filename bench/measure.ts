@@ -6,7 +6,7 @@ import type { RunningPath } from './paths';
 import { cpuMeter, startProcess, treeRssKiB } from './procs';
 import { errorText, progress, run, sleep } from './util';
 
-/** How long each load runs; the full run and --quick differ only in these. */
+/** How long each load runs, per table (options.ts durationsFor; --quick shortens them). */
 export interface Durations {
   /** (a) keep-alive, wrk -c 50. */
   readonly keepAliveS: number;
