@@ -112,14 +112,13 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
     this.log = childLogger(options.logger, { component: 'proxy', vip: spec.vip, listener: spec.id });
     this.idleMs = pool.timeouts.idleMs;
     this.sweepIntervalMs = sweepInterval(pool.timeouts.idleMs, pool.timeouts.maxConnectionAgeMs);
-    const listener = this;
     this.request = {
       snapshot: this.load.snapshot(),
       load: this.load,
       clientAddress: '',
       now: 0,
       // One closure per listener; it reads the session being picked for from the listener.
-      skip: (backendKey) => listener.skip(backendKey),
+      skip: (backendKey) => this.skip(backendKey),
     };
     this.server = createServer(
       {

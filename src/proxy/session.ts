@@ -132,6 +132,8 @@ export class Session implements ProxySession, ConnectHandler, QueuedClient {
   private tried: Set<string> | undefined;
   /** The client's first chunk, read before any upstream existed; written first once one does. */
   private firstChunk: Buffer | undefined;
+  /** The client's FIN arrived before an upstream existed; it is relayed once one does. */
+  private clientEnded = false;
   private clientClosed = false;
   private upstreamClosed = true;
   private readonly clientHost: string;
@@ -155,6 +157,7 @@ export class Session implements ProxySession, ConnectHandler, QueuedClient {
     this.clientHost = clientHost;
     this.clientPort = client.remotePort;
     client[kSession] = this;
+    client.on('end', Session.onClientEnd);
     client.on('error', Session.onClientError);
     client.on('close', Session.onClientClose);
   }
@@ -213,7 +216,6 @@ export class Session implements ProxySession, ConnectHandler, QueuedClient {
     this.currentState = 'waiting';
     const client = this.client;
     client.on('data', Session.onClientFirstData);
-    client.on('end', Session.onClientEndBeforeData);
     client.on('timeout', Session.onClientTimeout);
     // The socket's own inactivity timer: Node keeps one list per duration, so a connection costs a list
     // entry, not a timer, and the timer goes with the socket whatever happens to it.
@@ -287,18 +289,19 @@ export class Session implements ProxySession, ConnectHandler, QueuedClient {
     upstream.on('error', Session.onUpstreamError);
     upstream.on('close', Session.onUpstreamClose);
     client.on('data', Session.onClientData);
-    client.on('end', Session.onClientEnd);
     client.on('drain', Session.onClientDrain);
     this.quietSince = this.ctx.now();
     this.sweptBytes = this.clientBytes;
     const first = this.firstChunk;
+    let drained = true;
     if (first !== undefined) {
       this.firstChunk = undefined;
       slot.unflushedBytesOut += first.length;
-      // Backpressure from the very first write: the client stays paused until the upstream drains.
-      if (!upstream.write(first)) return;
+      drained = upstream.write(first);
     }
-    client.resume();
+    if (this.clientEnded) upstream.end();
+    // Backpressure from the very first write: the client stays paused until the upstream drains.
+    else if (drained) client.resume();
   }
 
   onConnectFailed(error: ConnectError): void {
@@ -439,18 +442,11 @@ export class Session implements ProxySession, ConnectHandler, QueuedClient {
   private static onClientFirstData(this: SessionSocket, chunk: Buffer): void {
     const session = this[kSession]!;
     this.removeListener('data', Session.onClientFirstData);
-    this.removeListener('end', Session.onClientEndBeforeData);
     this.pause();
     this.setTimeout(0);
     session.clientBytes += chunk.length;
     session.firstChunk = chunk;
     session.pickAndDial();
-  }
-
-  /** The client hung up without a word: there is nothing to relay, so no upstream is opened. */
-  private static onClientEndBeforeData(this: SessionSocket): void {
-    this.setTimeout(0);
-    this.end();
   }
 
   private static onClientTimeout(this: SessionSocket): void {
@@ -482,9 +478,22 @@ export class Session implements ProxySession, ConnectHandler, QueuedClient {
     this[kSession]!.upstream!.resume();
   }
 
+  /**
+   * Once reading has begun (first-byte mode), the FIN can come before any upstream: Node emits 'end'
+   * even on a paused socket when nothing is left unread.
+   */
   private static onClientEnd(this: SessionSocket): void {
-    const upstream = this[kSession]!.upstream!;
-    if (!upstream.destroyed) upstream.end();
+    const session = this[kSession]!;
+    const upstream = session.upstream;
+    if (upstream !== undefined) {
+      if (!upstream.destroyed) upstream.end();
+    } else if (session.currentState === 'waiting') {
+      // Hung up without a word: nothing to relay, so no upstream is ever opened.
+      this.setTimeout(0);
+      this.end();
+    } else {
+      session.clientEnded = true;
+    }
   }
 
   private static onUpstreamEnd(this: SessionSocket): void {
@@ -511,7 +520,13 @@ export class Session implements ProxySession, ConnectHandler, QueuedClient {
 
 function discard(): void {}
 
+/**
+ * Aborts with an RST where libuv allows it. While a shutdown (our FIN) is pending, uv_tcp_close_reset
+ * refuses with EINVAL, and Node 20 has by then dropped the handle: the fd leaks, 'close' never comes,
+ * and epoll spins on the orphaned socket. A plain close is all that is left then; the FIN is on its way.
+ */
 function reset(socket: Socket): void {
   if (socket.destroyed) return;
-  socket.resetAndDestroy();
+  if (socket.writableEnded && !socket.writableFinished) socket.destroy();
+  else socket.resetAndDestroy();
 }

@@ -84,13 +84,19 @@ function sampleBuffered(proxy: ProxyUnderTest): { stop(): { max: number; samples
 }
 
 describe('backpressure (T10)', () => {
-  for (const direction of ['backend->client', 'client->backend'] as const) {
-    it(`${direction}: 20 MB to a slow reader stays bounded in vipd and arrives intact`, { timeout: TEST_TIMEOUT_MS }, async () => {
+  // With a first-byte timeout the client's first chunk is held while the upstream is dialled: it must
+  // count in the bound too.
+  for (const [direction, firstByteMs] of [
+    ['backend->client', 0],
+    ['client->backend', 0],
+    ['client->backend', 5_000],
+  ] as const) {
+    it(`${direction}${firstByteMs > 0 ? ', first-byte timeout on' : ''}: 20 MB to a slow reader stays bounded in vipd and arrives intact`, { timeout: TEST_TIMEOUT_MS }, async () => {
       let backendSide!: Promise<{ sha: string; length: number } | string>;
       const backend = await startBackend((socket) => {
         backendSide = direction === 'backend->client' ? writeFast(socket, TOTAL) : readSlowly(socket, READER_BYTES_PER_SECOND);
       });
-      const proxy = await startProxy({ healthy: [backend.endpoint], highWaterMark: HIGH_WATER_MARK });
+      const proxy = await startProxy({ healthy: [backend.endpoint], highWaterMark: HIGH_WATER_MARK, timeouts: { firstByteMs } });
       try {
         const client = await connectClient(proxy.port);
         const sampler = sampleBuffered(proxy);

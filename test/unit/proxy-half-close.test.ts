@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import type { Socket } from 'node:net';
 import { describe, it } from 'node:test';
-import { closeReason, connectClient, randomPayload, readToEnd, sha256, startBackend, type TestBackend } from '../fakes/proxy-backends';
+import { closeReason, connectClient, randomPayload, readToEnd, sha256, startBackend, waitFor, type TestBackend } from '../fakes/proxy-backends';
 import { metricValue, startProxy, type ProxyUnderTest } from '../fakes/proxy-harness';
 
 /** A relay that stalls must fail the test, not hang the run. */
@@ -131,6 +132,41 @@ describe('half-close (T06)', () => {
       assert.equal(await backendEnd, 'ECONNRESET');
       await proxy.listener.close(1_000);
       assert.equal(proxy.ended[0]!.outcome, 'clientReset');
+    } finally {
+      await closeAll(proxy, backend);
+    }
+  });
+
+  // Regression: libuv refuses uv_tcp_close_reset while a shutdown is pending (EINVAL), and Node 20 has
+  // already let go of the handle by then: the fd leaked, 'close' never came, the session never ended,
+  // and epoll spun at 100% CPU on the orphaned socket. It struck when a session was aborted in the very
+  // turn of the event loop in which a FIN had been relayed (listener.destroy() during a half-close).
+  it('an abort in the same turn as a relayed FIN closes the leg instead of leaking it', { timeout: TEST_TIMEOUT_MS }, async () => {
+    let backendEnd!: Promise<string>;
+    const backend = await startBackend((socket) => {
+      socket.resume();
+      backendEnd = closeReason(socket);
+    });
+    const proxy = await startProxy({ healthy: [backend.endpoint], closeOnBackendDown: true });
+    try {
+      const client = await connectClient(proxy.port);
+      await waitFor(() => backendEnd !== undefined, 2_000, 'the upstream');
+      const session = proxy.listener.sessions().next().value!;
+      // Reaching into the session to act right after its own 'end' handler has called upstream.end().
+      const clientLeg = (session as unknown as { client: Socket }).client;
+      clientLeg.once('end', () => proxy.setHealthy([], [backend.endpoint]));
+      const clientEnd = closeReason(client);
+      client.end();
+      assert.equal(await clientEnd, 'ECONNRESET');
+      assert.equal(await backendEnd, 'end');
+      await waitFor(() => proxy.listener.stats().active === 0, 2_000, 'the aborted session to end');
+      assert.equal(proxy.ended[0]!.outcome, 'backendDown');
+      // The kernel may keep the orphaned socket in FIN-WAIT-2 for a while, but no fd of ours holds it.
+      const upstreamPort = [...backend.sockets][0]!.remotePort;
+      const owned = execFileSync('ss', ['-tanpH'], { encoding: 'utf8' })
+        .split('\n')
+        .filter((line) => line.trim().split(/\s+/)[3] === `127.0.0.1:${upstreamPort}` && line.includes(`pid=${process.pid},`));
+      assert.deepEqual(owned, [], 'vipd still holds the upstream socket');
     } finally {
       await closeAll(proxy, backend);
     }
