@@ -135,17 +135,7 @@ export function randomPayload(size: number): Buffer {
   return randomBytes(size);
 }
 
-/** mulberry32: a tiny seeded PRNG, so that a failing random run can be replayed from its seed. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom } from './seeded-random';
 
 /** Polls `condition` until it holds or `timeoutMs` passes; returns the time it took. */
 export async function waitFor(condition: () => boolean, timeoutMs: number, what: string): Promise<number> {

@@ -65,17 +65,7 @@ export function requestOf(snapshot: PoolSnapshot, fields: { load?: BackendLoad; 
   };
 }
 
-/** Deterministic uniform [0, 1) (mulberry32), so random-two picks repeat run after run. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom } from './seeded-random';
 
 /** `count` distinct client addresses spread over 10.128.0.0/9, the same every run. */
 export function clientAddresses(count: number): string[] {
