@@ -27,10 +27,14 @@ export interface CheckSpec {
   readonly fall: number;
   /** http/https only */
   readonly path: string;
+  /** Statuses that pass; empty means [200]. */
   readonly expectStatus: readonly number[];
+  /** Host header, "name" or "name:port"; the target address when unset. */
   readonly host?: string;
+  /** PEM bundle that replaces the default trust store; read once, when the probe is built. */
   readonly caFile?: string;
   readonly insecureSkipVerify: boolean;
+  /** SNI and the name the certificate must carry; defaults to the Host header's name when it is not an IP. */
   readonly serverName?: string;
 }
 

@@ -5,22 +5,13 @@ import { request as httpsRequest, type RequestOptions } from 'node:https';
 import { isIP } from 'node:net';
 import { VipdError } from '../lib/errors';
 import type { Endpoint } from '../net/endpoint';
-import type { Probe, ProbeResult } from './health';
+import type { CheckSpec, Probe, ProbeResult } from './health';
 import { describeFailure, type ProbePhase } from './probe-detail';
 
-export interface HttpProbeOptions {
+/** The http(s) fields of a CheckSpec, plus whether to speak TLS. */
+export type HttpProbeOptions = Pick<CheckSpec, 'path' | 'expectStatus' | 'host' | 'caFile' | 'insecureSkipVerify' | 'serverName'> & {
   readonly tls: boolean;
-  readonly path: string;
-  /** Statuses that pass; empty means [200]. */
-  readonly expectStatus: readonly number[];
-  /** Host header, "name" or "name:port"; the target address when unset. */
-  readonly host?: string;
-  /** PEM bundle that replaces the default trust store; read once, here. */
-  readonly caFile?: string;
-  readonly insecureSkipVerify: boolean;
-  /** SNI and the name the certificate must carry; defaults to the Host header's name when it is not an IP. */
-  readonly serverName?: string;
-}
+};
 
 /**
  * Enough of the body to let a small reply finish cleanly (so the backend sees FIN, not RST); a probe

@@ -51,7 +51,7 @@ function checkAddress(name: string, value: string): void {
   if (net.isIP(value) === 0) throw invalid(`${name} ${JSON.stringify(value)} is not an IP address`);
 }
 
-// JSON escapes (\" \\ \n \uXXXX ...) are all valid in TOML basic strings.
+// JSON escapes (quote, backslash, \n and \u escapes) are all valid in TOML basic strings.
 const str = (value: string): string => JSON.stringify(value);
 
 export function renderGobgpdConfig(config: GobgpdConfig): string {
