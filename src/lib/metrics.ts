@@ -52,3 +52,25 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+const collectors = new WeakMap<object, Set<() => void>>();
+
+/**
+ * Runs `fold` whenever `metric` is read (a scrape, get(), getMetricsAsJSON()), before its values are:
+ * hot paths count in plain fields and fold them into the metric then, so that no label set is hashed
+ * per event while what a scrape sees stays exact. Returns an unsubscribe.
+ */
+export function onCollect(metric: Counter<string> | Gauge<string>, fold: () => void): () => void {
+  let folds = collectors.get(metric);
+  if (folds === undefined) {
+    const set = new Set<() => void>();
+    folds = set;
+    collectors.set(metric, set);
+    // prom-client calls a metric's collect() (set here, after construction) at the start of get().
+    (metric as { collect?: () => void }).collect = () => {
+      for (const run of set) run();
+    };
+  }
+  folds.add(fold);
+  return () => void folds.delete(fold);
+}

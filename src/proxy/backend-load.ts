@@ -1,7 +1,7 @@
 import type { PoolSnapshot } from '../health/health';
 import { systemClock, type Clock, type TimerHandle } from '../lib/clock';
 import type { Logger } from '../lib/logger';
-import type { Metrics } from '../lib/metrics';
+import { onCollect, type Metrics } from '../lib/metrics';
 import type { Endpoint } from '../net/endpoint';
 import type { ConnectFailureKind } from './connector';
 import { BackendOutlier } from './outlier';
@@ -57,6 +57,11 @@ export class BackendEntry implements BackendCounters {
   /** Bytes relayed since the last metrics flush; see BackendLoadTracker.flushMetrics. */
   unflushedBytesIn = 0;
   unflushedBytesOut = 0;
+  /** `active` and `total` as last folded into their metrics (see BackendLoadTracker.foldConnectionCounts). */
+  foldedActive = 0;
+  foldedTotal = 0;
+  /** The active-connections series exists (materialised at its first connection, as an inc would). */
+  activeSeries = false;
 
   readonly outlier: BackendOutlier;
   /** Wall-clock ms at which the current ejection ends (for status, comparable with BackendStatus.since). */
@@ -130,6 +135,9 @@ export class BackendLoadTracker implements PoolLoad {
   private queueLength = 0;
   private queueTimer: TimerHandle | undefined;
   private closed = false;
+  private readonly stopCollecting: Array<() => void>;
+  /** One closure per tracker: folds the connection counts into the metrics at scrape time. */
+  private readonly fold = (): void => this.foldConnectionCounts();
 
   constructor(options: BackendLoadOptions) {
     const spec = options.spec;
@@ -146,6 +154,7 @@ export class BackendLoadTracker implements PoolLoad {
       this.metrics.backendDrained.set(entry.labels, 0);
       this.metrics.backendEjections.inc(entry.labels, 0);
     }
+    this.stopCollecting = [onCollect(this.metrics.backendActive, this.fold), onCollect(this.metrics.backendConnections, this.fold)];
     this.current = options.health.snapshot();
     this.applyHealth(this.current, false);
     this.unsubscribe = options.health.onChange((snapshot) => this.onSnapshotChange(snapshot));
@@ -244,13 +253,13 @@ export class BackendLoadTracker implements PoolLoad {
   established(entry: BackendEntry): void {
     entry.total++;
     entry.outlier.recordSuccess();
-    this.metrics.backendConnections.inc(entry.labels);
+    if (this.closed) this.foldEntry(entry);
   }
 
   /** The connection (or an abandoned dial) is gone; the slot goes to the oldest waiter that can use it. */
   release(entry: BackendEntry): void {
     entry.active--;
-    this.metrics.backendActive.dec(entry.labels);
+    if (this.closed) this.foldEntry(entry);
     if (this.queueHead !== undefined) this.serveWaiters(entry);
   }
 
@@ -316,6 +325,8 @@ export class BackendLoadTracker implements PoolLoad {
     if (this.closed) return;
     this.closed = true;
     this.unsubscribe();
+    this.foldConnectionCounts();
+    for (const stop of this.stopCollecting) stop();
     for (const entry of this.entries.values()) {
       entry.ejectionTimer?.cancel();
       entry.ejectionTimer = undefined;
@@ -350,7 +361,34 @@ export class BackendLoadTracker implements PoolLoad {
 
   private take(entry: BackendEntry): void {
     entry.active++;
-    this.metrics.backendActive.inc(entry.labels);
+    if (!entry.activeSeries) {
+      entry.activeSeries = true;
+      this.metrics.backendActive.inc(entry.labels, 0);
+    }
+    if (this.closed) this.foldEntry(entry);
+  }
+
+  /**
+   * Connection counts reach their metrics when these are read, not per connection: a labelled
+   * prom-client update hashes its label set on every call. Deltas, so that a tracker replaced by a
+   * reload and its successor can share a series. Once closed, the tracker folds at every event.
+   */
+  private foldConnectionCounts(): void {
+    for (const entry of this.entries.values()) this.foldEntry(entry);
+  }
+
+  private foldEntry(entry: BackendEntry): void {
+    const active = entry.active;
+    if (active !== entry.foldedActive) {
+      if (active > entry.foldedActive) this.metrics.backendActive.inc(entry.labels, active - entry.foldedActive);
+      else this.metrics.backendActive.dec(entry.labels, entry.foldedActive - active);
+      entry.foldedActive = active;
+    }
+    const total = entry.total;
+    if (total !== entry.foldedTotal) {
+      this.metrics.backendConnections.inc(entry.labels, total - entry.foldedTotal);
+      entry.foldedTotal = total;
+    }
   }
 
   /** Hands free slots of `entry` to the oldest waiters that may use it. */

@@ -3,7 +3,7 @@ import type { PoolSnapshot } from '../health/health';
 import { systemClock, type Clock, type TimerHandle } from '../lib/clock';
 import { VipdError } from '../lib/errors';
 import type { Logger } from '../lib/logger';
-import type { Metrics } from '../lib/metrics';
+import { onCollect, type Metrics } from '../lib/metrics';
 import type { Endpoint } from '../net/endpoint';
 import type { BackendDownHandler, BackendEntry, BackendLoadTracker } from './backend-load';
 import { createConnector, type ConnectError, type Connector } from './connector';
@@ -93,6 +93,11 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
   private accepted = 0;
   private refused = 0;
   private errors = 0;
+  /** `accepted` and the live sessions as last folded into their metrics (see foldConnectionCounts). */
+  private foldedAccepted = 0;
+  private foldedActive = 0;
+  private collecting = true;
+  private readonly stopCollecting: Array<() => void>;
 
   constructor(options: ListenerOptions) {
     const spec = options.spec;
@@ -139,6 +144,8 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
     // may still be draining.
     this.metrics.listenerBound.inc(this.labels, 0);
     this.metrics.sessionsActive.inc(this.labels, 0);
+    const fold = (): void => this.foldConnectionCounts();
+    this.stopCollecting = [onCollect(this.metrics.listenerAccepted, fold), onCollect(this.metrics.sessionsActive, fold)];
   }
 
   start(): Promise<void> {
@@ -237,7 +244,7 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
     const own = session as Session;
     this.live.delete(own);
     this.limits?.release(own.clientIp);
-    this.metrics.sessionsActive.dec(this.labels);
+    if (!this.collecting) this.foldConnectionCounts();
     const outcome = session.outcome!;
     switch (outcomeClass(outcome)) {
       case 'refused':
@@ -287,7 +294,7 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
 
   private accept(socket: Socket): void {
     this.accepted++;
-    this.metrics.listenerAccepted.inc(this.labels);
+    if (!this.collecting) this.foldConnectionCounts();
     const source = socket.remoteAddress;
     if (source === undefined) {
       // The client was gone before its connection reached JavaScript; libuv has nothing left to close.
@@ -309,7 +316,7 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
     }
     const session = new Session(this, socket, source);
     this.live.add(session);
-    this.metrics.sessionsActive.inc(this.labels);
+    if (!this.collecting) this.foldConnectionCounts();
     session.start();
   }
 
@@ -328,6 +335,25 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
       this.refusedLabels.set(reason, labels);
     }
     return labels;
+  }
+
+  /**
+   * Accepted and active counts reach their metrics when these are read, not per connection: a labelled
+   * prom-client update hashes its label set on every call. Deltas, so that a listener draining after a
+   * reload and its successor with the same id share the series. Once retired, it folds at every event.
+   */
+  private foldConnectionCounts(): void {
+    const accepted = this.accepted;
+    if (accepted !== this.foldedAccepted) {
+      this.metrics.listenerAccepted.inc(this.labels, accepted - this.foldedAccepted);
+      this.foldedAccepted = accepted;
+    }
+    const active = this.live.size;
+    if (active !== this.foldedActive) {
+      if (active > this.foldedActive) this.metrics.sessionsActive.inc(this.labels, active - this.foldedActive);
+      else this.metrics.sessionsActive.dec(this.labels, this.foldedActive - active);
+      this.foldedActive = active;
+    }
   }
 
   private onServerError(err: NodeJS.ErrnoException): void {
@@ -416,6 +442,11 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
   /** Stopped with no session left: nothing periodic to do, nothing on the pool to hear about. */
   private retire(): void {
     this.detachFromPool();
+    if (this.collecting) {
+      this.collecting = false;
+      this.foldConnectionCounts();
+      for (const stop of this.stopCollecting) stop();
+    }
     if (this.housekeepingTimer === undefined) return;
     this.housekeepingTimer.cancel();
     this.housekeepingTimer = undefined;

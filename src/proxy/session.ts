@@ -136,6 +136,9 @@ export class Session implements ProxySession, ConnectHandler, QueuedClient {
   private clientEnded = false;
   private clientClosed = false;
   private upstreamClosed = true;
+  /** 'drain' listeners are added at the first backpressure on a leg (rare for short connections), then kept. */
+  private upstreamDrainHooked = false;
+  private clientDrainHooked = false;
   private readonly clientHost: string;
   private readonly clientPort: number | undefined;
   /** Bytes moved as of the last sweep, and the sweep time at which they last changed (idle timeout). */
@@ -285,11 +288,9 @@ export class Session implements ProxySession, ConnectHandler, QueuedClient {
     this.upstreamClosed = false;
     upstream.on('data', Session.onUpstreamData);
     upstream.on('end', Session.onUpstreamEnd);
-    upstream.on('drain', Session.onUpstreamDrain);
     upstream.on('error', Session.onUpstreamError);
     upstream.on('close', Session.onUpstreamClose);
     client.on('data', Session.onClientData);
-    client.on('drain', Session.onClientDrain);
     this.quietSince = this.ctx.now();
     this.sweptBytes = this.clientBytes;
     const first = this.firstChunk;
@@ -298,6 +299,7 @@ export class Session implements ProxySession, ConnectHandler, QueuedClient {
       this.firstChunk = undefined;
       slot.unflushedBytesOut += first.length;
       drained = upstream.write(first);
+      if (!drained) this.hookUpstreamDrain();
     }
     if (this.clientEnded) upstream.end();
     // Backpressure from the very first write: the client stays paused until the upstream drains.
@@ -460,14 +462,30 @@ export class Session implements ProxySession, ConnectHandler, QueuedClient {
     const session = this[kSession]!;
     session.clientBytes += chunk.length;
     session.slot!.unflushedBytesOut += chunk.length;
-    if (!session.upstream!.write(chunk)) this.pause();
+    if (!session.upstream!.write(chunk)) {
+      this.pause();
+      if (!session.upstreamDrainHooked) session.hookUpstreamDrain();
+    }
   }
 
   private static onUpstreamData(this: SessionSocket, chunk: Buffer): void {
     const session = this[kSession]!;
     session.upstreamBytes += chunk.length;
     session.slot!.unflushedBytesIn += chunk.length;
-    if (!session.client.write(chunk)) this.pause();
+    if (!session.client.write(chunk)) {
+      this.pause();
+      if (!session.clientDrainHooked) session.hookClientDrain();
+    }
+  }
+
+  private hookUpstreamDrain(): void {
+    this.upstreamDrainHooked = true;
+    this.upstream!.on('drain', Session.onUpstreamDrain);
+  }
+
+  private hookClientDrain(): void {
+    this.clientDrainHooked = true;
+    this.client.on('drain', Session.onClientDrain);
   }
 
   private static onUpstreamDrain(this: SessionSocket): void {
