@@ -52,15 +52,7 @@ function nginxHttpTempPaths(l: Layout, name: string): string {
  * of a proxy in front of it.
  */
 export function backendNginxConf(l: Layout, workers: number, nofile: number): string {
-  return `daemon off;
-master_process on;
-worker_processes ${workers};
-worker_rlimit_nofile ${nofile};
-pid ${path.join(l.dir, 'backend.pid')};
-error_log ${path.join(l.dir, 'backend.error.log')} warn;
-events {
-  worker_connections ${nofile - 100};
-}
+  return `${nginxMainContext(l, 'backend', workers, nofile)}
 http {
   access_log off;
   sendfile on;
@@ -109,18 +101,23 @@ backend pool
 `;
 }
 
-/** nginx's stream (L4) proxy with defaults (16 KiB proxy buffers, accept_mutex off). */
-export function nginxStreamConf(l: Layout, workers: number, nofile: number): string {
-  return `load_module ${STREAM_MODULE};
-daemon off;
+/** The main and events contexts both nginx instances share: foreground, own pid and log files, fd limits. */
+function nginxMainContext(l: Layout, name: string, workers: number, nofile: number): string {
+  return `daemon off;
 master_process on;
 worker_processes ${workers};
 worker_rlimit_nofile ${nofile};
-pid ${path.join(l.dir, 'nginx-stream.pid')};
-error_log ${path.join(l.dir, 'nginx-stream.error.log')} warn;
+pid ${path.join(l.dir, `${name}.pid`)};
+error_log ${path.join(l.dir, `${name}.error.log`)} warn;
 events {
   worker_connections ${nofile - 100};
+}`;
 }
+
+/** nginx's stream (L4) proxy with defaults (16 KiB proxy buffers, accept_mutex off). */
+export function nginxStreamConf(l: Layout, workers: number, nofile: number): string {
+  return `load_module ${STREAM_MODULE};
+${nginxMainContext(l, 'nginx-stream', workers, nofile)}
 stream {
   upstream pool {
     server ${BACKEND_HOST}:${BACKEND_PORT};

@@ -1,8 +1,9 @@
-import { execFile } from 'node:child_process';
+import { run as runCommand, sleep, type ExecResult } from '../test/lab/util';
 import * as path from 'node:path';
 
 /**
- * Small helpers shared by the benchmark's files. The benchmark deliberately imports nothing from src/:
+ * Small helpers shared by the benchmark's files (command running comes from the lab's helpers). The
+ * benchmark deliberately imports nothing from src/:
  * it drives vipd only through its CLI, as an operator would, so a transiently broken src/ tree can
  * still be benchmarked from its last good build.
  */
@@ -13,32 +14,14 @@ export const REPO_ROOT: string = path.resolve(__dirname, '..', '..');
 /** vipd's CLI entry point in the build output. */
 export const VIPD_BIN = path.join(REPO_ROOT, 'dist', 'src', 'cli', 'bin.js');
 
-export interface ExecResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+export type { ExecResult } from '../test/lab/util';
 
-/** Runs a command to completion. A non-zero exit is returned, not thrown: callers decide what it means. */
+/**
+ * The lab's command runner with the benchmark's longer default deadline (a load run takes a while).
+ * A non-zero exit is returned, not thrown: callers decide what it means.
+ */
 export function run(argv: readonly string[], opts: { timeoutMs?: number; input?: string } = {}): Promise<ExecResult> {
-  const [file, ...args] = argv;
-  if (file === undefined) return Promise.reject(new Error('run: empty argv'));
-  return new Promise((resolve) => {
-    const child = execFile(
-      file,
-      args,
-      // SIGKILL on timeout: a wedged load generator must not stall the whole benchmark.
-      { timeout: opts.timeoutMs ?? 60_000, killSignal: 'SIGKILL', maxBuffer: 32 * 1024 * 1024, encoding: 'utf8' },
-      (err, stdout, stderr) => {
-        if (!err) return resolve({ code: 0, stdout, stderr });
-        const e = err as NodeJS.ErrnoException & { code?: number | string; killed?: boolean };
-        const code = typeof e.code === 'number' ? e.code : e.code === 'ENOENT' ? 127 : 1;
-        resolve({ code, stdout: stdout ?? '', stderr: `${stderr ?? ''}${typeof e.code === 'string' || e.killed ? `${e.message}\n` : ''}` });
-      },
-    );
-    if (opts.input !== undefined) child.stdin?.end(opts.input);
-    else child.stdin?.end();
-  });
+  return runCommand(argv, { timeoutMs: opts.timeoutMs ?? 60_000, ...(opts.input !== undefined ? { input: opts.input } : {}) });
 }
 
 /** Like run(), for steps the benchmark cannot go on without. */
@@ -48,7 +31,7 @@ export async function runOk(argv: readonly string[], opts: { timeoutMs?: number;
   return r;
 }
 
-export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+export { sleep };
 
 /** Thrown from a waitFor() predicate to stop waiting at once (the process waited on has died). */
 export class WaitAborted extends Error {}
