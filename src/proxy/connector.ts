@@ -25,6 +25,23 @@ export class ConnectError extends VipdError {
 export interface ConnectHandler {
   onConnected(socket: Socket): void;
   onConnectFailed(error: ConnectError): void;
+  /** When present, the socket hands its bytes to this reader (net's `onread`) and emits no 'data'. */
+  readonly reader?: UpstreamReader;
+}
+
+/**
+ * Takes a dialled socket's bytes in buffers of its own choosing (net's `onread`): no Buffer is
+ * allocated per read and nothing passes through the socket's Readable. 'end', 'error', 'close',
+ * pause() and resume() behave as usual.
+ */
+export interface UpstreamReader {
+  /**
+   * The buffer the next read lands in: called once when the socket is created and again after every
+   * read. It must not be one that a pending write still refers to.
+   */
+  nextReadBuffer(): Buffer;
+  /** `length` bytes arrived at the start of `buffer`. Returning false stops reading until resume(). */
+  onUpstreamRead(length: number, buffer: Buffer): boolean;
 }
 
 export interface PendingConnect {
@@ -51,6 +68,7 @@ export function createConnector(options: ConnectorOptions = {}): Connector {
   const keepAliveInitialDelay = options.keepAliveInitialDelayMs ?? DEFAULT_KEEPALIVE_INITIAL_DELAY_MS;
   const highWaterMark = options.highWaterMark;
   return (target, timeoutMs, handler) => {
+    const reader = handler.reader;
     const socket = dial({
       host: target.host,
       port: target.port,
@@ -60,6 +78,9 @@ export function createConnector(options: ConnectorOptions = {}): Connector {
       keepAlive: true,
       keepAliveInitialDelay,
       ...(highWaterMark === undefined ? {} : { highWaterMark }),
+      ...(reader === undefined
+        ? {}
+        : { onread: { buffer: () => reader.nextReadBuffer(), callback: (length: number, buffer: Uint8Array) => reader.onUpstreamRead(length, buffer as Buffer) } }),
     }) as DialSocket;
     const attempt = new DialAttempt(socket, target, timeoutMs, handler);
     socket[kDial] = attempt;

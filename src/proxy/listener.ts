@@ -9,6 +9,7 @@ import type { BackendDownHandler, BackendEntry, BackendLoadTracker } from './bac
 import { createConnector, type ConnectError, type Connector } from './connector';
 import type { ConnectionLimits } from './limits';
 import { createPicker } from './picker';
+import { DEFAULT_MAX_READ_BUFFER_BYTES } from './read-buffer';
 import type { BackendLoad, ListenerSpec, ListenerStats, PickRequest, Picker, ProxyListener } from './proxy';
 import { Session, type ProxySession, type SessionContext, type SessionOutcome } from './session';
 
@@ -27,6 +28,8 @@ export interface ListenerOptions {
   readonly connect?: Connector;
   /** Stream high-water mark of both legs (default: Node's, 16 KiB on Node 20). */
   readonly highWaterMark?: number;
+  /** The largest buffer one upstream read may get (default DEFAULT_MAX_READ_BUFFER_BYTES). */
+  readonly maxReadBufferBytes?: number;
 }
 
 /** A ProxyListener with the extras that tests, status and the composition root use. */
@@ -62,6 +65,7 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
   readonly spec: ListenerSpec;
   readonly load: BackendLoadTracker;
   readonly connect: Connector;
+  readonly maxReadBufferBytes: number;
   readonly random: () => number;
 
   private readonly picker: Picker;
@@ -107,6 +111,7 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
     this.load = options.load;
     this.limits = options.limits;
     this.random = options.random ?? Math.random;
+    this.maxReadBufferBytes = options.maxReadBufferBytes ?? DEFAULT_MAX_READ_BUFFER_BYTES;
     this.picker = createPicker(pool, options.random === undefined ? undefined : { random: options.random });
     this.connect =
       options.connect ??

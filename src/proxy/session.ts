@@ -1,7 +1,8 @@
 import type { Socket } from 'node:net';
 import type { Endpoint } from '../net/endpoint';
 import type { BackendEntry, BackendLoadTracker, QueuedClient } from './backend-load';
-import type { ConnectError, ConnectHandler, Connector, PendingConnect } from './connector';
+import type { ConnectError, ConnectHandler, Connector, PendingConnect, UpstreamReader } from './connector';
+import { MIN_READ_BUFFER_BYTES, nextReadBufferSize } from './read-buffer';
 import type { ListenerSpec } from './proxy';
 
 /**
@@ -61,6 +62,8 @@ export interface SessionContext {
   readonly spec: ListenerSpec;
   readonly load: BackendLoadTracker;
   readonly connect: Connector;
+  /** The largest buffer an upstream read may get (read-buffer.ts). */
+  readonly maxReadBufferBytes: number;
   now(): number;
   /** Uniform in [0, 1): the maxConnectionAge jitter. */
   random(): number;
@@ -96,10 +99,14 @@ type SessionSocket = Socket & { [kSession]?: Session };
  * no TIME_WAIT on the balancer.
  *
  * Once connected, bytes are relayed both ways with backpressure: a leg whose peer's write() returns
- * false is paused until 'drain'. Each direction then holds less than the writer's high-water mark
- * plus the chunk that crossed it, and in the paused reader whatever one more read brings in (Node
- * stops reading a paused socket only after that read): at most 2 x highWaterMark + 2 x 64 KiB with
- * Node's 64 KiB reads, whatever the peers do.
+ * false is paused until 'drain'. The two directions differ in how they read:
+ * - client to upstream: the accepted socket's 'data' events (net.Server cannot give its sockets
+ *   `onread`). The direction holds less than the upstream's high-water mark plus the chunk that
+ *   crossed it, and in the paused client whatever one more read brings in (Node stops reading a
+ *   paused socket only after that read): at most 2 x highWaterMark + 2 x 64 KiB.
+ * - upstream to client, which carries the responses, watch events and downloads: reads land in the
+ *   session's own buffer (UpstreamReader), which stops reading as soon as a write returns false. The
+ *   direction holds less than the client's high-water mark plus one read (maxReadBufferBytes).
  *
  * A FIN is relayed as a FIN once everything before it has been written (end()). The session ends
  * when both directions are finished, or at the first error, which resets the other leg so that an
@@ -108,7 +115,7 @@ type SessionSocket = Socket & { [kSession]?: Session };
  * Idle and age limits cost nothing per chunk: the listener's housekeeping sweep calls sweep(), which
  * compares the byte counters with what it saw last time.
  */
-export class Session implements ProxySession, ConnectHandler, QueuedClient {
+export class Session implements ProxySession, ConnectHandler, UpstreamReader, QueuedClient {
   readonly startedAt: number;
   readonly closeAt: number;
 
@@ -132,6 +139,11 @@ export class Session implements ProxySession, ConnectHandler, QueuedClient {
   private tried: Set<string> | undefined;
   /** The client's first chunk, read before any upstream existed; written first once one does. */
   private firstChunk: Buffer | undefined;
+  /** Where the upstream's next read lands (see nextReadBuffer), and the size of the last read. */
+  private readBuffer: Buffer | undefined;
+  private lastReadBytes = 0;
+  /** A write to the client still refers to readBuffer: the next read needs a buffer of its own. */
+  private readBufferLent = false;
   /** The client's FIN arrived before an upstream existed; it is relayed once one does. */
   private clientEnded = false;
   private clientClosed = false;
@@ -204,6 +216,11 @@ export class Session implements ProxySession, ConnectHandler, QueuedClient {
     let total = client.writableLength + client.readableLength + (this.firstChunk?.length ?? 0);
     if (upstream !== undefined) total += upstream.writableLength + upstream.readableLength;
     return total;
+  }
+
+  /** ConnectHandler: the upstream leg delivers its bytes to this session through onUpstreamRead. */
+  get reader(): UpstreamReader {
+    return this;
   }
 
   hasTried(backendKey: string): boolean {
@@ -286,7 +303,6 @@ export class Session implements ProxySession, ConnectHandler, QueuedClient {
     upstream[kSession] = this;
     this.upstream = upstream;
     this.upstreamClosed = false;
-    upstream.on('data', Session.onUpstreamData);
     upstream.on('end', Session.onUpstreamEnd);
     upstream.on('error', Session.onUpstreamError);
     upstream.on('close', Session.onUpstreamClose);
@@ -304,6 +320,39 @@ export class Session implements ProxySession, ConnectHandler, QueuedClient {
     if (this.clientEnded) upstream.end();
     // Backpressure from the very first write: the client stays paused until the upstream drains.
     else if (drained) client.resume();
+  }
+
+  // UpstreamReader
+
+  /**
+   * The buffer is the session's own and is reused from read to read, unless the last chunk could not
+   * be written to the client at once: the pending write then still refers to it, and the next read
+   * gets a new one. Its size follows the reads (read-buffer.ts).
+   */
+  nextReadBuffer(): Buffer {
+    const current = this.readBuffer;
+    const size =
+      current === undefined ? MIN_READ_BUFFER_BYTES : nextReadBufferSize(current.length, this.lastReadBytes, this.ctx.maxReadBufferBytes);
+    if (current !== undefined && size === current.length && !this.readBufferLent) return current;
+    this.readBufferLent = false;
+    // Below 4 KiB allocUnsafe slices Node's shared pool: a quiet connection costs a slice, not a page.
+    this.readBuffer = Buffer.allocUnsafe(size);
+    return this.readBuffer;
+  }
+
+  onUpstreamRead(length: number, buffer: Buffer): boolean {
+    this.lastReadBytes = length;
+    const client = this.client;
+    // Closing at maximum age, or the client already gone: what the backend still sends is dropped.
+    if (this.currentState !== 'relaying' || client.destroyed) return true;
+    this.upstreamBytes += length;
+    this.slot!.unflushedBytesIn += length;
+    const written = client.write(buffer.subarray(0, length));
+    // Anything left in the client's queue (this chunk, or chunks before it) may point into `buffer`.
+    if (client.writableLength > 0) this.readBufferLent = true;
+    if (written) return true;
+    if (!this.clientDrainHooked) this.hookClientDrain();
+    return false;
   }
 
   onConnectFailed(error: ConnectError): void {
@@ -391,9 +440,7 @@ export class Session implements ProxySession, ConnectHandler, QueuedClient {
     const client = this.client;
     const upstream = this.upstream!;
     client.removeListener('data', Session.onClientData);
-    upstream.removeListener('data', Session.onUpstreamData);
     client.on('data', discard);
-    upstream.on('data', discard);
     client.resume();
     upstream.resume();
     if (!client.writableEnded) client.end();
@@ -465,16 +512,6 @@ export class Session implements ProxySession, ConnectHandler, QueuedClient {
     if (!session.upstream!.write(chunk)) {
       this.pause();
       if (!session.upstreamDrainHooked) session.hookUpstreamDrain();
-    }
-  }
-
-  private static onUpstreamData(this: SessionSocket, chunk: Buffer): void {
-    const session = this[kSession]!;
-    session.upstreamBytes += chunk.length;
-    session.slot!.unflushedBytesIn += chunk.length;
-    if (!session.client.write(chunk)) {
-      this.pause();
-      if (!session.clientDrainHooked) session.hookClientDrain();
     }
   }
 

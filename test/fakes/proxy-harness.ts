@@ -87,6 +87,7 @@ export interface ProxyOptions extends PoolSpecOverrides {
   readonly backends?: readonly BackendSpec[];
   readonly connect?: Connector;
   readonly highWaterMark?: number;
+  readonly maxReadBufferBytes?: number;
   readonly maxConnections?: number;
   readonly limits?: ConnectionLimits;
   readonly clock?: Clock;
@@ -123,6 +124,7 @@ export async function startProxy(options: ProxyOptions): Promise<ProxyUnderTest>
     ...(options.random === undefined ? {} : { random: options.random }),
     ...(options.connect === undefined ? {} : { connect: options.connect }),
     ...(options.highWaterMark === undefined ? {} : { highWaterMark: options.highWaterMark }),
+    ...(options.maxReadBufferBytes === undefined ? {} : { maxReadBufferBytes: options.maxReadBufferBytes }),
   });
   const ended: ProxySession[] = [];
   listener.onSessionEnd((session) => ended.push(session));

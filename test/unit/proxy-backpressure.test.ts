@@ -10,7 +10,10 @@ const TEST_TIMEOUT_MS = 20_000;
 
 const MB = 1024 * 1024;
 const TOTAL = 20 * MB;
-/** The largest chunk one socket read hands to JavaScript (libuv reads into 64 KiB buffers). */
+/**
+ * The largest chunk one read hands to JavaScript: 64 KiB for the client leg (Node's reads), and the
+ * session's read buffer for the upstream leg, pinned to the same size here (maxReadBufferBytes).
+ */
 const READ_CHUNK = 64 * 1024;
 /** vipd's stream high-water mark on both legs (Node 20's default, set explicitly so the bound is ours). */
 const HIGH_WATER_MARK = 16 * 1024;
@@ -96,7 +99,12 @@ describe('backpressure (T10)', () => {
       const backend = await startBackend((socket) => {
         backendSide = direction === 'backend->client' ? writeFast(socket, TOTAL) : readSlowly(socket, READER_BYTES_PER_SECOND);
       });
-      const proxy = await startProxy({ healthy: [backend.endpoint], highWaterMark: HIGH_WATER_MARK, timeouts: { firstByteMs } });
+      const proxy = await startProxy({
+        healthy: [backend.endpoint],
+        highWaterMark: HIGH_WATER_MARK,
+        maxReadBufferBytes: READ_CHUNK,
+        timeouts: { firstByteMs },
+      });
       try {
         const client = await connectClient(proxy.port);
         const sampler = sampleBuffered(proxy);
@@ -113,10 +121,11 @@ describe('backpressure (T10)', () => {
         }
         const seconds = (performance.now() - started) / 1000;
         const { max, samples } = sampler.stop();
-        // Per direction the writer holds < its high-water mark + the chunk that crossed it, and the
-        // paused reader holds what one more read brings in (< its high-water mark + a chunk): Node
-        // stops reading a paused socket only after the next read has landed. Hence two chunks, not one.
-        const bound = 2 * HIGH_WATER_MARK + 2 * READ_CHUNK;
+        // Per direction the writer holds < its high-water mark + the chunk that crossed it. From the
+        // client, the paused reader also holds what one more read brings in (< its high-water mark + a
+        // chunk): Node stops reading a paused socket only after the next read has landed. The upstream
+        // leg reads into the session's buffer, which stops at once: one chunk.
+        const bound = direction === 'client->backend' ? 2 * HIGH_WATER_MARK + 2 * READ_CHUNK : HIGH_WATER_MARK + READ_CHUNK;
         console.log(
           `T10 ${direction}: ${(TOTAL / MB).toFixed(0)} MB in ${seconds.toFixed(2)} s; max buffered in vipd ${max} B ` +
             `over ${samples} samples (high-water mark ${HIGH_WATER_MARK} B, read chunk ${READ_CHUNK} B, bound ${bound} B)`,

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { Socket } from 'node:net';
+import { connect as netConnect, Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { createConnector } from '../../src/proxy/connector';
 import { closedPort, dialAndAwaitEnd, echoOnce, startEchoBackend } from '../fakes/proxy-backends';
@@ -66,7 +66,7 @@ describe('connect retry (T01)', () => {
     let hungDials = 0;
     const connect = createConnector({
       dial: (options) => {
-        if (options.port !== hangingTarget.port) return new Socket().connect(options);
+        if (options.port !== hangingTarget.port) return netConnect(options);
         hungDials++;
         return new Socket();
       },
