@@ -67,6 +67,7 @@ export function createConnector(options: ConnectorOptions = {}): Connector {
   const dial = options.dial ?? netConnect;
   const keepAliveInitialDelay = options.keepAliveInitialDelayMs ?? DEFAULT_KEEPALIVE_INITIAL_DELAY_MS;
   const highWaterMark = options.highWaterMark;
+  const deadlines = new Map<number, DialDeadlines>();
   return (target, timeoutMs, handler) => {
     const reader = handler.reader;
     const socket = dial({
@@ -82,14 +83,16 @@ export function createConnector(options: ConnectorOptions = {}): Connector {
         ? {}
         : { onread: { buffer: () => reader.nextReadBuffer(), callback: (length: number, buffer: Uint8Array) => reader.onUpstreamRead(length, buffer as Buffer) } }),
     }) as DialSocket;
-    const attempt = new DialAttempt(socket, target, timeoutMs, handler);
+    let timeouts = deadlines.get(timeoutMs);
+    if (timeouts === undefined) {
+      timeouts = new DialDeadlines(timeoutMs);
+      deadlines.set(timeoutMs, timeouts);
+    }
+    const attempt = new DialAttempt(socket, target, timeouts, handler);
     socket[kDial] = attempt;
     socket.on('connect', onDialConnect);
-    socket.on('timeout', onDialTimeout);
     socket.on('error', onDialError);
-    // The socket's own idle timer is the cheapest timer Node has, and it also covers a dial that
-    // never produces any event at all.
-    socket.setTimeout(timeoutMs);
+    timeouts.add(attempt);
     return attempt;
   };
 }
@@ -99,60 +102,103 @@ type DialSocket = Socket & { [kDial]?: DialAttempt | undefined };
 
 class DialAttempt implements PendingConnect {
   settled = false;
+  /** Monotonic ms; and the neighbours in the DialDeadlines list while pending. */
+  deadline = 0;
+  newer: DialAttempt | undefined;
+  older: DialAttempt | undefined;
+
   constructor(
     readonly socket: DialSocket,
     readonly target: Endpoint,
-    readonly timeoutMs: number,
+    readonly timeouts: DialDeadlines,
     readonly handler: ConnectHandler,
   ) {}
 
   cancel(): void {
-    if (this.settled) return;
-    this.settled = true;
-    detach(this.socket);
+    if (!this.settle()) return;
     this.socket.destroy();
+  }
+
+  /**
+   * True the first time only. The dial's 'connect' and 'error' listeners stay on the socket: 'connect'
+   * never fires again, and with kDial cleared onDialError returns at once, next to the listener the
+   * new owner adds: fewer EventEmitter operations per dial.
+   */
+  settle(): boolean {
+    if (this.settled) return false;
+    this.settled = true;
+    this.socket[kDial] = undefined;
+    this.timeouts.remove(this);
+    return true;
+  }
+
+  timedOut(): void {
+    if (!this.settle()) return;
+    this.socket.destroy();
+    const key = this.target.key;
+    this.handler.onConnectFailed(new ConnectError('timeout', key, `connect to ${key} timed out after ${this.timeouts.timeoutMs} ms`));
+  }
+}
+
+/**
+ * The pending dials that share one timeout, oldest first, which is also deadline order: one timer for
+ * all of them. A timer per dial (the socket's setTimeout) costs a Timeout object, a bound function, a
+ * timer-list insert and removal, and a timer refresh on every read and write while it is armed.
+ */
+class DialDeadlines {
+  private oldest: DialAttempt | undefined;
+  private newest: DialAttempt | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(readonly timeoutMs: number) {}
+
+  add(attempt: DialAttempt): void {
+    attempt.deadline = performance.now() + this.timeoutMs;
+    attempt.older = this.newest;
+    if (this.newest === undefined) this.oldest = attempt;
+    else this.newest.newer = attempt;
+    this.newest = attempt;
+    if (this.timer === undefined) this.schedule(this.timeoutMs);
+  }
+
+  remove(attempt: DialAttempt): void {
+    const { older, newer } = attempt;
+    if (older === undefined) this.oldest = newer;
+    else older.newer = newer;
+    if (newer === undefined) this.newest = older;
+    else newer.older = older;
+    attempt.older = attempt.newer = undefined;
+  }
+
+  private schedule(delayMs: number): void {
+    // Not ref'd: a pending dial alone must not keep a process alive that is otherwise done.
+    this.timer = setTimeout(() => this.expire(), Math.max(1, Math.ceil(delayMs))).unref();
+  }
+
+  private expire(): void {
+    this.timer = undefined;
+    const now = performance.now();
+    let attempt = this.oldest;
+    while (attempt !== undefined && attempt.deadline <= now) {
+      attempt.timedOut();
+      attempt = this.oldest;
+    }
+    if (attempt !== undefined) this.schedule(attempt.deadline - now);
   }
 }
 
 // Shared listeners (`this` is the socket) so that a dial allocates no closures.
 function onDialConnect(this: DialSocket): void {
   const attempt = this[kDial];
-  if (attempt === undefined || attempt.settled) return;
-  attempt.settled = true;
-  detach(this);
-  this.setTimeout(0);
+  if (attempt === undefined || !attempt.settle()) return;
   attempt.handler.onConnected(this);
-}
-
-function onDialTimeout(this: DialSocket): void {
-  const attempt = this[kDial];
-  if (attempt === undefined || attempt.settled) return;
-  attempt.settled = true;
-  detach(this);
-  this.destroy();
-  const key = attempt.target.key;
-  attempt.handler.onConnectFailed(
-    new ConnectError('timeout', key, `connect to ${key} timed out after ${attempt.timeoutMs} ms`),
-  );
 }
 
 function onDialError(this: DialSocket, err: Error): void {
   const attempt = this[kDial];
-  if (attempt === undefined || attempt.settled) return;
-  attempt.settled = true;
-  detach(this);
+  if (attempt === undefined || !attempt.settle()) return;
   this.destroy();
   attempt.handler.onConnectFailed(normaliseConnectError(attempt.target.key, err));
-}
-
-/**
- * The dial's 'connect' and 'error' listeners stay: 'connect' never fires again, and with kDial cleared
- * onDialError returns at once, next to the listener the new owner adds. Two fewer EventEmitter
- * operations per dial. The timeout listener goes, so that a later setTimeout() of the owner is its own.
- */
-function detach(socket: DialSocket): void {
-  socket[kDial] = undefined;
-  socket.removeListener('timeout', onDialTimeout);
 }
 
 /** Maps a platform dial error to a ConnectError, keeping the original as `cause`. */

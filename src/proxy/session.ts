@@ -541,7 +541,7 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
     const session = this[kSession]!;
     const upstream = session.upstream;
     if (upstream !== undefined) {
-      if (!upstream.destroyed) upstream.end();
+      relayEnd(upstream);
     } else if (session.currentState === 'waiting') {
       // Hung up without a word: nothing to relay, so no upstream is ever opened.
       this.setTimeout(0);
@@ -552,8 +552,7 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
   }
 
   private static onUpstreamEnd(this: SessionSocket): void {
-    const client = this[kSession]!.client;
-    if (!client.destroyed) client.end();
+    relayEnd(this[kSession]!.client);
   }
 
   private static onClientError(this: SessionSocket, err: NodeJS.ErrnoException): void {
@@ -574,6 +573,17 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
 }
 
 function discard(): void {}
+
+/**
+ * Relays a FIN to `socket`. When its peer has sent its own FIN already and every byte has reached the
+ * kernel, the connection is over both ways: close() sends the FIN itself (after what the kernel still
+ * holds), which saves a shutdown(2) and Node's end-then-close round.
+ */
+function relayEnd(socket: Socket): void {
+  if (socket.destroyed) return;
+  if (socket.readableEnded && socket.writableLength === 0) socket.destroy();
+  else socket.end();
+}
 
 /**
  * Aborts with an RST where libuv allows it. While a shutdown (our FIN) is pending, uv_tcp_close_reset
