@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 import type { Endpoint } from '../net/endpoint';
 import type { BackendEntry, BackendLoadTracker, QueuedClient } from './backend-load';
 import type { ConnectError, ConnectHandler, Connector, PendingConnect, UpstreamReader } from './connector';
-import { MIN_READ_BUFFER_BYTES, nextReadBufferSize } from './read-buffer';
+import { UpstreamReadBuffers } from './read-buffer';
 import type { ListenerSpec } from './proxy';
 
 /**
@@ -139,11 +139,8 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
   private tried: Set<string> | undefined;
   /** The client's first chunk, read before any upstream existed; written first once one does. */
   private firstChunk: Buffer | undefined;
-  /** Where the upstream's next read lands (see nextReadBuffer), and the size of the last read. */
-  private readBuffer: Buffer | undefined;
-  private lastReadBytes = 0;
-  /** A write to the client still refers to readBuffer: the next read needs a buffer of its own. */
-  private readBufferLent = false;
+  /** Where the upstream's reads land; created with the first upstream socket. */
+  private reads: UpstreamReadBuffers | undefined;
   /** The client's FIN arrived before an upstream existed; it is relayed once one does. */
   private clientEnded = false;
   private clientClosed = false;
@@ -324,32 +321,24 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
 
   // UpstreamReader
 
-  /**
-   * The buffer is the session's own and is reused from read to read, unless the last chunk could not
-   * be written to the client at once: the pending write then still refers to it, and the next read
-   * gets a new one. Its size follows the reads (read-buffer.ts).
-   */
+  /** The session's own buffers, reused from read to read and sized by the reads (read-buffer.ts). */
   nextReadBuffer(): Buffer {
-    const current = this.readBuffer;
-    const size =
-      current === undefined ? MIN_READ_BUFFER_BYTES : nextReadBufferSize(current.length, this.lastReadBytes, this.ctx.maxReadBufferBytes);
-    if (current !== undefined && size === current.length && !this.readBufferLent) return current;
-    this.readBufferLent = false;
-    // Below 4 KiB allocUnsafe slices Node's shared pool: a quiet connection costs a slice, not a page.
-    this.readBuffer = Buffer.allocUnsafe(size);
-    return this.readBuffer;
+    // Every byte from the upstream is written to the client, so what it has flushed is the difference.
+    const flushed = this.upstreamBytes - this.client.writableLength;
+    return (this.reads ??= new UpstreamReadBuffers(this.ctx.maxReadBufferBytes)).next(flushed);
   }
 
   onUpstreamRead(length: number, buffer: Buffer): boolean {
-    this.lastReadBytes = length;
+    const reads = this.reads!;
+    reads.read(length);
     const client = this.client;
     // Closing at maximum age, or the client already gone: what the backend still sends is dropped.
     if (this.currentState !== 'relaying' || client.destroyed) return true;
     this.upstreamBytes += length;
     this.slot!.unflushedBytesIn += length;
     const written = client.write(buffer.subarray(0, length));
-    // Anything left in the client's queue (this chunk, or chunks before it) may point into `buffer`.
-    if (client.writableLength > 0) this.readBufferLent = true;
+    // Still queued: the write refers to `buffer`, which the next read must not reuse until it is flushed.
+    if (client.writableLength > 0) reads.lendCurrent(this.upstreamBytes);
     if (written) return true;
     if (!this.clientDrainHooked) this.hookClientDrain();
     return false;
