@@ -11,7 +11,7 @@ export const VIP = '198.18.99.1';
 /** The nginx HTTP backend, on the namespace's own loopback. */
 export const BACKEND_HOST = '127.0.0.1';
 export const BACKEND_PORT = 8080;
-export const PROXY_PORTS = { vipd: 8001, haproxy: 8002, nginx: 8003 } as const;
+export const PROXY_PORTS = { vipd: 8001, haproxy: 8002, nginx: 8003, libuv: 8004 } as const;
 /** vipd's admin API (loopback only, as vipd requires). Every port here stays below the ephemeral range (netns.ts). */
 export const VIPD_ADMIN_PORT = 9180;
 

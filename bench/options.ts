@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { PATH_NAMES, type PathName } from './paths';
+import { DEFAULT_PATHS, PATH_NAMES, type PathName } from './paths';
 import { VIPD_BIN } from './util';
 import type { Durations } from './measure';
 
@@ -33,7 +33,9 @@ namespace of its own, and prints markdown tables (stdout); progress goes to stde
 
   --rounds N        rounds per table, alternating the paths; figures are medians (default 3)
   --quick           1 round, shorter loads, 2,000 idle connections: a smoke run (~1.5 min)
-  --only LIST       comma-separated paths: vipd,haproxy,nginx,direct (default: all)
+  --only LIST       comma-separated paths: vipd,haproxy,nginx,direct (default: these four),
+                    and libuv: a bare relay on Node's internal libuv handles, the
+                    reference for what net.Socket costs (bench/libuv-relay.ts)
   --profile         also profile vipd (node --cpu-prof) under the keep-alive, new-connection
                     and bulk loads, and print the top functions (adds ~40 s)
   --profile-dir DIR where the .cpuprofile files go (default: a new directory in $TMPDIR)
@@ -51,7 +53,7 @@ export class UsageError extends Error {}
 export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
   let rounds: number | undefined;
   let quick = false;
-  let only: PathName[] = [...PATH_NAMES];
+  let only: PathName[] = [...DEFAULT_PATHS];
   let profile = false;
   let profileDir: string | undefined;
   let workersTable = true;

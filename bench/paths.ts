@@ -6,20 +6,26 @@ import { startProcess, treePids, type Managed } from './procs';
 import { WaitAborted, run, waitFor } from './util';
 
 /**
- * The four paths to the backend. A proxy is started fresh for each measurement block (and stopped
- * after it), so every block, the idle-memory test in particular, starts from the same state whatever
- * ran before it.
+ * The paths to the backend. A proxy is started fresh for each measurement block (and stopped after
+ * it), so every block, the idle-memory test in particular, starts from the same state whatever ran
+ * before it. `libuv` is a reference, run only when asked for (--only): the bare relay of
+ * libuv-relay.ts, which tells how much of vipd's cost is Node's net.Socket.
  */
 
-export const PATH_NAMES = ['vipd', 'haproxy', 'nginx', 'direct'] as const;
+export const PATH_NAMES = ['vipd', 'haproxy', 'nginx', 'direct', 'libuv'] as const;
 export type PathName = (typeof PATH_NAMES)[number];
+export const DEFAULT_PATHS: readonly PathName[] = ['vipd', 'haproxy', 'nginx', 'direct'];
 
 export const PATH_LABELS: Record<PathName, string> = {
   vipd: 'vipd',
   haproxy: 'HAProxy',
   nginx: 'nginx stream',
   direct: 'direct',
+  libuv: 'Node libuv-handle relay (reference)',
 };
+
+/** Paths with a single process only: no second table for them. */
+export const SINGLE_PROCESS_PATHS: readonly PathName[] = ['libuv'];
 
 export interface PathTarget {
   readonly host: string;
@@ -95,6 +101,9 @@ export async function startPath(name: PathName, ctx: StartContext): Promise<Runn
       argv = ['nginx', '-e', path.join(ctx.layout.dir, 'nginx-stream.error.log'), '-c', file];
       break;
     }
+    case 'libuv':
+      argv = [process.execPath, path.join(__dirname, 'libuv-relay.js'), VIP, String(PROXY_PORTS.libuv), BACKEND_HOST, String(BACKEND_PORT)];
+      break;
   }
   const proc = startProcess(name, argv, { cores: ctx.cores, nofile: ctx.nofile, logFile });
   const running: RunningPath = { name, ...target, proc, stop: async () => void (await proc.stop(10_000)) };

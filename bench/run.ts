@@ -18,7 +18,7 @@ import { curlDownload, httpGetStatus, wrk } from './load';
 import { LATENCY_CONNECTIONS, LATENCY_DELAY_MS, LATENCY_TARGET_RATE, LOAD_CONNECTIONS, measureBlock, type BlockResult, type Durations, type RateFigure, type Scripts } from './measure';
 import { createNamespace, destroyNamespace, namespaceName, staleNamespaces } from './netns';
 import { USAGE, UsageError, durationsFor, parseOptions, type BenchOptions } from './options';
-import { prepareVipdConfig, processCount, startPath, type PathName } from './paths';
+import { SINGLE_PROCESS_PATHS, prepareVipdConfig, processCount, startPath, type PathName } from './paths';
 import { foreignCpuMeter, initClockTicks, startProcess, stopAll } from './procs';
 import { formatSummary, readProfile, summariseProfile } from './profile-summary';
 import { renderSamples, renderTable, type TableSpec } from './report';
@@ -247,7 +247,7 @@ async function innerMain(options: BenchOptions): Promise<void> {
     await runTable(table1, 1, env, opts, env.proxyCores, true);
 
     let table2: TableSpec | undefined;
-    const multiPaths = opts.only.filter((p) => p !== 'direct');
+    const multiPaths = opts.only.filter((p) => p !== 'direct' && !SINGLE_PROCESS_PATHS.includes(p));
     if (opts.workersTable && multiPaths.length > 0) {
       table2 = {
         title: 'Two workers: vipd proxy.workers 2, HAProxy nbthread 2, nginx stream 2 workers — proxy on cores 0-1, load and backend on core 1',
