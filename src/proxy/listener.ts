@@ -8,6 +8,7 @@ import type { Endpoint } from '../net/endpoint';
 import type { BackendDownHandler, BackendEntry, BackendLoadTracker } from './backend-load';
 import { createConnector, type ConnectError, type Connector } from './connector';
 import type { ConnectionLimits } from './limits';
+import { LiveList } from './live-list';
 import { createPicker } from './picker';
 import { DEFAULT_MAX_READ_BUFFER_BYTES } from './read-buffer';
 import type { BackendLoad, ListenerSpec, ListenerStats, PickRequest, Picker, ProxyListener } from './proxy';
@@ -80,7 +81,7 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
   private readonly labels: { readonly listener: string };
   private readonly refusedLabels = new Map<string, { readonly listener: string; readonly reason: string }>();
   private readonly server: Server;
-  private readonly live = new Set<Session>();
+  private readonly live = new LiveList<Session>();
   private readonly boundListeners = new Set<(bound: boolean) => void>();
   private readonly endListeners = new Set<(session: ProxySession) => void>();
   private readonly detachFromPool: () => void;

@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import type { Endpoint } from '../net/endpoint';
 import type { BackendEntry, BackendLoadTracker, QueuedClient } from './backend-load';
 import type { ConnectError, ConnectHandler, Connector, PendingConnect, UpstreamReader } from './connector';
+import type { LiveListMember } from './live-list';
 import { UpstreamReadBuffers } from './read-buffer';
 import type { ListenerSpec } from './proxy';
 
@@ -115,7 +116,7 @@ type SessionSocket = Socket & { [kSession]?: Session };
  * Idle and age limits cost nothing per chunk: the listener's housekeeping sweep calls sweep(), which
  * compares the byte counters with what it saw last time.
  */
-export class Session implements ProxySession, ConnectHandler, UpstreamReader, QueuedClient {
+export class Session implements ProxySession, ConnectHandler, UpstreamReader, QueuedClient, LiveListMember<Session> {
   readonly startedAt: number;
   readonly closeAt: number;
 
@@ -124,6 +125,10 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
   queuePrev: QueuedClient | undefined;
   queueDeadline = 0;
   queuedFor: BackendEntry | undefined;
+
+  // LiveListMember: owned by the listener's list of open sessions.
+  liveNext: Session | undefined;
+  livePrev: Session | undefined;
 
   private currentState: SessionState = 'connecting';
   private finalOutcome: SessionOutcome | undefined;
