@@ -3,7 +3,7 @@ import { createInterface } from 'node:readline';
 import { LARGE_FILE_BYTES, BACKEND_PORT } from './configs';
 import { curlDownload, wrk, type WrkResult } from './load';
 import type { RunningPath } from './paths';
-import { cpuMeter, startProcess, treeRssKiB } from './procs';
+import { cpuMeter, startProcess, treeRssKiB, type Interference } from './procs';
 import { errorText, progress, run, sleep } from './util';
 
 /** How long each load runs, per table (options.ts durationsFor; --quick shortens them). */
@@ -66,8 +66,8 @@ export interface BlockResult {
   idle?: IdleFigure;
   /** Proxy process count seen while loaded. */
   processes?: number;
-  /** CPU used by other processes on the machine during the block, percent of one core (see foreignCpuMeter). */
-  foreignCpuPercent?: number;
+  /** CPU that other processes and the host took during the block (see interferenceMeter). */
+  interference?: Interference;
   /** Proxy CPU during (c), percent of one core. */
   bulkCpuPercent?: number;
   errors: string[];

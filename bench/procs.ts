@@ -227,11 +227,13 @@ export function cpuMeter(root: number): { stop(): CpuUse } {
   };
 }
 
-/** CPU time the whole machine spent in user and kernel code of any process, in seconds (irq and softirq excluded). */
-function machineBusySeconds(): number {
+/** The machine's CPU counters from /proc/stat, in seconds. */
+function machineCpuSeconds(): { busy: number; steal: number } {
   const cpu = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const [user = 0, nice = 0, system = 0] = cpu;
-  return (user + nice + system) / clockTicks;
+  // user nice system idle iowait irq softirq steal: busy is user and kernel code of any process (irq
+  // and softirq excluded); steal is time the hypervisor ran something else while this VM wanted a CPU.
+  const [user = 0, nice = 0, system = 0, , , , , steal = 0] = cpu;
+  return { busy: (user + nice + system) / clockTicks, steal: steal / clockTicks };
 }
 
 /** This process's CPU plus that of every child it has reaped (wrk, curl, stopped proxies and all their children). */
@@ -242,23 +244,34 @@ function ownCpuSeconds(): number {
   return (f[11]! + f[12]! + f[13]! + f[14]!) / clockTicks;
 }
 
+/** What else took CPU from the benchmark during one block, in percent of one core. */
+export interface Interference {
+  /** Processes that are not the benchmark's (see interferenceMeter). */
+  foreignPercent: number;
+  /** The hypervisor: time this virtual machine wanted a CPU and the host ran something else. */
+  stealPercent: number;
+}
+
 /**
- * How busy the machine was with processes that are not the benchmark's, over an interval, in percent
- * of one core. The benchmark shares its machine with whatever else runs there, and a compile or test
- * run on the same cores moves every figure: this says how much that happened. Start it before a proxy
- * is started and stop it after that proxy has exited, so the proxy's CPU is counted as the
+ * How much other work competed with the benchmark over an interval. The benchmark shares its machine
+ * with whatever else runs there, and a compile or test run on the same cores moves every figure; on a
+ * virtual machine the host's other guests do the same, invisibly to `top`, and show only as steal
+ * time, which stalls every process of this machine at random moments (p99 first). Start it before a
+ * proxy is started and stop it after that proxy has exited, so the proxy's CPU is counted as the
  * benchmark's; `live` are long-running children still alive at stop() (the backend).
  */
-export function foreignCpuMeter(live: readonly number[]): { stop(): number } {
+export function interferenceMeter(live: readonly number[]): { stop(): Interference } {
   const ownLive = () => live.reduce((sum, pid) => sum + treeCpuSeconds(pid), 0);
-  const machine0 = machineBusySeconds();
+  const machine0 = machineCpuSeconds();
   const own0 = ownCpuSeconds() + ownLive();
   const t0 = process.hrtime.bigint();
   return {
     stop() {
       const wall = Number(process.hrtime.bigint() - t0) / 1e9;
-      const foreign = machineBusySeconds() - machine0 - (ownCpuSeconds() + ownLive() - own0);
-      return wall > 0 ? Math.max(0, (100 * foreign) / wall) : 0;
+      const machine = machineCpuSeconds();
+      const foreign = machine.busy - machine0.busy - (ownCpuSeconds() + ownLive() - own0);
+      const percent = (seconds: number) => (wall > 0 ? Math.max(0, (100 * seconds) / wall) : 0);
+      return { foreignPercent: percent(foreign), stealPercent: percent(machine.steal - machine0.steal) };
     },
   };
 }

@@ -45,7 +45,8 @@ export const FIGURES: readonly Figure[] = [
   { name: '(d) p99 latency µs', pick: (b) => b.latency?.p99Us, format: int, direction: 'lower', target: { op: '≤', ratio: 1.5 } },
   { name: '  achieved rate in (d), req/s', pick: (b) => b.latency?.rate, format: int, direction: 'info' },
   { name: '(e) RSS MiB per 10k idle conns', pick: (b) => b.idle?.mibPer10k, format: fixed1, direction: 'lower' },
-  { name: 'other processes on the machine, CPU %', pick: (b) => b.foreignCpuPercent, format: (v) => `${v.toFixed(0)}%`, direction: 'info' },
+  { name: 'other processes on the machine, CPU %', pick: (b) => b.interference?.foreignPercent, format: (v) => `${v.toFixed(0)}%`, direction: 'info' },
+  { name: 'host steal (CPU the hypervisor took), %', pick: (b) => b.interference?.stealPercent, format: (v) => `${v.toFixed(0)}%`, direction: 'info' },
 ];
 
 export function medianOf(blocks: readonly BlockResult[] | undefined, pick: (b: BlockResult) => number | undefined): number | undefined {

@@ -19,7 +19,7 @@ import { LATENCY_CONNECTIONS, LATENCY_DELAY_MS, LATENCY_TARGET_RATE, LOAD_CONNEC
 import { createNamespace, destroyNamespace, namespaceName, staleNamespaces } from './netns';
 import { USAGE, UsageError, durationsFor, parseOptions, type BenchOptions } from './options';
 import { SINGLE_PROCESS_PATHS, prepareVipdConfig, processCount, startPath, type PathName } from './paths';
-import { foreignCpuMeter, initClockTicks, startProcess, stopAll } from './procs';
+import { interferenceMeter, initClockTicks, startProcess, stopAll } from './procs';
 import { formatSummary, readProfile, summariseProfile } from './profile-summary';
 import { renderSamples, renderTable, type TableSpec } from './report';
 import { REPO_ROOT, VIPD_BIN, errorText, progress, run, runOk, sleep, waitFor } from './util';
@@ -183,7 +183,7 @@ interface Env {
   readonly proxyCores: string;
   readonly allCores: string;
   readonly loadCores: string;
-  /** The backend's pid, once started (its CPU is the benchmark's own in foreignCpuMeter). */
+  /** The backend's pid, once started (its CPU is the benchmark's own in interferenceMeter). */
   backendPid?: number;
 }
 
@@ -331,7 +331,7 @@ async function runTable(spec: TableSpec, workers: number, env: Env, opts: BenchO
       if (spec.unavailable[name]) continue;
       const label = `[${tableTag} r${round + 1}/${opts.rounds} ${name}]`;
       progress(`${label} starting`);
-      const foreign = foreignCpuMeter(env.backendPid === undefined ? [] : [env.backendPid]);
+      const interference = interferenceMeter(env.backendPid === undefined ? [] : [env.backendPid]);
       let block: BlockResult | undefined;
       let running;
       try {
@@ -349,7 +349,7 @@ async function runTable(spec: TableSpec, workers: number, env: Env, opts: BenchO
         // reported as not available, with the reason (see below).
         const why = `did not start: ${errorText(err).split('\n').slice(0, 3).join(' ')}`;
         progress(`${label} ${why}`);
-        (results[name] ??= []).push({ errors: [why], foreignCpuPercent: foreign.stop() });
+        (results[name] ??= []).push({ errors: [why], interference: interference.stop() });
         continue;
       }
       try {
@@ -372,8 +372,9 @@ async function runTable(spec: TableSpec, workers: number, env: Env, opts: BenchO
         // vipd exits 0 on SIGTERM after its graceful stop; anything else is worth a line in the log.
         if (exit && name === 'vipd' && exit.code !== 0) progress(`${label} vipd exited with ${exit.signal ?? exit.code}:\n${running.proc!.logTail(5)}`);
       }
-      block.foreignCpuPercent = foreign.stop();
-      if (block.foreignCpuPercent >= 10) progress(`${label} note: other processes used ${block.foreignCpuPercent.toFixed(0)}% of a core during this block`);
+      const other = (block.interference = interference.stop());
+      if (other.foreignPercent >= 10) progress(`${label} note: other processes used ${other.foreignPercent.toFixed(0)}% of a core during this block`);
+      if (other.stealPercent >= 5) progress(`${label} note: the host stole ${other.stealPercent.toFixed(0)}% of a core during this block`);
       (results[name] ??= []).push(block);
     }
   }
@@ -466,7 +467,7 @@ function describeEnv(opts: BenchOptions, env: Env): string {
     `- backend: nginx, 1 worker, ${SMALL_BODY_BYTES}-byte static body, ${LARGE_FILE_BYTES / 2 ** 20} MiB sparse file; all in namespace ${process.env.VBENCH_NS ?? '?'}`,
     `- pinning: proxy on core ${env.proxyCores} (table 2: cores ${env.allCores}); wrk, curl, idle client and backend on core ${env.loadCores}`,
     `- ${opts.rounds} round(s), paths alternating, medians; (a) wrk -t1 -c${LOAD_CONNECTIONS} ${d.keepAliveS}s keep-alive; (b) wrk -t1 -c${LOAD_CONNECTIONS} ${d.newConnS}s with Connection: close; (c) one curl download of the large file; (d) wrk -t1 -c${LATENCY_CONNECTIONS}, each connection pausing ${LATENCY_DELAY_MS} ms before each request (≈${LATENCY_TARGET_RATE.toLocaleString('en-US')} req/s), ${d.latencyS}s; workers table: (a) ${d2.keepAliveS}s, (b) ${d2.newConnS}s, (d) ${d2.latencyS}s, no (e); each block starts with a ${d.warmupS}s keep-alive warm-up; (e) ${env.idleConnections.toLocaleString('en-US')} idle connections (one request each, then silent), RSS of the proxy's process tree before/after, scaled to 10k; fd limit ${env.nofile}`,
-    `- every benchmark process at nice ${-opts.boost} (--boost); ratios are to HAProxy in the same table; CPU % is of one core, measured from /proc over the load; "other processes" is the CPU the rest of the machine used meanwhile`,
+    `- every benchmark process at nice ${-opts.boost} (--boost); ratios are to HAProxy in the same table; CPU % is of one core, measured from /proc over the load; "other processes" is the CPU the rest of the machine used meanwhile, "host steal" the CPU the hypervisor gave to others while this machine wanted it (both stall the paths at random moments, p99 first)`,
   ];
   return lines.join('\n');
 }
