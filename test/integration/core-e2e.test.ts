@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { createLab, pidsInNamespace, REPO_ROOT, type Lab, type LabProcess } from '../lab';
@@ -208,6 +209,22 @@ test('SIGKILL of vipd: its gobgpd dies with it and the path leaves the ToR withi
   assert.ok(goneMs <= 1000);
   assert.ok(!(await nexthops()).includes(lb3.v4));
   assert.deepEqual(await pidOf('lb3', 'gobgpd'), [], 'gobgpd died with vipd');
+});
+
+test('a vipd started after a SIGKILL removes the gobgpd directory its predecessor left, and announces again', async () => {
+  const killed = vipd.get('lb3')!;
+  await killed.exited;
+  const leftBehind = () => readdirSync(tmpdir()).filter((name) => name.startsWith(`vipd-gobgpd-${killed.pid}-`));
+  assert.equal(leftBehind().length, 1, 'SIGKILL leaves the private directory (nothing can clean up)');
+  const before = (await nexthops()).length;
+  const t0 = performance.now();
+  const restarted = lab.startVipd('lb3', configs.get('lb3')!);
+  vipd.set('lb3', restarted);
+  await lab.tor.waitNexthops(PREFIX, before + 1, 30_000, 5);
+  record('vipd restart after SIGKILL -> path back on ToR', performance.now() - t0, '(info)');
+  assert.deepEqual(leftBehind(), [], 'the new vipd removed it');
+  assert.match(restarted.readLog(), new RegExp(`"op":"removeStale".*"ownerPid":${killed.pid}`));
+  assert.equal(readdirSync(tmpdir()).filter((name) => name.startsWith(`vipd-gobgpd-${restarted.pid}-`)).length, 1, 'and made its own');
 });
 
 test('SIGTERM of vipd: withdraws first, exits 0, stops gobgpd and removes the VIP from lo', async () => {

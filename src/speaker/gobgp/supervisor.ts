@@ -9,6 +9,7 @@ import { VipdError, errorMessage } from '../../lib/errors';
 import type { Logger } from '../../lib/logger';
 import type { Metrics } from '../../lib/metrics';
 import { renderGobgpdConfig, type GobgpdConfig } from './gobgpd-config';
+import { privateDirPrefix, removeStaleDirs } from './runtime-dir';
 
 /**
  * Runs gobgpd as vipd's child. gobgpd forgets API paths when it exits and keeps them while it lives,
@@ -16,7 +17,8 @@ import { renderGobgpdConfig, type GobgpdConfig } from './gobgpd-config';
  * send it SIGTERM (graceful: it sends a Cease to its peers) when vipd dies, even by SIGKILL.
  * It is restarted with back-off when it exits on its own. Its configuration, API socket and log live
  * in a private mkdtemp directory, so that several vipd instances (one per network namespace) can
- * share a host.
+ * share a host. The directory's name carries vipd's pid: at start, directories of vipd instances that
+ * are gone (killed by SIGKILL, which cannot clean up) are removed.
  *
  * gobgpd writes its log to a file that the supervisor tails, not to a pipe: when vipd dies, a pipe
  * loses its only reader, and gobgpd's "stopping gobgpd server" line then kills it with SIGPIPE
@@ -42,7 +44,8 @@ export interface GobgpdSupervisorOptions {
   readonly stopTimeoutMs?: number;
   /**
    * Parent of the private directory; default os.tmpdir(). A vipd killed by SIGKILL cannot remove
-   * its directory, so a per-service runtime directory (systemd RuntimeDirectory=) is a better home.
+   * its directory; the next start removes it, and a per-service runtime directory (systemd
+   * RuntimeDirectory=) is a better home anyway.
    */
   readonly runtimeDir?: string;
   readonly clock: Clock;
@@ -139,7 +142,9 @@ export class GobgpdSupervisor {
     this.state = 'running';
     try {
       const config = renderGobgpdConfig(this.options.config);
-      this.dir = await fs.promises.mkdtemp(path.join(this.options.runtimeDir ?? os.tmpdir(), 'vipd-gobgpd-'));
+      const runtimeDir = this.options.runtimeDir ?? os.tmpdir();
+      await this.removeStaleDirs(runtimeDir);
+      this.dir = await fs.promises.mkdtemp(privateDirPrefix(runtimeDir));
       this.configFile = path.join(this.dir, 'gobgpd.toml');
       // The config may hold MD5 passwords: owner-only, like the directory mkdtemp made.
       await fs.promises.writeFile(this.configFile, config, { mode: 0o600 });
@@ -201,6 +206,17 @@ export class GobgpdSupervisor {
   private waitForExit(): Promise<void> {
     if (this.pid === undefined) return Promise.resolve();
     return new Promise((resolve) => this.exitWaiters.push(resolve));
+  }
+
+  /** Directories that vipd instances killed by SIGKILL left behind (runtime-dir.ts); never fatal. */
+  private async removeStaleDirs(runtimeDir: string): Promise<void> {
+    try {
+      for (const stale of await removeStaleDirs(runtimeDir)) {
+        this.log.info({ event: 'daemon', op: 'removeStale', dir: stale.dir, ownerPid: stale.ownerPid }, 'removed the gobgpd directory of a vipd that is gone');
+      }
+    } catch (err) {
+      this.log.warn({ event: 'daemon', op: 'removeStale', dir: runtimeDir, err: errorMessage(err) }, 'cannot remove stale gobgpd directories');
+    }
   }
 
   private removeDirectory(): void {
