@@ -13,7 +13,7 @@ import { IpAddressManager } from './net/ip-address-manager';
 import { parseEndpoint } from './net/endpoint';
 import { hostPrefix, type VipAddressManager } from './net/net';
 import { BackendLoadTracker } from './proxy/backend-load';
-import { createConnectionLimits } from './proxy/limits';
+import { createProcessConnectionLimits } from './proxy/limits';
 import { createListener } from './proxy/listener';
 import type { ListenerSpec, PoolLoad, PoolSpec, ProxyLimitsSpec, ProxyListener } from './proxy/proxy';
 import { WorkerPool } from './proxy/worker-pool';
@@ -121,7 +121,7 @@ export class Daemon implements AdminActions {
       this.pools.set(name, { name, health, load });
     }
 
-    const connectionLimits = this.workerPool ? undefined : createConnectionLimits(limits);
+    const connectionLimits = this.workerPool ? undefined : createProcessConnectionLimits(limits, proxyLogger, this.metrics);
     for (const vip of config.vips) {
       this.vipBound.set(vip.name, false);
       for (const l of vip.listeners) {

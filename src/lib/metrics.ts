@@ -35,6 +35,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     backendEjected: new Gauge({ name: 'vipd_proxy_backend_ejected', help: '1 while passive health keeps the backend out of picking', labelNames: ['pool', 'backend'], registers: r }),
     backendEjections: new Counter({ name: 'vipd_proxy_backend_ejections_total', help: 'Ejections after consecutive connect failures', labelNames: ['pool', 'backend'], registers: r }),
     backendDrained: new Gauge({ name: 'vipd_proxy_backend_drained', help: '1 while the operator drains the backend (no new connections)', labelNames: ['pool', 'backend'], registers: r }),
+    fdSessionCapacity: new Gauge({ name: 'vipd_proxy_fd_session_capacity', help: 'Client connections the fd limit leaves room for (two descriptors each, after those in use at start and a reserve); clients beyond it are refused with reason fdLimit', registers: r }),
     poolConnectionSkew: new Gauge({ name: 'vipd_proxy_pool_connection_skew_ratio', help: 'Busiest backend in service: its connections per unit of weight over the pool average per unit of weight (1 = even)', labelNames: ['pool'], registers: r }),
     // speaker
     peerState: new Gauge({ name: 'vipd_speaker_peer_state', help: '1 for the current BGP session state of a peer', labelNames: ['peer', 'state'], registers: r }),

@@ -244,6 +244,11 @@ export class BackendLoadTracker implements PoolLoad {
 
   /** The dial failed: the failure is counted (and may eject the backend), then the slot given back. */
   dialFailed(entry: BackendEntry, kind: ConnectFailureKind): void {
+    // This node's shortage, not the backend's: counted by the listener, never towards an ejection.
+    if (kind === 'local') {
+      this.release(entry);
+      return;
+    }
     entry.connectErrors++;
     this.metrics.backendConnectErrors.inc({ pool: this.pool, backend: entry.endpoint.key, kind });
     if (entry.outlier.recordFailure()) this.eject(entry, kind);

@@ -2,8 +2,12 @@ import { connect as netConnect, type Socket, type TcpNetConnectOpts } from 'node
 import { VipdError } from '../lib/errors';
 import type { Endpoint } from '../net/endpoint';
 
-/** Why a dial failed, as a label: the session retries on every kind, metrics count them apart. */
-export type ConnectFailureKind = 'refused' | 'timeout' | 'reset' | 'unreachable' | 'error';
+/**
+ * Why a dial failed, as a label. The session retries on every kind but 'local', which is this node's
+ * shortage (no fd, no socket memory), not the backend's: another backend would fail the same way, and
+ * the backend is not blamed for it.
+ */
+export type ConnectFailureKind = 'refused' | 'timeout' | 'reset' | 'unreachable' | 'local' | 'error';
 
 /** A failed dial. `code` is VIPD_ERR_CONNECT_TIMEOUT for timeouts and VIPD_ERR_NET otherwise. */
 export class ConnectError extends VipdError {
@@ -224,6 +228,11 @@ export function connectFailureKind(code: string | undefined): ConnectFailureKind
     case 'ENETDOWN':
     case 'EADDRNOTAVAIL':
       return 'unreachable';
+    case 'EMFILE':
+    case 'ENFILE':
+    case 'ENOBUFS':
+    case 'ENOMEM':
+      return 'local';
     default:
       return 'error';
   }

@@ -1,7 +1,28 @@
+import type { Logger } from '../lib/logger';
+import type { Metrics } from '../lib/metrics';
+import { openFileCount, openFileLimit } from '../lib/process-fds';
 import type { ProxyLimitsSpec } from './proxy';
 
 /** Which process-wide cap refused a client; used as the `reason` label of listenerRefused. */
-export type LimitRefusal = 'globalLimit' | 'sourceLimit';
+export type LimitRefusal = 'globalLimit' | 'fdLimit' | 'sourceLimit';
+
+/**
+ * Descriptors kept free for everything that is not a client session: health probes (one per backend
+ * being checked), admin requests, the BGP daemon's API, log files. With them free, a node at its fd
+ * limit still checks its backends truthfully (a probe failing with EMFILE would mark healthy backends
+ * down) and still answers /status and /metrics.
+ */
+export const FD_HEADROOM = 64;
+
+/**
+ * The client sessions a process can carry with `limit` descriptors, `inUse` of which are taken
+ * already (at start-up: stdio, epoll, listening sockets, logs), keeping FD_HEADROOM free: two per
+ * session, the client's and the upstream's. Infinity when the limit is unknown or unlimited.
+ */
+export function sessionsByDescriptors(limit: number | undefined, inUse: number): number {
+  if (limit === undefined) return Infinity;
+  return Math.max(0, Math.floor((limit - inUse - FD_HEADROOM) / 2));
+}
 
 /**
  * Process-wide client connection caps, shared by every listener: one object per process, created by
@@ -21,8 +42,32 @@ export interface ConnectionLimits {
   update(spec: ProxyLimitsSpec): void;
 }
 
-export function createConnectionLimits(spec: ProxyLimitsSpec): ConnectionLimits {
-  return new ProcessConnectionLimits(spec);
+/**
+ * `sessionCapacity` (sessionsByDescriptors) is a cap of its own, under the configured ones: a client
+ * beyond it is refused with 'fdLimit', counted and reset at once, instead of being accepted and
+ * dropped by libuv without a word when accept(2) fails with EMFILE, or blamed on a backend when the
+ * upstream's socket(2) does.
+ */
+export function createConnectionLimits(spec: ProxyLimitsSpec, sessionCapacity = Infinity): ConnectionLimits {
+  return new ProcessConnectionLimits(spec, sessionCapacity);
+}
+
+/**
+ * The limits of this process: the configured caps, and the one its fd limit sets (read now, so call
+ * it once the listeners' own descriptors and the logs are open or about to be). Logs the budget and
+ * publishes it as vipd_proxy_fd_session_capacity.
+ */
+export function createProcessConnectionLimits(spec: ProxyLimitsSpec, log: Logger, metrics: Metrics): ConnectionLimits {
+  const limit = openFileLimit();
+  const inUse = openFileCount() ?? 0;
+  const capacity = sessionsByDescriptors(limit, inUse);
+  if (Number.isFinite(capacity)) metrics.fdSessionCapacity.set(capacity);
+  const fields = { event: 'fdBudget', fdLimit: limit ?? 'unlimited', fdsInUse: inUse, fdHeadroom: FD_HEADROOM, sessionCapacity: Number.isFinite(capacity) ? capacity : 'unlimited' };
+  if (capacity === 0) log.error(fields, `the fd limit (${limit}) leaves no descriptors for client connections: every client will be refused; raise LimitNOFILE`);
+  else if (spec.maxConnections !== undefined && capacity < spec.maxConnections) {
+    log.warn(fields, `the fd limit (${limit}) allows ${capacity} client connections, fewer than proxy.maxConnections (${spec.maxConnections}); raise LimitNOFILE`);
+  } else log.info(fields, `fd limit ${limit ?? 'unlimited'}: room for ${fields.sessionCapacity} client connections`);
+  return createConnectionLimits(spec, capacity);
 }
 
 class ProcessConnectionLimits implements ConnectionLimits {
@@ -32,7 +77,10 @@ class ProcessConnectionLimits implements ConnectionLimits {
   /** Only sources with a slot are present, so the map never grows past the connections open. */
   private readonly perSource = new Map<string, number>();
 
-  constructor(spec: ProxyLimitsSpec) {
+  constructor(
+    spec: ProxyLimitsSpec,
+    private readonly sessionCapacity: number,
+  ) {
     this.update(spec);
   }
 
@@ -43,6 +91,7 @@ class ProcessConnectionLimits implements ConnectionLimits {
 
   admit(source: string): LimitRefusal | undefined {
     if (this.active >= this.maxTotal) return 'globalLimit';
+    if (this.active >= this.sessionCapacity) return 'fdLimit';
     // Counted per source even without a per-source cap, so that a reload adding one is exact at once.
     const fromSource = this.perSource.get(source) ?? 0;
     if (fromSource >= this.maxPerSource) return 'sourceLimit';

@@ -7,7 +7,7 @@ import { onCollect, type Metrics } from '../lib/metrics';
 import type { Endpoint } from '../net/endpoint';
 import type { BackendDownHandler, BackendEntry, BackendLoadTracker } from './backend-load';
 import { createConnector, type ConnectError, type Connector } from './connector';
-import type { ConnectionLimits } from './limits';
+import type { ConnectionLimits, LimitRefusal } from './limits';
 import { LiveList } from './live-list';
 import { createPicker } from './picker';
 import { DEFAULT_MAX_READ_BUFFER_BYTES } from './read-buffer';
@@ -47,7 +47,7 @@ export interface TcpProxyListener extends ProxyListener {
  * Why a client was closed at accept, before any session existed: the cap it hit. These and the
  * session refusals are the `reason` label of vipd_proxy_listener_refused_total.
  */
-export type AcceptRefusal = 'listenerLimit' | 'globalLimit' | 'sourceLimit';
+export type AcceptRefusal = 'listenerLimit' | LimitRefusal;
 
 /** Relayed bytes and the skew gauge reach the metrics this often; connection counts are always exact. */
 const METRICS_FLUSH_INTERVAL_MS = 1_000;
@@ -82,6 +82,9 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
   private readonly refusedLabels = new Map<string, { readonly listener: string; readonly reason: string }>();
   private readonly server: Server;
   private readonly live = new LiveList<Session>();
+  /** Clients refused for this process's own shortage since the last warning, and when that was (clock ms). */
+  private shortageRefusals = 0;
+  private shortageWarnedAt = -Infinity;
   private readonly boundListeners = new Set<(bound: boolean) => void>();
   private readonly endListeners = new Set<(session: ProxySession) => void>();
   private readonly detachFromPool: () => void;
@@ -240,6 +243,7 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
 
   onConnectFailed(session: ProxySession, error: ConnectError, retrying: boolean): void {
     if (retrying) this.metrics.connectRetries.inc(this.labels);
+    if (error.kind === 'local') this.warnResourceShortage();
     this.log.debug(
       { event: 'connectFailed', backend: error.backend, kind: error.kind, attempt: session.attempts, retrying, client: session.clientAddress },
       error.message,
@@ -332,6 +336,23 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
     socket.resetAndDestroy();
     this.refused++;
     this.metrics.listenerRefused.inc(this.refusedLabelsFor(reason));
+    if (reason === 'fdLimit') this.warnResourceShortage();
+  }
+
+  /**
+   * A client refused for this process's own shortage (fdLimit at accept, a 'local' dial failure): at
+   * most one line per SHORTAGE_WARN_INTERVAL_MS, since at the limit every new client is refused.
+   */
+  private warnResourceShortage(): void {
+    this.shortageRefusals++;
+    const now = this.clock.now();
+    if (now - this.shortageWarnedAt < SHORTAGE_WARN_INTERVAL_MS) return;
+    this.log.warn(
+      { event: 'resourceShortage', refused: this.shortageRefusals, sessions: this.live.size },
+      `refused ${this.shortageRefusals} client(s): this process has no file descriptors or socket memory to spare (see vipd_proxy_fd_session_capacity; raise LimitNOFILE)`,
+    );
+    this.shortageWarnedAt = now;
+    this.shortageRefusals = 0;
   }
 
   private refusedLabelsFor(reason: string): { readonly listener: string; readonly reason: string } {
@@ -475,6 +496,8 @@ interface MutablePickRequest extends PickRequest {
   now: number;
 }
 
+const SHORTAGE_WARN_INTERVAL_MS = 10_000;
+
 /** Infinity when neither idle nor age limits are on: the sweep then never runs. */
 function sweepInterval(idleMs: number, maxAgeMs: number): number {
   const shortest = Math.min(idleMs > 0 ? idleMs : Infinity, maxAgeMs > 0 ? maxAgeMs : Infinity);
@@ -489,6 +512,7 @@ function outcomeClass(outcome: SessionOutcome): 'ok' | 'refused' | 'error' | 'po
       return 'ok';
     case 'noHealthyBackend':
     case 'connectFailed':
+    case 'localResources':
     case 'backendsFull':
     case 'queueFull':
     case 'queueTimeout':

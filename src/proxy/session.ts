@@ -28,6 +28,7 @@ export type SessionOutcome =
   | 'upstreamError'
   | 'noHealthyBackend'
   | 'connectFailed'
+  | 'localResources'
   | 'backendsFull'
   | 'queueFull'
   | 'queueTimeout'
@@ -354,6 +355,11 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
     const failed = this.slot!;
     this.slot = undefined;
     this.ctx.load.dialFailed(failed, error.kind);
+    if (error.kind === 'local') {
+      this.ctx.onConnectFailed(this, error, false);
+      this.refuse('localResources');
+      return;
+    }
     const tried = (this.tried ??= new Set());
     tried.add(failed.endpoint.key);
     const mayRetry = this.dialCount < this.ctx.spec.pool.maxConnectAttempts;

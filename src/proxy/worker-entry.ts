@@ -3,7 +3,7 @@ import { errorMessage } from '../lib/errors';
 import { createLogger, type Logger } from '../lib/logger';
 import { createMetrics, type Metrics } from '../lib/metrics';
 import { BackendLoadTracker, type SnapshotSource } from './backend-load';
-import { createConnectionLimits, type ConnectionLimits } from './limits';
+import { createProcessConnectionLimits, type ConnectionLimits } from './limits';
 import { createListener, type TcpProxyListener } from './listener';
 import { isProtocolMessage, type FromWorker, type ListenerReport, type PoolReport, type ToWorker, type WorkerListenerInit } from './worker-protocol';
 
@@ -66,7 +66,7 @@ class ProxyWorker {
     // No default (process) metrics: the primary's registry has them, and summing two processes' heap
     // sizes under one name would be meaningless.
     this.metrics = createMetrics();
-    this.limits = createConnectionLimits(init.limits);
+    this.limits = createProcessConnectionLimits(init.limits, this.log, this.metrics);
     for (const pool of init.pools) {
       const health = new PushedHealth(pool.snapshot);
       const load = new BackendLoadTracker({ spec: pool.spec, health, metrics: this.metrics, logger: this.log.child({ pool: pool.spec.name }) });

@@ -1,5 +1,6 @@
 import { readdirSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { request } from 'node:http';
+import { connect, createServer, type Socket } from 'node:net';
 import type { PoolSnapshot } from '../../src/health/health';
 import { silentLogger } from '../../src/lib/logger';
 import { createMetrics } from '../../src/lib/metrics';
@@ -10,13 +11,20 @@ import { snapshotOf } from './proxy-backends';
 import { testPoolSpec } from './proxy-harness';
 
 /**
- * One side of the half-open test (T07), run inside a network namespace with `ip netns exec`. Every
- * line it prints is a JSON event with a wall-clock `at`, so the test can time what happened in here.
+ * The processes of the namespace tests (test/fakes/netns-runner.ts starts them with `ip netns exec`).
+ * Every line one prints is a JSON event with a wall-clock `at`, so the test can time what happened in
+ * here.
  *
- *   backend <host> <port>                  echo server; reports each accepted peer port
+ *   backend <host> <port>                  echo server; reports each accepted peer port, and each
+ *                                          connection's first data ('relayed': a health check sends none)
  *   proxy <backendHost> <backendPort> <tcpKeepaliveMs>
  *                                          a vipd listener on 127.0.0.1 in front of the backend, and one
- *                                          client through it on loopback; reports stats every 250 ms
+ *                                          client through it on loopback; reports stats every 250 ms (T07)
+ *   exhaust <host> <port> <adminPort> <maxHeld> <attemptsAfterFull> <probes>
+ *                                          opens echo connections through a proxy and holds them until one
+ *                                          is not served, tries `attemptsAfterFull` more, reports how each
+ *                                          unserved one ended and the proxy's /metrics; then releases them
+ *                                          all, runs `probes` fresh echo round trips and reports /metrics again
  */
 function emit(event: string, fields: Record<string, unknown> = {}): void {
   process.stdout.write(`${JSON.stringify({ event, at: Date.now(), ...fields })}\n`);
@@ -29,6 +37,7 @@ function openFds(): number {
 function runBackend(host: string, port: number): void {
   const server = createServer({ allowHalfOpen: true }, (socket) => {
     emit('accepted', { remotePort: socket.remotePort });
+    socket.once('data', () => emit('relayed', { remotePort: socket.remotePort }));
     socket.on('error', () => {});
     socket.pipe(socket);
   });
@@ -55,10 +64,92 @@ async function runProxy(backendHost: string, backendPort: number, tcpKeepaliveMs
   setInterval(() => emit('stats', { active: listener.stats().active, upstreams: load.active(backend), fds: openFds() }), 250);
 }
 
+type EchoOutcome = { readonly served: true; readonly socket: Socket } | { readonly served: false; readonly how: string; readonly ms: number };
+
+/** One connection that sends 'ping' and waits for it to come back; not served if it ends, fails or stays silent for `hangMs`. */
+function echoAttempt(host: string, port: number, hangMs: number): Promise<EchoOutcome> {
+  const started = performance.now();
+  return new Promise((resolve) => {
+    const socket = connect({ host, port });
+    let settled = false;
+    const settle = (outcome: EchoOutcome): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(hang);
+      resolve(outcome);
+    };
+    const notServed = (how: string): void => {
+      settle({ served: false, how, ms: Math.round(performance.now() - started) });
+      socket.destroy();
+    };
+    const hang = setTimeout(() => notServed('hung'), hangMs);
+    let echoed = '';
+    socket.on('data', (chunk: Buffer) => {
+      echoed += chunk.toString();
+      if (echoed === 'ping') settle({ served: true, socket });
+    });
+    socket.on('end', () => notServed('end'));
+    socket.on('error', (err: NodeJS.ErrnoException) => notServed(err.code ?? err.message));
+    socket.on('close', () => notServed('close'));
+    socket.write('ping');
+  });
+}
+
+function fetchText(port: number, path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve(body));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function runExhaust(host: string, port: number, adminPort: number, maxHeld: number, attemptsAfterFull: number, probes: number): Promise<void> {
+  const HANG_MS = 3_000;
+  const held: Socket[] = [];
+  const unserved: Array<{ how: string; ms: number }> = [];
+  while (held.length < maxHeld && unserved.length <= attemptsAfterFull) {
+    const outcome = await echoAttempt(host, port, HANG_MS);
+    if (outcome.served) {
+      if (unserved.length === 0) held.push(outcome.socket);
+      else outcome.socket.destroy();
+    } else {
+      unserved.push({ how: outcome.how, ms: outcome.ms });
+    }
+  }
+  emit('exhausted', { held: held.length, unserved });
+  // Still holding every connection: the admin API must answer all the same.
+  emit('metricsAtLimit', { text: await fetchText(adminPort, '/metrics').catch((err: NodeJS.ErrnoException) => `unreachable: ${err.code ?? err.message}`) });
+  for (const socket of held) socket.destroy();
+  // The proxy sees the clients' FINs, closes both legs of each and gives the fds back.
+  await new Promise((resolve) => setTimeout(resolve, 1_000));
+  let served = 0;
+  const failures: string[] = [];
+  for (let i = 0; i < probes; i++) {
+    const outcome = await echoAttempt(host, port, HANG_MS);
+    if (outcome.served) {
+      served++;
+      outcome.socket.destroy();
+    } else {
+      failures.push(outcome.how);
+    }
+  }
+  emit('probed', { served, failures });
+  emit('metrics', { text: await fetchText(adminPort, '/metrics') });
+}
+
 const [role, ...args] = process.argv.slice(2);
 if (role === 'backend') runBackend(args[0]!, Number(args[1]));
 else if (role === 'proxy') void runProxy(args[0]!, Number(args[1]), Number(args[2]));
+else if (role === 'exhaust') void runExhaust(args[0]!, Number(args[1]), Number(args[2]), Number(args[3]), Number(args[4]), Number(args[5]));
 else {
-  process.stderr.write(`usage: proxy-netns-runner backend <host> <port> | proxy <backendHost> <backendPort> <tcpKeepaliveMs>\n`);
+  process.stderr.write(
+    'usage: proxy-netns-runner backend <host> <port> | proxy <backendHost> <backendPort> <tcpKeepaliveMs>\n' +
+      '       | exhaust <host> <port> <adminPort> <maxHeld> <attemptsAfterFull> <probes>\n',
+  );
   process.exit(2);
 }

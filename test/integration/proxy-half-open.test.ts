@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import * as path from 'node:path';
-import { createInterface } from 'node:readline';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
+import { Runner } from '../fakes/netns-runner';
 
 /**
  * T07, half-open backend: every packet of an established upstream connection is dropped (nft in the
@@ -32,52 +31,6 @@ const BACKEND_PORT = 2379;
 /** The config default: with libuv's 1 s interval and 10 probes, a dead peer is found ~20 s after the last byte. */
 const TCP_KEEPALIVE_MS = 10_000;
 const DETECTION_BOUND_MS = 25_000;
-const RUNNER = path.join(__dirname, '..', 'fakes', 'proxy-netns-runner.js');
-
-interface RunnerEvent {
-  readonly event: string;
-  readonly at: number;
-  readonly [field: string]: unknown;
-}
-
-/** A runner inside a namespace; its JSON lines are kept in order and can be awaited. */
-class Runner {
-  readonly events: RunnerEvent[] = [];
-  private readonly waiters: Array<{ match: (e: RunnerEvent) => boolean; resolve: (e: RunnerEvent) => void }> = [];
-  readonly child: ChildProcess;
-
-  constructor(ns: string, args: readonly string[]) {
-    this.child = spawn('ip', ['netns', 'exec', ns, process.execPath, RUNNER, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
-    createInterface({ input: this.child.stdout! }).on('line', (line) => {
-      const event = JSON.parse(line) as RunnerEvent;
-      this.events.push(event);
-      for (const waiter of [...this.waiters]) {
-        if (!waiter.match(event)) continue;
-        this.waiters.splice(this.waiters.indexOf(waiter), 1);
-        waiter.resolve(event);
-      }
-    });
-  }
-
-  next(match: (e: RunnerEvent) => boolean, timeoutMs: number, what: string): Promise<RunnerEvent> {
-    const seen = this.events.find(match);
-    if (seen !== undefined) return Promise.resolve(seen);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no ${what} within ${timeoutMs} ms`)), timeoutMs);
-      this.waiters.push({
-        match,
-        resolve: (e) => {
-          clearTimeout(timer);
-          resolve(e);
-        },
-      });
-    });
-  }
-
-  stop(): void {
-    if (this.child.exitCode === null) this.child.kill('SIGKILL');
-  }
-}
 
 function sh(...argv: string[]): void {
   execFileSync(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { createConnectionLimits } from '../../src/proxy/limits';
+import { openFileLimit } from '../../src/lib/process-fds';
+import { createConnectionLimits, FD_HEADROOM, sessionsByDescriptors } from '../../src/proxy/limits';
 import { startEchoBackend, waitFor } from '../fakes/proxy-backends';
 import { FloodClient, type ProbeResult } from '../fakes/proxy-flood-client';
 import { metricValue, startProxy } from '../fakes/proxy-harness';
@@ -71,6 +72,35 @@ describe('connection limits (unit)', () => {
     assert.equal(limits.admit('a'), 'sourceLimit');
     limits.release('a');
     assert.equal(limits.admit('a'), undefined);
+  });
+});
+
+describe('fd budget (unit)', () => {
+  it('reads the soft open-files limit from /proc/self/limits text', () => {
+    const limits = (soft: string, hard: string): string =>
+      `Limit                     Soft Limit           Hard Limit           Units     \nMax processes             95602                95602                processes \nMax open files            ${soft.padEnd(21)}${hard.padEnd(21)}files     \nMax locked memory         8388608              8388608              bytes     \n`;
+    assert.equal(openFileLimit(limits('1024', '524288')), 1024);
+    assert.equal(openFileLimit(limits('20000', '20000')), 20000);
+    assert.equal(openFileLimit(limits('unlimited', 'unlimited')), undefined);
+    assert.equal(openFileLimit('Limit Soft Hard\n'), undefined);
+    assert.ok((openFileLimit() ?? Infinity) > 0, 'this process has a readable limit');
+  });
+
+  it('two descriptors per session after those in use and the headroom; never negative; unlimited without a limit', () => {
+    assert.equal(sessionsByDescriptors(20_000, 36), Math.floor((20_000 - 36 - FD_HEADROOM) / 2));
+    assert.equal(sessionsByDescriptors(256, 20), 86);
+    assert.equal(sessionsByDescriptors(257, 20), 86);
+    assert.equal(sessionsByDescriptors(64, 20), 0);
+    assert.equal(sessionsByDescriptors(undefined, 20), Infinity);
+  });
+
+  it('a session capacity refuses with fdLimit beyond it, after the configured global cap', () => {
+    const limits = createConnectionLimits({ maxConnections: 3 }, 2);
+    assert.deepEqual(['a', 'b', 'c'].map((source) => limits.admit(source) ?? 'ok'), ['ok', 'ok', 'fdLimit']);
+    limits.release('a');
+    assert.equal(limits.admit('c'), undefined);
+    const underGlobal = createConnectionLimits({ maxConnections: 1 }, 2);
+    assert.deepEqual(['a', 'b'].map((source) => underGlobal.admit(source) ?? 'ok'), ['ok', 'globalLimit']);
   });
 });
 

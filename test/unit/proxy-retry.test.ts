@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { connect as netConnect, Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { createConnector } from '../../src/proxy/connector';
-import { closedPort, dialAndAwaitEnd, echoOnce, startEchoBackend } from '../fakes/proxy-backends';
+import { closedPort, dialAndAwaitEnd, echoOnce, startEchoBackend, waitFor } from '../fakes/proxy-backends';
 import { metricValue, startProxy } from '../fakes/proxy-harness';
 
 /** A relay that stalls must fail the test, not hang the run. */
@@ -59,6 +59,50 @@ describe('connect retry (T01)', () => {
       }
     });
   }
+
+  it("a dial that fails for want of an fd (EMFILE) is this node's shortage: no retry, no blame on the backend, the client refused", { timeout: TEST_TIMEOUT_MS }, async () => {
+    const first = await startEchoBackend();
+    const second = await startEchoBackend();
+    let shortage = true;
+    let dials = 0;
+    const connect = createConnector({
+      dial: (options) => {
+        dials++;
+        if (!shortage) return netConnect(options);
+        // What net.connect does when socket(2) fails: the socket is destroyed with the errno.
+        const socket = new Socket();
+        process.nextTick(() => socket.destroy(Object.assign(new Error('connect EMFILE'), { code: 'EMFILE', errno: -24, syscall: 'connect' })));
+        return socket;
+      },
+    });
+    // Passive health on at its lowest threshold: one blamed failure would eject a backend.
+    const proxy = await startProxy({ healthy: [first.endpoint, second.endpoint], connect, maxConnectAttempts: 3, outlier: { consecutiveConnectFailures: 1 } });
+    try {
+      const reasons: string[] = [];
+      for (let i = 0; i < 10; i++) reasons.push(await dialAndAwaitEnd(proxy.port, `client ${i}`));
+      // The client sees its reset before the listener has counted the session's end.
+      await waitFor(() => proxy.ended.length === 10, 2_000, 'the 10 sessions to end');
+      const refused = await metricValue(proxy.metrics.listenerRefused, { reason: 'localResources' });
+      console.log(`10 clients during an fd shortage: ${dials} dials, closed with ${[...new Set(reasons)].join(', ')}, ${refused} refused for localResources`);
+      assert.deepEqual(new Set(reasons), new Set(['ECONNRESET']));
+      assert.equal(dials, 10, 'a local failure was retried on another backend');
+      assert.equal(refused, 10);
+      for (const backend of [first, second]) {
+        const counters = proxy.load.counters(backend.endpoint.key);
+        assert.equal(counters.connectErrors, 0, `${backend.endpoint.key} was blamed for this node's shortage`);
+        assert.equal(counters.active, 0);
+        assert.equal(await metricValue(proxy.metrics.backendEjections, { backend: backend.endpoint.key }), 0);
+      }
+      shortage = false;
+      for (let i = 0; i < 4; i++) assert.deepEqual(await echoOnce(proxy.port, Buffer.from(`after ${i}`)), Buffer.from(`after ${i}`));
+      assert.equal(first.accepted + second.accepted, 4);
+      assert.ok(first.accepted > 0 && second.accepted > 0, 'a backend was kept out after the shortage');
+    } finally {
+      await proxy.listener.close(0);
+      await first.close();
+      await second.close();
+    }
+  });
 
   it('a dial that hangs is timed out and retried on another backend', { timeout: TEST_TIMEOUT_MS }, async () => {
     const hangingTarget = await closedPort();
