@@ -388,6 +388,7 @@ function toPoolSpec(name: string, p: PoolConfig): PoolSpec {
     slowStartMs: p.slowStart,
     connectTimeoutMs: p.connectTimeout,
     maxConnectAttempts: p.maxConnectAttempts,
+    retryBeforeReply: p.retryBeforeReply,
     queue: { size: p.queue.size, timeoutMs: p.queue.timeout },
     timeouts: {
       firstByteMs: p.timeouts.firstByte,

@@ -149,6 +149,8 @@ const poolSchema = z
     check: checkSchema.default({}),
     connectTimeout: duration(10, 60_000).default('1s'),
     maxConnectAttempts: z.number().int().min(1).max(10).default(3),
+    /** A backend that fails before its first byte: move the client to another, sending its bytes again (proxy.ts RetryBeforeReply). */
+    retryBeforeReply: z.enum(['tls', 'always', 'off']).default('tls'),
     /** A backend that has just come up gets a weight ramping from ~0 to its full weight over this time. */
     slowStart: duration(0, 3_600_000).default('0s'),
     /** Default cap for backends that set no maxConnections of their own. */

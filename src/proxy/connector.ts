@@ -5,9 +5,10 @@ import type { Endpoint } from '../net/endpoint';
 /**
  * Why a dial failed, as a label. The session retries on every kind but 'local', which is this node's
  * shortage (no fd, no socket memory), not the backend's: another backend would fail the same way, and
- * the backend is not blamed for it.
+ * the backend is not blamed for it. 'noReply' is a connection the backend reset or closed before its
+ * first byte, after which the session moved the client to another backend (pool.retryBeforeReply).
  */
-export type ConnectFailureKind = 'refused' | 'timeout' | 'reset' | 'unreachable' | 'local' | 'error';
+export type ConnectFailureKind = 'refused' | 'timeout' | 'reset' | 'unreachable' | 'noReply' | 'local' | 'error';
 
 /** A failed dial. `code` is VIPD_ERR_CONNECT_TIMEOUT for timeouts and VIPD_ERR_NET otherwise. */
 export class ConnectError extends VipdError {

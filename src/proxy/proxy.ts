@@ -7,6 +7,18 @@ import type { PoolSnapshot } from '../health/health';
  */
 export type BalanceAlgorithm = 'round-robin' | 'least-conn' | 'random-two' | 'source-hash';
 
+/**
+ * When a client may be moved to another backend after its backend failed (reset or closed) before
+ * sending a single byte, the client's bytes so far being sent again (src/proxy/replay.ts):
+ * - 'tls': only while everything the client sent is TLS handshake records. A TLS server cannot have
+ *   acted on a request before it answered the ClientHello, so the replay is invisible to the client
+ *   and executes nothing twice. kube-apiserver and etcd speak TLS; this is the default.
+ * - 'always': whatever the client sent. For plaintext protocols a backend may have executed a request
+ *   and died before answering, and the replay executes it again.
+ * - 'off': never; the client sees the failure.
+ */
+export type RetryBeforeReply = 'tls' | 'always' | 'off';
+
 /** One configured backend with its static settings. */
 export interface BackendSpec {
   readonly endpoint: Endpoint;
@@ -26,6 +38,8 @@ export interface PoolSpec {
   readonly connectTimeoutMs: number;
   /** How many distinct backends one client connection may try before it is closed. */
   readonly maxConnectAttempts: number;
+  /** Whether a backend failing before its first byte moves the client to another (within maxConnectAttempts). */
+  readonly retryBeforeReply: RetryBeforeReply;
   /** When every candidate backend is at maxConnections: wait in a bounded queue (size 0 = refuse at once). */
   readonly queue: { readonly size: number; readonly timeoutMs: number };
   /** 0 = off for each. */

@@ -1,8 +1,9 @@
 import type { Socket } from 'node:net';
 import type { Endpoint } from '../net/endpoint';
 import type { BackendEntry, BackendLoadTracker, QueuedClient } from './backend-load';
-import type { ConnectError, ConnectHandler, Connector, PendingConnect, UpstreamReader } from './connector';
+import { ConnectError, type ConnectHandler, type Connector, type PendingConnect, type UpstreamReader } from './connector';
 import type { LiveListMember } from './live-list';
+import { ReplayBuffer } from './replay';
 import { UpstreamReadBuffers } from './read-buffer';
 import type { ListenerSpec } from './proxy';
 
@@ -95,6 +96,11 @@ type SessionSocket = Socket & { [kSession]?: Session };
  * When every backend the client may use is at maxConnections, it waits in the pool's queue (still
  * paused) until a slot frees or the queue timeout hits.
  *
+ * A backend that resets or closes the connection before its first byte (it died between accept and
+ * answer) is a dial failure too, where pool.retryBeforeReply allows: until the backend's first byte the
+ * session keeps what the client sent (ReplayBuffer), and moves the client to another backend with
+ * those bytes, within the same maxConnectAttempts.
+ *
  * A client that is not served is reset (RST), not closed with a FIN: it usually has unread bytes queued
  * (a TLS ClientHello), and Linux answers close() with an RST in that case anyway; an RST also tells the
  * client at once that it was not served rather than that the server ended a conversation, and leaves
@@ -147,6 +153,12 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
   private firstChunk: Buffer | undefined;
   /** Where the upstream's reads land; created with the first upstream socket. */
   private reads: UpstreamReadBuffers | undefined;
+  /** Until the backend's first byte, while pool.retryBeforeReply allows a move to another backend. */
+  private replayable: boolean;
+  /** What the client sent while replayable; created at its first byte. */
+  private replay: ReplayBuffer | undefined;
+  /** Dialling again after a failure before the first reply: the replay goes first, the client is hooked already. */
+  private replaying = false;
   /** The client's FIN arrived before an upstream existed; it is relayed once one does. */
   private clientEnded = false;
   private clientClosed = false;
@@ -174,6 +186,7 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
       timeouts.maxConnectionAgeMs > 0 ? this.startedAt + timeouts.maxConnectionAgeMs + ctx.random() * timeouts.maxConnectionAgeJitterMs : Infinity;
     this.clientHost = clientHost;
     this.clientPort = client.remotePort;
+    this.replayable = ctx.spec.pool.retryBeforeReply !== 'off';
     client[kSession] = this;
     client.on('end', Session.onClientEnd);
     client.on('error', Session.onClientError);
@@ -309,17 +322,26 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
     upstream.on('end', Session.onUpstreamEnd);
     upstream.on('error', Session.onUpstreamError);
     upstream.on('close', Session.onUpstreamClose);
-    client.on('data', Session.onClientData);
     this.quietSince = this.ctx.now();
     this.sweptBytes = this.clientBytes;
-    const first = this.firstChunk;
     let drained = true;
-    if (first !== undefined) {
-      this.firstChunk = undefined;
-      slot.unflushedBytesOut += first.length;
-      drained = upstream.write(first);
-      if (!drained) this.hookUpstreamDrain();
+    if (this.replaying) {
+      this.replaying = false;
+      for (const chunk of this.replay?.chunks ?? []) {
+        slot.unflushedBytesOut += chunk.length;
+        drained = upstream.write(chunk);
+      }
+    } else {
+      client.on('data', Session.onClientData);
+      const first = this.firstChunk;
+      if (first !== undefined) {
+        this.firstChunk = undefined;
+        if (this.replayable) this.keepForReplay(first);
+        slot.unflushedBytesOut += first.length;
+        drained = upstream.write(first);
+      }
     }
+    if (!drained) this.hookUpstreamDrain();
     if (this.clientEnded) upstream.end();
     // Backpressure from the very first write: the client stays paused until the upstream drains.
     else if (drained) client.resume();
@@ -340,6 +362,7 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
     const client = this.client;
     // Closing at maximum age, or the client already gone: what the backend still sends is dropped.
     if (this.currentState !== 'relaying' || client.destroyed) return true;
+    if (this.replayable) this.endReplay();
     this.upstreamBytes += length;
     this.slot!.unflushedBytesIn += length;
     const written = client.write(buffer.subarray(0, length));
@@ -368,6 +391,53 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
     if (next !== undefined) this.dial(next);
     else if (mayRetry) this.waitOrRefuse('connectFailed');
     else this.refuse('connectFailed');
+  }
+
+  private keepForReplay(chunk: Buffer): void {
+    const replay = (this.replay ??= new ReplayBuffer(this.ctx.spec.pool.retryBeforeReply === 'tls'));
+    if (!replay.add(chunk)) this.endReplay();
+  }
+
+  /** The backend answered, or the client sent what may not be replayed: from now on a failure reaches the client. */
+  private endReplay(): void {
+    this.replayable = false;
+    this.replay = undefined;
+  }
+
+  /**
+   * The backend reset or closed the connection before its first byte. When the session may still be
+   * replayed and another backend can take it, the dead upstream is dropped, blamed on its backend
+   * ('noReply', which counts towards ejection), and the client is dialled elsewhere with what it sent;
+   * true then. False when the failure must reach the client as before.
+   *
+   * Only once the client has sent something and while it has not sent its FIN: a backend may close a
+   * connection on which nothing was said for a while, and answers a client's FIN with its own (a TCP
+   * check against the VIP does just that); neither is a failure to move away from.
+   */
+  private retryBeforeReply(how: string): boolean {
+    if (this.replay === undefined || this.finalOutcome !== undefined || this.currentState !== 'relaying') return false;
+    const client = this.client;
+    if (client.destroyed || client.readableEnded || this.dialCount >= this.ctx.spec.pool.maxConnectAttempts) return false;
+    const failed = this.slot!;
+    (this.tried ??= new Set()).add(failed.endpoint.key);
+    const next = this.ctx.pick(this, false);
+    if (next === undefined) return false;
+    const upstream = this.upstream!;
+    upstream.removeListener('end', Session.onUpstreamEnd);
+    upstream.removeListener('error', Session.onUpstreamError);
+    upstream.removeListener('close', Session.onUpstreamClose);
+    upstream.on('error', ignoreError);
+    upstream.destroy();
+    this.upstream = undefined;
+    this.upstreamClosed = true;
+    this.slot = undefined;
+    this.ctx.load.dialFailed(failed, 'noReply');
+    const key = failed.endpoint.key;
+    this.ctx.onConnectFailed(this, new ConnectError('noReply', key, `${key} ${how} before its first byte`), true);
+    client.pause();
+    this.replaying = true;
+    this.dial(next);
+    return true;
   }
 
   private pickAndDial(): void {
@@ -507,6 +577,7 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
 
   private static onClientData(this: SessionSocket, chunk: Buffer): void {
     const session = this[kSession]!;
+    if (session.replayable) session.keepForReplay(chunk);
     session.clientBytes += chunk.length;
     session.slot!.unflushedBytesOut += chunk.length;
     if (!session.upstream!.write(chunk)) {
@@ -552,7 +623,9 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
   }
 
   private static onUpstreamEnd(this: SessionSocket): void {
-    relayEnd(this[kSession]!.client);
+    const session = this[kSession]!;
+    if (session.retryBeforeReply('closed the connection')) return;
+    relayEnd(session.client);
   }
 
   private static onClientError(this: SessionSocket, err: NodeJS.ErrnoException): void {
@@ -560,7 +633,9 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
   }
 
   private static onUpstreamError(this: SessionSocket, err: NodeJS.ErrnoException): void {
-    this[kSession]!.legFailed('upstream', err);
+    const session = this[kSession]!;
+    if (session.retryBeforeReply(`failed (${err.code ?? err.message})`)) return;
+    session.legFailed('upstream', err);
   }
 
   private static onClientClose(this: SessionSocket): void {
@@ -573,6 +648,8 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
 }
 
 function discard(): void {}
+
+function ignoreError(): void {}
 
 /**
  * Relays a FIN to `socket`. When its peer has sent its own FIN already and every byte has reached the

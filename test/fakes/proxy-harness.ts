@@ -23,6 +23,7 @@ export function testPoolSpec(backends: readonly (Endpoint | BackendSpec)[], over
     slowStartMs: 0,
     connectTimeoutMs: overrides.connectTimeoutMs ?? 1_000,
     maxConnectAttempts: overrides.maxConnectAttempts ?? 3,
+    retryBeforeReply: overrides.retryBeforeReply ?? 'tls',
     queue: { size: 0, timeoutMs: 1_000, ...overrides.queue },
     timeouts: { firstByteMs: 0, idleMs: 0, maxConnectionAgeMs: 0, maxConnectionAgeJitterMs: 0, ...overrides.timeouts },
     tcpKeepaliveMs: overrides.tcpKeepaliveMs ?? 10_000,
@@ -35,6 +36,7 @@ export interface PoolSpecOverrides {
   readonly balance?: PoolSpec['balance'];
   readonly connectTimeoutMs?: number;
   readonly maxConnectAttempts?: number;
+  readonly retryBeforeReply?: PoolSpec['retryBeforeReply'];
   readonly queue?: Partial<PoolSpec['queue']>;
   readonly timeouts?: Partial<PoolSpec['timeouts']>;
   readonly tcpKeepaliveMs?: number;

@@ -23,6 +23,7 @@ export function poolOf(balance: BalanceAlgorithm, names: string, weights: Record
     slowStartMs,
     connectTimeoutMs: 1000,
     maxConnectAttempts: 3,
+    retryBeforeReply: 'tls',
     queue: { size: 0, timeoutMs: 1000 },
     timeouts: { firstByteMs: 0, idleMs: 0, maxConnectionAgeMs: 0, maxConnectionAgeJitterMs: 0 },
     tcpKeepaliveMs: 10_000,

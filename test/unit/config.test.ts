@@ -58,6 +58,7 @@ test('config: the contract example loads, with durations in ms and defaults fill
   assert.equal(c.speaker.gobgp.listenPort, -1);
   assert.equal(c.vips[0]!.minHealthyBackends, 1);
   assert.equal(c.net.interface, 'lo');
+  assert.equal(c.pools.etcd!.retryBeforeReply, 'tls');
   assert.ok(Object.isFrozen(c.pools.etcd!.backends), 'config is deeply immutable');
 });
 
@@ -112,6 +113,7 @@ const bad: Array<[string, string, string, number]> = [
   ['admin API not on loopback', edit('listen: 127.0.0.1:9180', 'listen: 198.18.1.2:9180'), 'admin.listen', 4],
   ['missing peers for gobgp', edit('  peers:\n    - address: 198.18.1.1\n      asn: 65000\n', ''), 'speaker.peers', 6],
   ['bad balance', edit('balance: least-conn', 'balance: fastest'), 'pools.etcd.balance', 24],
+  ['bad retryBeforeReply', edit('balance: least-conn', 'balance: least-conn\n    retryBeforeReply: yes'), 'pools.etcd.retryBeforeReply', 25],
   ['YAML syntax', edit('  name: lb1', '  name: [lb1'), '(yaml)', 3],
   ['duplicate key', edit('  name: lb1', '  name: lb1\n  name: lb2'), '(yaml)', 3],
 ];
