@@ -12,6 +12,11 @@ const TLS_RECORD_HEADER_BYTES = 5;
 const TLS_CONTENT_HANDSHAKE = 0x16;
 const TLS_MAJOR_VERSION = 0x03;
 
+/** False when `firstChunk` cannot be the start of a TLS handshake (a cheap test before any ReplayBuffer exists). */
+export function mayStartTlsHandshake(firstChunk: Buffer): boolean {
+  return firstChunk[0] === TLS_CONTENT_HANDSHAKE;
+}
+
 /**
  * What a session has sent to a backend that has not answered yet, kept (the chunks themselves, no
  * copies: Node gives every read a buffer of its own) until the backend's first byte.

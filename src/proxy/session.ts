@@ -3,7 +3,7 @@ import type { Endpoint } from '../net/endpoint';
 import type { BackendEntry, BackendLoadTracker, QueuedClient } from './backend-load';
 import { ConnectError, type ConnectHandler, type Connector, type PendingConnect, type UpstreamReader } from './connector';
 import type { LiveListMember } from './live-list';
-import { ReplayBuffer } from './replay';
+import { mayStartTlsHandshake, ReplayBuffer } from './replay';
 import { UpstreamReadBuffers } from './read-buffer';
 import type { ListenerSpec } from './proxy';
 
@@ -394,7 +394,16 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
   }
 
   private keepForReplay(chunk: Buffer): void {
-    const replay = (this.replay ??= new ReplayBuffer(this.ctx.spec.pool.retryBeforeReply === 'tls'));
+    let replay = this.replay;
+    if (replay === undefined) {
+      const tlsOnly = this.ctx.spec.pool.retryBeforeReply === 'tls';
+      // Plaintext in tls mode: decided at the first byte, without allocating a buffer per connection.
+      if (tlsOnly && !mayStartTlsHandshake(chunk)) {
+        this.endReplay();
+        return;
+      }
+      replay = this.replay = new ReplayBuffer(tlsOnly);
+    }
     if (!replay.add(chunk)) this.endReplay();
   }
 

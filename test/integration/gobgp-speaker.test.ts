@@ -516,6 +516,9 @@ describe('gobgpd supervisor', () => {
     const dir = supervisor.directory!;
     try {
       assert.ok(fs.existsSync(path.join(dir, 'gobgpd.toml')));
+      // start() returns once gobgpd is spawned, maybe before it has installed its SIGTERM handler; until
+      // then SIGTERM is fatal even to a stopped process. Its API socket comes after the handler.
+      await waitFor('gobgpd to open its API socket', 10_000, () => (fs.existsSync(path.join(dir, 'api.sock')) ? true : undefined));
       // A stopped process cannot act on SIGTERM: the stand-in for a hung gobgpd.
       process.kill(pid, 'SIGSTOP');
       const t0 = performance.now();
