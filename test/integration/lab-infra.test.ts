@@ -3,28 +3,23 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { containerlabDrift, createLab, Gobgpd, isAlive, Lab, listNamespaces, run, sweepStale, waitFor } from '../lab/index';
+import { requirePrerequisites } from '../fakes/prerequisites';
 
 /**
  * The lab itself, without vipd: plain gobgpd speakers on three balancer namespaces, the FRR ToR's
  * ECMP and import policy, the etcd cluster seen from the client, and a cleanup that leaves nothing.
  */
 
-function missingPrerequisite(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root (network namespaces)';
-  for (const bin of ['ip', 'setpriv', 'gobgpd', 'gobgp', 'etcd', 'etcdctl', 'vtysh', '/usr/lib/frr/zebra', '/usr/lib/frr/bgpd']) {
-    const r = spawnSync(bin.startsWith('/') ? 'test' : 'sh', bin.startsWith('/') ? ['-x', bin] : ['-c', `command -v ${bin}`]);
-    if (r.status !== 0) return `${bin} is not installed`;
-  }
-  return undefined;
-}
-
-const skip = missingPrerequisite();
 const VIP = '198.19.0.10/32';
 const VIP6 = '2001:db8:100::10/128';
 
-describe('namespace lab (no vipd)', { skip }, () => {
+describe('namespace lab (no vipd)', () => {
   let lab: Lab;
   let speakers: Gobgpd[] = [];
+
+  before(() =>
+    requirePrerequisites(['ip', 'setpriv', 'gobgpd', 'gobgp', 'etcd', 'etcdctl', 'vtysh', '/usr/lib/frr/zebra', '/usr/lib/frr/bgpd']),
+  );
 
   before(async () => {
     const t0 = performance.now();

@@ -3,9 +3,10 @@ import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_pr
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import { Runner } from '../fakes/netns-runner';
+import { requirePrerequisites } from '../fakes/prerequisites';
 
 /**
  * An exhausted fd limit (issue 3, bad input): the real daemon (`vipd run`) in a network namespace,
@@ -18,15 +19,6 @@ import { Runner } from '../fakes/netns-runner';
  * fds is this node's problem, so no backend may be ejected or blamed for it); and vipd's fd count is
  * back to where it started.
  */
-function missingPrerequisite(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root (network namespaces)';
-  for (const bin of ['ip', 'curl']) {
-    if (spawnSync('sh', ['-c', `command -v ${bin}`]).status !== 0) return `${bin} is not installed`;
-  }
-  return undefined;
-}
-
-const skip = missingPrerequisite();
 const NS = `vfd${process.pid}`;
 const VIP = '198.18.251.1';
 const VIP_PORT = 6443;
@@ -92,7 +84,9 @@ function metricSum(text: string, name: string, labelFilter = ''): number {
   return sum;
 }
 
-describe('exhausted fd limit', { skip }, () => {
+describe('exhausted fd limit', () => {
+  before(() => requirePrerequisites(['ip', 'curl']));
+
   it(`with RLIMIT_NOFILE ${FD_LIMIT}, clients vipd cannot serve are closed at once, no backend is ejected, and the fds come back`, { timeout: 60_000 }, async () => {
     const runners: Runner[] = [];
     let vipd: ChildProcess | undefined;

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { Runner } from '../fakes/netns-runner';
+import { requirePrerequisites } from '../fakes/prerequisites';
 
 /**
  * T07, half-open backend: every packet of an established upstream connection is dropped (nft in the
@@ -12,15 +13,6 @@ import { Runner } from '../fakes/netns-runner';
  * Two namespaces joined by a veth pair in 198.18.250.0/30: A runs vipd's listener and a client on
  * A's loopback, B runs the backend.
  */
-function missingPrerequisite(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root (network namespaces)';
-  for (const bin of ['ip', 'nft']) {
-    if (spawnSync('sh', ['-c', `command -v ${bin}`]).status !== 0) return `${bin} is not installed`;
-  }
-  return undefined;
-}
-
-const skip = missingPrerequisite();
 const NS_A = `vpx${process.pid}a`;
 const NS_B = `vpx${process.pid}b`;
 const VETH_A = `vpx${process.pid}va`;
@@ -65,7 +57,9 @@ table inet vpxdrop {
   execFileSync('ip', ['netns', 'exec', NS_B, 'nft', '-f', '-'], { input: rules });
 }
 
-describe('half-open backend (T07)', { skip }, () => {
+describe('half-open backend (T07)', () => {
+  before(() => requirePrerequisites(['ip', 'nft']));
+
   it(`a blackholed upstream is found by TCP keepalive within ${DETECTION_BOUND_MS / 1000} s; the client is closed and nothing is left`, { timeout: 60_000 }, async () => {
     const runners: Runner[] = [];
     try {
