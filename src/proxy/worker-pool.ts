@@ -158,7 +158,8 @@ export class WorkerPool {
   private readonly listenerById = new Map<string, WorkerListener>();
   private readonly loads = new Map<string, PoolLoadView>();
   private readonly sources = new Map<string, SnapshotSource>();
-  private readonly workerPoolSpecs = new Map<string, PoolSpec>();
+  /** As configured: each worker gets its share (perWorkerPoolSpec) when it is forked. */
+  private readonly poolSpecs = new Map<string, PoolSpec>();
   private readonly lastSent = new Map<string, PoolSnapshot>();
   private readonly unsubscribes: Array<() => void> = [];
   private readonly pendingMetrics = new Map<number, { readonly slot: WorkerSlot; readonly done: (json: MetricsJson | undefined) => void }>();
@@ -185,8 +186,8 @@ export class WorkerPool {
     this.slots = Array.from({ length: options.workers }, (_, i) => new WorkerSlot(i));
     for (const pool of options.pools) {
       this.sources.set(pool.spec.name, pool.health);
+      this.poolSpecs.set(pool.spec.name, pool.spec);
       this.loads.set(pool.spec.name, new PoolLoadView(pool.spec, pool.health, this));
-      this.workerPoolSpecs.set(pool.spec.name, perWorkerPoolSpec(pool.spec, options.workers));
     }
   }
 
@@ -202,7 +203,7 @@ export class WorkerPool {
     if (this.starting !== undefined) throw new VipdError('VIPD_ERR_CLOSED', `listener ${spec.id}: listeners must be created before the worker pool starts`);
     if (this.listenerById.has(spec.id)) throw new VipdError('VIPD_ERR_CONFIG', `listener ${spec.id} exists already`);
     if (!this.sources.has(spec.pool.name)) throw new VipdError('VIPD_ERR_CONFIG', `listener ${spec.id}: pool ${spec.pool.name} was not given to the worker pool`);
-    const listener = new WorkerListener(spec, perWorkerSpec(spec, this.slots.length), this, this.options.metrics, this.log, this.clock);
+    const listener = new WorkerListener(spec, this, this.options.metrics, this.log, this.clock);
     this.listenerById.set(spec.id, listener);
     return listener;
   }
@@ -335,14 +336,19 @@ export class WorkerPool {
     // Send failures on a dying channel; 'exit' follows and handles the rest.
     worker.on('error', (err: Error) => this.log.debug({ event: 'workerError', worker: slot.index, err: errorMessage(err) }, 'worker IPC error'));
     const listeners = [...this.listenerById.values()].filter((l) => !l.stopped());
+    const workers = this.slots.length;
     this.post(slot, {
       type: 'vipd:init',
       worker: slot.index,
       log: { level: this.log.level, bindings: ownBindings(this.options.logger) },
       reportIntervalMs: this.reportIntervalMs,
-      limits: perWorkerLimits(this.options.limits ?? {}, this.slots.length),
-      pools: [...this.sources].map(([name, source]) => ({ spec: this.workerPoolSpecs.get(name)!, snapshot: source.snapshot(), drained: [...this.loads.get(name)!.drained] })),
-      listeners: listeners.map((l) => ({ spec: l.workerSpec, start: l.wanted() })),
+      limits: perWorkerLimits(this.options.limits ?? {}, workers, slot.index),
+      pools: [...this.sources].map(([name, source]) => ({
+        spec: perWorkerPoolSpec(this.poolSpecs.get(name)!, workers, slot.index),
+        snapshot: source.snapshot(),
+        drained: [...this.loads.get(name)!.drained],
+      })),
+      listeners: listeners.map((l) => ({ spec: perWorkerSpec(l.spec, workers, slot.index), start: l.wanted() })),
     });
     for (const listener of listeners) if (listener.wanted()) listener.slotStarting(slot);
   }
@@ -571,8 +577,6 @@ class WorkerListener implements WorkerProxyListener {
 
   constructor(
     readonly spec: ListenerSpec,
-    /** What each worker runs: spec with every total cap divided among the workers. */
-    readonly workerSpec: ListenerSpec,
     private readonly pool: WorkerPool,
     private readonly metrics: Metrics,
     private readonly log: Logger,
@@ -839,42 +843,50 @@ const WORKER_SERIES: ReadonlyMap<string, 'max' | 'primary'> = new Map([
 ]);
 
 /**
- * The share of a pool that one of `workers` workers enforces. Total caps (per-backend connections,
- * queue length) are divided, rounding up, so the pool-wide totals stay near what was configured; the
+ * The share of a pool that worker `index` of `workers` enforces. Total caps (per-backend connections,
+ * queue length) are divided so that the shares add up to the configured total (see share()); the
  * kernel spreads connections evenly enough that a worker rarely refuses while another has room.
  */
-export function perWorkerPoolSpec(pool: PoolSpec, workers: number): PoolSpec {
+export function perWorkerPoolSpec(pool: PoolSpec, workers: number, index: number): PoolSpec {
   return {
     ...pool,
-    backends: pool.backends.map((b) => (b.maxConnections === undefined ? b : { ...b, maxConnections: share(b.maxConnections, workers) })),
-    queue: { ...pool.queue, size: share(pool.queue.size, workers) },
+    backends: pool.backends.map((b) => (b.maxConnections === undefined ? b : { ...b, maxConnections: share(b.maxConnections, workers, index) })),
+    queue: { ...pool.queue, size: share(pool.queue.size, workers, index) },
   };
 }
 
-/** The share of a listener that one of `workers` workers enforces (its pool: perWorkerPoolSpec). */
-export function perWorkerSpec(spec: ListenerSpec, workers: number): ListenerSpec {
+/** The share of a listener that worker `index` of `workers` enforces (its pool: perWorkerPoolSpec). */
+export function perWorkerSpec(spec: ListenerSpec, workers: number, index: number): ListenerSpec {
   return {
     ...spec,
-    ...(spec.maxConnections === undefined ? {} : { maxConnections: share(spec.maxConnections, workers) }),
-    pool: perWorkerPoolSpec(spec.pool, workers),
+    ...(spec.maxConnections === undefined ? {} : { maxConnections: share(spec.maxConnections, workers, index) }),
+    pool: perWorkerPoolSpec(spec.pool, workers, index),
   };
 }
 
 /**
- * Process-wide limits for one of `workers` workers. The global cap is divided like the listener caps;
- * the per-source cap is not: one client's few connections land on workers unpredictably, so a divided
- * cap would refuse a client well below its configured allowance, while an undivided one lets it reach
- * at most `workers` times the cap.
+ * Process-wide limits for worker `index` of `workers`. The global cap is divided like the listener
+ * caps; the per-source cap is not: one client's few connections land on workers unpredictably, so a
+ * divided cap would refuse a client well below its configured allowance, while an undivided one lets
+ * it reach at most `workers` times the cap.
  */
-export function perWorkerLimits(limits: ProxyLimitsSpec, workers: number): ProxyLimitsSpec {
+export function perWorkerLimits(limits: ProxyLimitsSpec, workers: number, index: number): ProxyLimitsSpec {
   return {
     ...limits,
-    ...(limits.maxConnections === undefined ? {} : { maxConnections: share(limits.maxConnections, workers) }),
+    ...(limits.maxConnections === undefined ? {} : { maxConnections: share(limits.maxConnections, workers, index) }),
   };
 }
 
-function share(total: number, workers: number): number {
-  return total === 0 ? 0 : Math.ceil(total / workers);
+/**
+ * Worker `index`'s part of a cap of `total`: the parts add up to `total` exactly (the first
+ * total % workers workers take one more), except that a non-zero cap gives every worker at least 1. A
+ * worker with 0 would refuse every client the kernel hands it, so a cap below the number of workers
+ * is exceeded instead, at most `workers` in all; 0 (a queue that is off) stays 0.
+ */
+export function share(total: number, workers: number, index: number): number {
+  if (total === 0) return 0;
+  const part = Math.floor(total / workers) + (index < total % workers ? 1 : 0);
+  return Math.max(1, part);
 }
 
 function setUpCluster(execArgv: readonly string[]): void {
