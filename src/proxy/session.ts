@@ -439,6 +439,8 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
     upstream.destroy();
     this.upstream = undefined;
     this.upstreamClosed = true;
+    // Its 'drain' listener went with the dropped socket; the next one gets its own when it needs it.
+    this.upstreamDrainHooked = false;
     this.slot = undefined;
     this.ctx.load.dialFailed(failed, 'noReply');
     const key = failed.endpoint.key;
