@@ -4,7 +4,7 @@ import path from 'node:path';
 
 /**
  * The private directory of a managed gobgpd (config, API socket, log) is
- * `<runtimeDir>/vipd-gobgpd-<vipd's pid>-XXXXXX`. The pid in the name is what lets a later vipd tell
+ * `<runtimeDir>/vipd-gobgpd-<vipd's pid>-<6 random characters from mkdtemp>`. The pid in the name is what lets a later vipd tell
  * a directory left behind by a vipd killed with SIGKILL (which cannot clean up) from one in use.
  */
 const PRIVATE_DIR = /^vipd-gobgpd-(\d+)-[A-Za-z0-9]{6}$/;
@@ -29,7 +29,7 @@ export interface StaleDirProbes {
 /**
  * Removes the private directories of vipd instances that are gone. A directory is removed only when
  * all of these hold, so that nothing another vipd still uses is touched:
- * - its name is vipd-gobgpd-<pid>-XXXXXX, it is a real directory (not a symlink) owned by this user;
+ * - its name is vipd-gobgpd-<pid>-<mkdtemp suffix>, it is a real directory (not a symlink) owned by this user;
  * - no process has that pid;
  * - its API socket, if there is one, refuses connections. This covers a vipd in another PID
  *   namespace sharing the directory, whose pid means nothing here: its gobgpd still answers. (With
