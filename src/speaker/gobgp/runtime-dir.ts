@@ -4,8 +4,9 @@ import path from 'node:path';
 
 /**
  * The private directory of a managed gobgpd (config, API socket, log) is
- * `<runtimeDir>/vipd-gobgpd-<vipd's pid>-<6 random characters from mkdtemp>`. The pid in the name is what lets a later vipd tell
- * a directory left behind by a vipd killed with SIGKILL (which cannot clean up) from one in use.
+ * `<runtimeDir>/vipd-gobgpd-<vipd's pid>-<6 random characters from mkdtemp>`. The pid in the name is
+ * what lets a later vipd tell a directory left behind by a vipd killed with SIGKILL (which cannot
+ * clean up) from one in use.
  */
 const PRIVATE_DIR = /^vipd-gobgpd-(\d+)-[A-Za-z0-9]{6}$/;
 
