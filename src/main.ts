@@ -325,6 +325,7 @@ export class Daemon implements AdminActions {
       manage: s.gobgp.manage,
       ...(s.gobgp.api !== undefined ? { api: s.gobgp.api } : {}),
       ...(s.gobgp.runtimeDir !== undefined ? { runtimeDir: s.gobgp.runtimeDir } : {}),
+      hangTimeoutMs: s.gobgp.hangTimeout,
       gobgpdPath: s.gobgp.binary,
       listenPort: s.gobgp.listenPort,
       reconcileIntervalMs: s.gobgp.reconcileInterval,

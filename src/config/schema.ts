@@ -247,6 +247,8 @@ const speakerSchema = z
         /** -1: dial out only, gobgpd accepts no BGP connection. */
         listenPort: z.number().int().min(-1).max(65535).default(-1),
         reconcileInterval: duration(500, 600_000).default('3s'),
+        /** Managed gobgpd is stopped (routes withdrawn) when vipd's event loop has been silent this long: SIGSTOP, a blocked loop (T17). */
+        hangTimeout: duration(500, 60_000).default('2s'),
       })
       .strict()
       .default({}),

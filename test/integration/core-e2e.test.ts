@@ -178,6 +178,30 @@ test('drain: withdrawn within 1 s with 0 failed new client connections; undrain 
   }
 });
 
+test('vipd hung (SIGSTOP): the watchdog stops its gobgpd and the path leaves the ToR within 3 s; after SIGCONT it returns', async () => {
+  const lb2 = lab.balancer('lb2');
+  const proc = vipd.get('lb2')!;
+  const [gobgpd] = await pidOf('lb2', 'gobgpd');
+  assert.ok(gobgpd, 'managed gobgpd runs in lb2');
+  assert.equal((await nexthops()).length, 3, 'all balancers in ECMP before the hang');
+  const t0 = performance.now();
+  process.kill(proc.pid, 'SIGSTOP');
+  try {
+    await lab.tor.waitNexthops(PREFIX, 2, 6000, 10);
+    const goneMs = performance.now() - t0;
+    record('vipd SIGSTOP -> path leaves ToR (hang watchdog, timeout 2 s)', goneMs, '3000 ms');
+    assert.ok(goneMs <= 3000, `${goneMs} ms`);
+    assert.ok(!(await nexthops()).includes(lb2.v4));
+    assert.deepEqual(await pidOf('lb2', 'gobgpd'), [], 'the watchdog stopped gobgpd while vipd was stopped');
+  } finally {
+    process.kill(proc.pid, 'SIGCONT');
+  }
+  const t1 = performance.now();
+  await lab.tor.waitNexthops(PREFIX, 3, 30_000, 50);
+  record('vipd SIGCONT -> path back on ToR (gobgpd restarted)', performance.now() - t1, '(info)');
+  assert.match(proc.readLog(), /vipd-watchdog: no heartbeat from vipd/);
+});
+
 test('SIGKILL of gobgpd: vipd restarts it and the route is announced again within 20 s', async () => {
   const lb1 = lab.balancer('lb1');
   const [gobgpd] = await pidOf('lb1', 'gobgpd');

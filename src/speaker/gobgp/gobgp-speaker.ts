@@ -73,6 +73,8 @@ export interface GobgpSpeakerOptions {
   readonly restartBackoff?: { readonly initialMs: number; readonly maxMs: number };
   /** Managed mode: where gobgpd's private directory is created; default os.tmpdir(). */
   readonly runtimeDir?: string;
+  /** Managed mode: stop gobgpd when vipd's event loop has been silent this long (GobgpdSupervisorOptions). */
+  readonly hangTimeoutMs?: number;
   readonly clock: Clock;
   readonly logger: Logger;
   readonly metrics: Metrics;
@@ -236,6 +238,7 @@ class GobgpSpeaker implements Speaker {
           ...(options.commandPrefix !== undefined && { commandPrefix: options.commandPrefix }),
           ...(options.restartBackoff !== undefined && { restartBackoff: options.restartBackoff }),
           ...(options.runtimeDir !== undefined && { runtimeDir: options.runtimeDir }),
+          ...(options.hangTimeoutMs !== undefined && { hangTimeoutMs: options.hangTimeoutMs }),
           clock: options.clock,
           logger: options.logger,
           metrics: options.metrics,

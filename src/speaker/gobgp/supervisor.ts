@@ -9,6 +9,7 @@ import { VipdError, errorMessage } from '../../lib/errors';
 import type { Logger } from '../../lib/logger';
 import type { Metrics } from '../../lib/metrics';
 import { renderGobgpdConfig, type GobgpdConfig } from './gobgpd-config';
+import { HangWatchdog } from './hang-watchdog';
 import { privateDirPrefix, removeStaleDirs } from './runtime-dir';
 
 /**
@@ -48,6 +49,11 @@ export interface GobgpdSupervisorOptions {
    * RuntimeDirectory=) is a better home anyway.
    */
   readonly runtimeDir?: string;
+  /**
+   * With vipd's event loop silent this long (SIGSTOP, a blocked loop), a watchdog outside it stops
+   * gobgpd so that the routes are withdrawn (hang-watchdog.ts). Undefined: no watchdog.
+   */
+  readonly hangTimeoutMs?: number;
   readonly clock: Clock;
   readonly logger: Logger;
   readonly metrics: Metrics;
@@ -100,6 +106,8 @@ export class GobgpdSupervisor {
   private api = '';
   private child: ChildProcess | undefined;
   private childStartedAt = 0;
+  /** The watchdog of the running gobgpd, if hangTimeoutMs is set. */
+  private watchdog: HangWatchdog | undefined;
   private restartTimer: TimerHandle | undefined;
   private logTail: GobgpdLogTail | undefined;
   private closing: Promise<void> | undefined;
@@ -171,6 +179,7 @@ export class GobgpdSupervisor {
     if (this.state === 'closed') return;
     this.state = 'closed';
     this.restartTimer?.cancel();
+    this.stopWatchdog();
     this.child?.kill('SIGKILL');
     this.logTail?.stop();
     this.removeDirectory();
@@ -181,6 +190,7 @@ export class GobgpdSupervisor {
     this.state = 'closing';
     this.restartTimer?.cancel();
     const child = this.child;
+    this.stopWatchdog();
     if (child && this.pid !== undefined) {
       const exited = this.waitForExit();
       child.kill('SIGTERM');
@@ -281,6 +291,7 @@ export class GobgpdSupervisor {
         const pid = child.pid!;
         this.logTail!.follow(pid);
         child.once('exit', (code, signal) => this.onExit(child, code, signal));
+        this.startWatchdog(pid);
         this.log.info({ event: 'daemon', op: restart ? 'restart' : 'start', gobgpdPid: pid, api: this.api, argv }, 'gobgpd started');
         this.emit({ type: 'started', pid, restart });
         resolve();
@@ -290,6 +301,7 @@ export class GobgpdSupervisor {
 
   private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
     if (child !== this.child) return;
+    this.stopWatchdog();
     const pid = child.pid!;
     const expected = this.state !== 'running';
     const upMs = this.options.clock.now() - this.childStartedAt;
@@ -304,6 +316,25 @@ export class GobgpdSupervisor {
     if (upMs >= (this.options.stableAfterMs ?? 30_000)) this.backoff.reset();
     this.log.error({ event: 'daemon', op: 'exit', gobgpdPid: pid, code, signal, upMs: Math.round(upMs) }, 'gobgpd exited unexpectedly; restarting');
     this.scheduleRestart();
+  }
+
+  private startWatchdog(gobgpdPid: number): void {
+    const timeoutMs = this.options.hangTimeoutMs;
+    if (timeoutMs === undefined) return;
+    const stderrFd = fs.openSync(this.logTail!.file, 'a', 0o600);
+    try {
+      this.watchdog = new HangWatchdog(gobgpdPid, timeoutMs, stderrFd, (err) =>
+        this.log.warn({ event: 'daemon', op: 'watchdog', err: err.message }, 'the hang watchdog failed: a hung vipd would keep its routes'),
+      );
+    } finally {
+      fs.closeSync(stderrFd);
+    }
+    this.log.debug({ event: 'daemon', op: 'watchdog', gobgpdPid, watchdogPid: this.watchdog.pid, timeoutMs }, 'hang watchdog started');
+  }
+
+  private stopWatchdog(): void {
+    this.watchdog?.stop();
+    this.watchdog = undefined;
   }
 
   private scheduleRestart(): void {
