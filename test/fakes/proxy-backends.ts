@@ -127,6 +127,46 @@ export async function echoOnce(port: number, payload: Buffer): Promise<Buffer> {
   }
 }
 
+/** How echoHeld ended: served (its socket still open, for the caller to hold or close), or how it was not. */
+export type EchoOutcome = { readonly served: true; readonly socket: Socket } | { readonly served: false; readonly how: string; readonly ms: number };
+
+/**
+ * Sends `payload` without a FIN (as a TLS client sends its ClientHello) and waits for it to come back.
+ * Not served if the connection ends, fails or stays silent for `hangMs`: `how` is 'end', an errno,
+ * 'close' or 'hung', and `ms` the time from connecting to that.
+ */
+export function echoHeld(port: number, payload: Buffer, opts: { host?: string; hangMs?: number } = {}): Promise<EchoOutcome> {
+  const started = performance.now();
+  return new Promise((resolve) => {
+    const socket = connect({ host: opts.host ?? '127.0.0.1', port });
+    let settled = false;
+    const settle = (outcome: EchoOutcome): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(hang);
+      resolve(outcome);
+    };
+    const notServed = (how: string): void => {
+      settle({ served: false, how, ms: Math.round(performance.now() - started) });
+      socket.destroy();
+    };
+    const hang = setTimeout(() => notServed('hung'), opts.hangMs ?? 3_000);
+    const chunks: Buffer[] = [];
+    let received = 0;
+    socket.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      received += chunk.length;
+      if (received < payload.length) return;
+      if (Buffer.concat(chunks).equals(payload)) settle({ served: true, socket });
+      else notServed('wrong echo');
+    });
+    socket.on('end', () => notServed('end'));
+    socket.on('error', (err: NodeJS.ErrnoException) => notServed(err.code ?? err.message));
+    socket.on('close', () => notServed('close'));
+    socket.write(payload);
+  });
+}
+
 export function sha256(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex');
 }

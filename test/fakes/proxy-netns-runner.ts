@@ -7,7 +7,7 @@ import { createMetrics } from '../../src/lib/metrics';
 import { endpoint } from '../../src/net/endpoint';
 import { BackendLoadTracker } from '../../src/proxy/backend-load';
 import { createListener } from '../../src/proxy/listener';
-import { snapshotOf } from './proxy-backends';
+import { echoHeld, snapshotOf } from './proxy-backends';
 import { testPoolSpec } from './proxy-harness';
 
 /**
@@ -64,37 +64,6 @@ async function runProxy(backendHost: string, backendPort: number, tcpKeepaliveMs
   setInterval(() => emit('stats', { active: listener.stats().active, upstreams: load.active(backend), fds: openFds() }), 250);
 }
 
-type EchoOutcome = { readonly served: true; readonly socket: Socket } | { readonly served: false; readonly how: string; readonly ms: number };
-
-/** One connection that sends 'ping' and waits for it to come back; not served if it ends, fails or stays silent for `hangMs`. */
-function echoAttempt(host: string, port: number, hangMs: number): Promise<EchoOutcome> {
-  const started = performance.now();
-  return new Promise((resolve) => {
-    const socket = connect({ host, port });
-    let settled = false;
-    const settle = (outcome: EchoOutcome): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(hang);
-      resolve(outcome);
-    };
-    const notServed = (how: string): void => {
-      settle({ served: false, how, ms: Math.round(performance.now() - started) });
-      socket.destroy();
-    };
-    const hang = setTimeout(() => notServed('hung'), hangMs);
-    let echoed = '';
-    socket.on('data', (chunk: Buffer) => {
-      echoed += chunk.toString();
-      if (echoed === 'ping') settle({ served: true, socket });
-    });
-    socket.on('end', () => notServed('end'));
-    socket.on('error', (err: NodeJS.ErrnoException) => notServed(err.code ?? err.message));
-    socket.on('close', () => notServed('close'));
-    socket.write('ping');
-  });
-}
-
 function fetchText(port: number, path: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const req = request({ host: '127.0.0.1', port, path }, (res) => {
@@ -110,10 +79,11 @@ function fetchText(port: number, path: string): Promise<string> {
 
 async function runExhaust(host: string, port: number, adminPort: number, maxHeld: number, attemptsAfterFull: number, probes: number): Promise<void> {
   const HANG_MS = 3_000;
+  const PING = Buffer.from('ping');
   const held: Socket[] = [];
   const unserved: Array<{ how: string; ms: number }> = [];
   while (held.length < maxHeld && unserved.length <= attemptsAfterFull) {
-    const outcome = await echoAttempt(host, port, HANG_MS);
+    const outcome = await echoHeld(port, PING, { host, hangMs: HANG_MS });
     if (outcome.served) {
       if (unserved.length === 0) held.push(outcome.socket);
       else outcome.socket.destroy();
@@ -130,7 +100,7 @@ async function runExhaust(host: string, port: number, adminPort: number, maxHeld
   let served = 0;
   const failures: string[] = [];
   for (let i = 0; i < probes; i++) {
-    const outcome = await echoAttempt(host, port, HANG_MS);
+    const outcome = await echoHeld(port, PING, { host, hangMs: HANG_MS });
     if (outcome.served) {
       served++;
       outcome.socket.destroy();

@@ -9,7 +9,7 @@ import { connect as tlsConnect, createServer as createTlsServer, type Server as 
 import { endpoint } from '../../src/net/endpoint';
 import type { PoolSpec } from '../../src/proxy/proxy';
 import { REPLAY_LIMIT_BYTES, ReplayBuffer } from '../../src/proxy/replay';
-import { closeReason, startBackend, startEchoBackend, waitFor, type TestBackend } from '../fakes/proxy-backends';
+import { closeReason, echoHeld, startBackend, startEchoBackend, waitFor, type TestBackend } from '../fakes/proxy-backends';
 import { metricValue, startProxy, type ProxyUnderTest } from '../fakes/proxy-harness';
 import { makePki } from '../fakes/test-pki';
 
@@ -23,25 +23,6 @@ function handshakeRecord(body: number, fill = 1): Buffer {
   record.writeUInt16BE(0x0301, 1);
   record.writeUInt16BE(body, 3);
   return record;
-}
-
-/** Sends `payload` without a FIN (as a TLS client's ClientHello) and waits for as many bytes back; rejects with how it ended otherwise. */
-function roundTrip(port: number, payload: Buffer): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    const chunks: Buffer[] = [];
-    let received = 0;
-    socket.on('data', (chunk: Buffer) => {
-      chunks.push(chunk);
-      received += chunk.length;
-      if (received < payload.length) return;
-      socket.destroy();
-      resolve(Buffer.concat(chunks));
-    });
-    socket.on('error', (err: NodeJS.ErrnoException) => reject(new Error(err.code ?? err.message)));
-    socket.on('end', () => reject(new Error('end')));
-    socket.write(payload);
-  });
 }
 
 /** A backend that dies on a connection's first data, before answering: with an RST, or a FIN. */
@@ -60,11 +41,12 @@ async function runClients(proxy: ProxyUnderTest, dying: TestBackend, payload: Bu
   let served = 0;
   const failures: string[] = [];
   for (let i = 0; i < CLIENTS; i++) {
-    try {
-      assert.deepEqual(await roundTrip(proxy.port, payload), payload);
+    const outcome = await echoHeld(proxy.port, payload);
+    if (outcome.served) {
+      outcome.socket.destroy();
       served++;
-    } catch (err) {
-      failures.push((err as Error).message);
+    } else {
+      failures.push(outcome.how);
     }
   }
   await waitFor(() => proxy.ended.length === CLIENTS, 2_000, 'every session to end');
