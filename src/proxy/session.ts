@@ -327,7 +327,7 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
     let drained = true;
     if (this.replaying) {
       this.replaying = false;
-      for (const chunk of this.replay?.chunks ?? []) {
+      for (const chunk of this.replay!.chunks) {
         slot.unflushedBytesOut += chunk.length;
         drained = upstream.write(chunk);
       }
