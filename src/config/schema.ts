@@ -2,7 +2,8 @@ import { isIP } from 'node:net';
 import { Address4, Address6 } from 'ip-address';
 import { z } from 'zod';
 import { parseDuration } from '../lib/duration';
-import { parseEndpoint } from '../net/endpoint';
+import { canonicalAddress, isIpv4Mapped, isLoopbackAddress, isUnspecifiedAddress, sameAddress } from '../net/address';
+import { endpoint, parseEndpoint } from '../net/endpoint';
 
 /**
  * The config schema. Everything the daemon reads is validated here, so the rest of the code can trust
@@ -24,8 +25,22 @@ function duration(minMs: number, maxMs: number) {
   });
 }
 
-const ipAddress = z.string().refine((s) => isIP(s) !== 0, (s) => ({ message: `"${s}" is not an IP address` }));
-const ipv4Address = z.string().refine((s) => isIP(s) === 4, (s) => ({ message: `"${s}" is not an IPv4 address` }));
+/** Any IP address, in canonical form (net/address.ts: every notation of one address compares equal). */
+const ipAddress = z.string().transform((text, ctx) => {
+  const canonical = canonicalAddress(text);
+  if (canonical === undefined) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, fatal: true, message: `"${text}" is not an IP address` });
+    return z.NEVER;
+  }
+  return canonical;
+});
+const ipv4Address = z.string().transform((text, ctx) => {
+  if (isIP(text) !== 4) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, fatal: true, message: `"${text}" is not an IPv4 address` });
+    return z.NEVER;
+  }
+  return canonicalAddress(text)!;
+});
 
 /** A VIP must be one usable host address: no network, no loopback, multicast or unspecified address. */
 export function hostAddressProblem(text: string): string | undefined {
@@ -33,6 +48,8 @@ export function hostAddressProblem(text: string): string | undefined {
   const addr = slash < 0 ? text : text.slice(0, slash);
   const family = isIP(addr);
   if (family === 0) return `"${text}" is not an IP address`;
+  // Announced as an IPv6 /128 but reached as IPv4: say which one is meant.
+  if (isIpv4Mapped(addr)) return `"${addr}" is an IPv4-mapped IPv6 address; write the IPv4 address ${canonicalAddress(addr)} (announced as /32)`;
   if (slash >= 0) {
     const len = text.slice(slash + 1);
     const hostLen = family === 4 ? '32' : '128';
@@ -61,7 +78,7 @@ const vipAddress = z.string().transform((text, ctx) => {
     return z.NEVER;
   }
   const slash = text.indexOf('/');
-  return slash < 0 ? text : text.slice(0, slash);
+  return canonicalAddress(slash < 0 ? text : text.slice(0, slash))!;
 });
 
 const port = z.number().int('must be a whole number').min(1, 'port must be 1..65535').max(65535, 'port must be 1..65535');
@@ -89,7 +106,7 @@ const endpointText = z.string().transform((text, ctx) => {
 
 const loopbackListen = z.string().transform((text, ctx) => {
   const ep = parseEndpoint(text);
-  if (!ep || !(ep.host.startsWith('127.') || ep.host === '::1')) {
+  if (!ep || !isLoopbackAddress(ep.host)) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, fatal: true, message: `"${text}" must be a loopback IP:PORT (127.0.0.0/8 or [::1]); the admin API is never exposed` });
     return z.NEVER;
   }
@@ -99,7 +116,7 @@ const loopbackListen = z.string().transform((text, ctx) => {
 const gobgpApi = z.string().refine((s) => {
   if (s.startsWith('unix:/')) return true;
   const ep = parseEndpoint(s);
-  return !!ep && (ep.host.startsWith('127.') || ep.host === '::1');
+  return !!ep && isLoopbackAddress(ep.host);
 }, (s) => ({ message: `"${s}" must be a loopback IP:PORT or unix:/absolute/path; gobgpd's API has no authentication` }));
 
 const checkSchema = z
@@ -213,7 +230,12 @@ const vipSchema = z
     minHealthyBackends: z.number().int().min(1).max(1000).default(1),
     listeners: z.array(listenerSchema).min(1, 'a VIP needs at least one listener'),
   })
-  .strict();
+  .strict()
+  .superRefine((v, ctx) => {
+    if (v.nextHop !== undefined && isIP(v.nextHop) !== isIP(v.address)) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['nextHop'], message: `next hop ${v.nextHop} is IPv${isIP(v.nextHop)} but the VIP ${v.address} is IPv${isIP(v.address)}` });
+    }
+  });
 
 const peerSchema = z
   .object({
@@ -297,13 +319,20 @@ export const configSchema = z
   })
   .strict()
   .superRefine((cfg, ctx) => {
+    // Addresses are canonical here (ipAddress, vipAddress, endpointText): plain text comparison is exact.
     const seenVipPort = new Map<string, string>();
+    const seenVipAddress = new Map<string, number>();
     const seenName = new Set<string>();
     cfg.vips.forEach((vip, vi) => {
       if (seenName.has(vip.name)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['vips', vi, 'name'], message: `duplicate VIP name "${vip.name}"` });
       seenName.add(vip.name);
+      const firstWithAddress = seenVipAddress.get(vip.address);
+      if (firstWithAddress !== undefined) {
+        // Two VIPs with one address would be one prefix announced twice: list its ports under one VIP.
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['vips', vi, 'address'], message: `VIP address ${vip.address} is already vips[${firstWithAddress}] ("${cfg.vips[firstWithAddress]!.name}"); put all its listeners under one VIP` });
+      } else seenVipAddress.set(vip.address, vi);
       vip.listeners.forEach((l, li) => {
-        const key = `${vip.address}:${l.port}`;
+        const key = endpoint(vip.address, l.port).key;
         const first = seenVipPort.get(key);
         if (first) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['vips', vi, 'listeners', li, 'port'], message: `duplicate VIP:port ${key} (already at ${first})` });
         else seenVipPort.set(key, `vips[${vi}].listeners[${li}]`);
@@ -316,24 +345,21 @@ export const configSchema = z
     for (const [poolName, pool] of Object.entries(cfg.pools)) {
       pool.backends.forEach(({ endpoint: b }, bi) => {
         const path = ['pools', poolName, 'backends', bi];
-        if (seenVipPort.has(`${b.host}:${b.port}`)) {
+        if (seenVipPort.has(b.key)) {
           ctx.addIssue({ code: z.ZodIssueCode.custom, path, message: `backend ${b.key} is a VIP listener of this node; it would proxy to itself` });
-        } else if (isLoopbackOrUnspecified(b.host) && listenerPorts.has(b.port)) {
+        } else if ((isLoopbackAddress(b.host) || isUnspecifiedAddress(b.host)) && listenerPorts.has(b.port)) {
           ctx.addIssue({ code: z.ZodIssueCode.custom, path, message: `backend ${b.key} is a local address on a listener port; it could loop back into vipd` });
-        } else if (cfg.vips.some((v) => v.address === b.host)) {
+        } else if (cfg.vips.some((v) => sameAddress(v.address, b.host))) {
           ctx.addIssue({ code: z.ZodIssueCode.custom, path, message: `backend ${b.key} is a VIP address; backends must be real servers` });
         }
       });
       const keys = pool.backends.map((b) => b.endpoint.key);
       keys.forEach((k, i) => {
-        if (keys.indexOf(k) !== i) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['pools', poolName, 'backends', i], message: `duplicate backend ${k}` });
+        const first = keys.indexOf(k);
+        if (first !== i) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['pools', poolName, 'backends', i], message: `duplicate backend ${k}: same address and port as backends[${first}] (addresses compare in canonical form)` });
       });
     }
   });
-
-function isLoopbackOrUnspecified(host: string): boolean {
-  return host.startsWith('127.') || host === '::1' || host === '0.0.0.0' || host === '::';
-}
 
 export type Config = z.output<typeof configSchema>;
 export type VipConfig = Config['vips'][number];

@@ -1,6 +1,11 @@
 import { isIP } from 'node:net';
+import { canonicalAddress } from './address';
 
-/** A host:port pair with a canonical key ("198.18.21.2:2379", "[2001:db8::2]:2379"). */
+/**
+ * A host:port pair. An IP host is kept in canonical form (canonicalAddress: RFC 5952 IPv6, IPv4-mapped
+ * as IPv4), so `key` ("198.18.21.2:2379", "[2001:db8::2]:2379") is the same for every notation of the
+ * same address and may be compared as text: drains, status, metrics labels, health.
+ */
 export interface Endpoint {
   readonly host: string;
   readonly port: number;
@@ -8,7 +13,8 @@ export interface Endpoint {
 }
 
 export function endpoint(host: string, port: number): Endpoint {
-  return { host, port, key: isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}` };
+  const canonical = canonicalAddress(host) ?? host;
+  return { host: canonical, port, key: isIP(canonical) === 6 ? `[${canonical}]:${port}` : `${canonical}:${port}` };
 }
 
 /** Parses "host:port" or "[v6]:port"; returns undefined when it is not an IP literal with a port. */

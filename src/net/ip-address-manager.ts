@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { VipdError } from '../lib/errors';
+import { sameAddress } from './address';
 import { hostPrefix, type VipAddressManager } from './net';
 
 /** Manages VIPs with iproute2 (`ip addr`), which needs CAP_NET_ADMIN and nothing else. */
@@ -26,8 +27,7 @@ export class IpAddressManager implements VipAddressManager {
   async has(address: string): Promise<boolean> {
     // getifaddrs() in-process: spawning `ip` every few seconds stalled the event loop 3-7 ms each time,
     // which showed up as the proxy's p99 latency in the benchmark.
-    const wanted = normalise(address);
-    return (networkInterfaces()[this.device] ?? []).some((a) => normalise(a.address) === wanted);
+    return (networkInterfaces()[this.device] ?? []).some((a) => sameAddress(a.address, address));
   }
 
   private run(args: string[]): Promise<string> {
@@ -45,8 +45,4 @@ export class IpAddressManager implements VipAddressManager {
 
 function familyFlag(address: string): string {
   return isIP(address) === 6 ? '-6' : '-4';
-}
-
-function normalise(address: string): string {
-  return isIP(address) === 6 ? new URL(`http://[${address}]/`).hostname : address;
 }
