@@ -24,10 +24,33 @@ const vipd = new Map<string, LabProcess>();
 const configs = new Map<string, string>();
 const figures: Array<[string, string, string]> = [];
 
-function record(what: string, ms: number, bound: string): void {
-  figures.push([what, `${Math.round(ms)} ms`, bound]);
-  console.log(`${what}: ${Math.round(ms)} ms (bound ${bound})`);
+/**
+ * Records a figure. `bound` is the RELIABILITY.md bound the test asserts, with its scenario; a figure
+ * RELIABILITY.md gives no number for is printed with `unbounded`, which says why it is only printed.
+ */
+function record(what: string, ms: number, bound: { readonly ms: number; readonly scenario: string } | { readonly unbounded: string }): void {
+  const text = 'ms' in bound ? `bound ${bound.ms} ms, ${bound.scenario}` : `printed only: ${bound.unbounded}`;
+  figures.push([what, `${Math.round(ms)} ms`, text]);
+  console.log(`${what}: ${Math.round(ms)} ms (${text})`);
 }
+
+/** Records the figure and asserts its bound. */
+function assertWithin(what: string, ms: number, boundMs: number, scenario: string, detail = ''): void {
+  record(what, ms, { ms: boundMs, scenario });
+  assert.ok(ms <= boundMs, `${scenario}: ${what} took ${Math.round(ms)} ms, bound ${boundMs} ms${detail ? ` (${detail})` : ''}`);
+}
+
+/** RELIABILITY.md bounds this file asserts. */
+const T05_WITHDRAW_MS = INTERVAL_MS * FALL + 1000;
+const T05_RETURN_MS = RISE * INTERVAL_MS + HOLD_DOWN_MS + 1000;
+const T19_DRAIN_MS = 500;
+const T19_UNDRAIN_MS = 500;
+const T17_WATCHDOG_MS = 3000;
+const T14_WITHDRAW_MS = 500;
+const T14_RETURN_MS = 15_000;
+const T16_WITHDRAW_MS = 1000;
+/** Cold starts: no RELIABILITY.md row; the path waits for process start-up and gobgpd's first connect (5-10 s, T13). */
+const COLD_START = 'RELIABILITY.md has no bound for a cold start (process start-up plus gobgpd\'s first BGP connect, 5-10 s per T13); waited up to 30 s';
 
 async function traffic(ratePerSec: number, durationMs: number): Promise<TrafficReport> {
   const r = await lab.exec('client', [process.execPath, TRAFFIC_JS, '--target', `${VIP}:2379`, '--rate', String(ratePerSec), '--duration', String(durationMs)], {
@@ -81,7 +104,7 @@ test('3 balancers announce: the ToR kernel route to the VIP has 3 next hops', as
   await lab.tor.waitNexthops(PREFIX, 3, 30_000).catch((err) => {
     throw new Error(`${err}\nlb1 log:\n${vipdLogTail('lb1')}`);
   });
-  record('start to 3 ECMP next hops (includes gobgpd connect delay)', performance.now() - started, '30 s');
+  record('start to 3 ECMP next hops (includes gobgpd connect delay)', performance.now() - started, { unbounded: COLD_START });
   assert.deepEqual(await nexthops(), lab.balancers.map((b) => b.v4).sort());
   const bgp = await lab.tor.bgpRoute(PREFIX);
   assert.ok(bgp, 'the ToR has a BGP route');
@@ -135,20 +158,16 @@ test("every backend of one balancer down: its path leaves the ToR within interva
   const added = await lab.exec('lb1', ['nft', '-f', '-'], { input: rules });
   assert.equal(added.code, 0, added.stderr);
   const gone = await lab.tor.waitNexthops(PREFIX, 2, 10_000, 10);
-  const withdrawMs = performance.now() - t0;
-  record('all backends of lb1 down -> path leaves ToR', withdrawMs, `${INTERVAL_MS * FALL + 1000} ms`);
+  assertWithin('T05: all backends of lb1 down -> path leaves ToR', performance.now() - t0, T05_WITHDRAW_MS, 'T05 interval×fall + 1 s', `waited ${gone} ms`);
   assert.ok(!(await nexthops()).includes(lb1.v4), 'it is lb1 that left');
-  assert.ok(withdrawMs <= INTERVAL_MS * FALL + 1000, `withdrawn after ${Math.round(withdrawMs)} ms (waited ${gone} ms)`);
 
   const t1 = performance.now();
   assert.equal((await nft(['delete', 'table', 'inet', 'vipde2e'])).code, 0);
   await lab.tor.waitNexthops(PREFIX, 3, 15_000, 20);
-  const backMs = performance.now() - t1;
-  record('lb1 backends back -> path returns (rise + hold-down)', backMs, `${RISE * INTERVAL_MS + HOLD_DOWN_MS + 1000} ms`);
-  assert.ok(backMs <= RISE * INTERVAL_MS + HOLD_DOWN_MS + 1000);
+  assertWithin('T05: lb1 backends back -> path returns (rise + hold-down)', performance.now() - t1, T05_RETURN_MS, 'T05 rise + hold-down + 1 s');
 });
 
-test('drain: withdrawn within 1 s with 0 failed new client connections; undrain restores it', async () => {
+test('drain: out of ECMP within 0.5 s with 0 failed new client connections; undrain restores it within 0.5 s (T19)', async () => {
   const lb2 = lab.balancer('lb2');
   const load = traffic(100, 4000);
   try {
@@ -158,24 +177,27 @@ test('drain: withdrawn within 1 s with 0 failed new client connections; undrain 
     const drained = await lab.exec('lb2', ['curl', '-sS', '-f', '-X', 'POST', 'http://127.0.0.1:9180/drain']);
     assert.equal(drained.code, 0, drained.stderr);
     await lab.tor.waitNexthops(PREFIX, 2, 5000, 10);
-    const drainMs = performance.now() - t0;
-    record('drain -> path leaves ToR', drainMs, '1000 ms');
+    assertWithin('T19: drain -> path leaves ToR', performance.now() - t0, T19_DRAIN_MS, 'T19 out of ECMP ≤ 0.5 s');
     assert.ok(!(await nexthops()).includes(lb2.v4));
-    assert.ok(drainMs <= 1000, `withdrawn ${Math.round(drainMs)} ms after the drain request`);
     const report = await load;
     console.log('traffic during drain:', JSON.stringify(report));
     assert.equal(report.failed, 0, JSON.stringify(report.errors));
 
     const status = await lab.vipdCli('lb2', ['status', '--config', configs.get('lb2')!]);
     assert.match(status.stdout, /control-plane\s+198\.19\.0\.10\/32\s+withdrawn\s+drained/);
-  } finally {
+  } catch (err) {
+    // Leave lb2 serving for the tests after this one, whatever failed here.
     await load.catch(() => undefined);
-    const t1 = performance.now();
-    const undrained = await lab.vipdCli('lb2', ['undrain', '--config', configs.get('lb2')!]);
-    assert.equal(undrained.code, 0, undrained.stderr);
-    await lab.tor.waitNexthops(PREFIX, 3, 5000, 10);
-    record('undrain (CLI) -> path back at ToR', performance.now() - t1, '(info)');
+    await lab.exec('lb2', ['curl', '-sS', '-X', 'POST', 'http://127.0.0.1:9180/undrain']);
+    throw err;
   }
+  // Every backend stayed healthy and a drain sets no hold-down, so the gate passes already: T19 then
+  // counts from the undrain request itself. Timed with curl, as the drain is.
+  const t1 = performance.now();
+  const undrained = await lab.exec('lb2', ['curl', '-sS', '-f', '-X', 'POST', 'http://127.0.0.1:9180/undrain']);
+  assert.equal(undrained.code, 0, undrained.stderr);
+  await lab.tor.waitNexthops(PREFIX, 3, 5000, 10);
+  assertWithin('T19: undrain -> path back at ToR (gate already passing)', performance.now() - t1, T19_UNDRAIN_MS, 'T19 undrain restores ECMP ≤ 0.5 s after the gate passes');
 });
 
 test('vipd hung (SIGSTOP): the watchdog stops its gobgpd and the path leaves the ToR within 3 s; after SIGCONT it returns', async () => {
@@ -188,9 +210,7 @@ test('vipd hung (SIGSTOP): the watchdog stops its gobgpd and the path leaves the
   process.kill(proc.pid, 'SIGSTOP');
   try {
     await lab.tor.waitNexthops(PREFIX, 2, 6000, 10);
-    const goneMs = performance.now() - t0;
-    record('vipd SIGSTOP -> path leaves ToR (hang watchdog, timeout 2 s)', goneMs, '3000 ms');
-    assert.ok(goneMs <= 3000, `${goneMs} ms`);
+    assertWithin('T17: vipd SIGSTOP -> path leaves ToR (hang watchdog, timeout 2 s)', performance.now() - t0, T17_WATCHDOG_MS, 'T17 watchdog ≤ 3 s');
     assert.ok(!(await nexthops()).includes(lb2.v4));
     assert.deepEqual(await pidOf('lb2', 'gobgpd'), [], 'the watchdog stopped gobgpd while vipd was stopped');
   } finally {
@@ -198,11 +218,13 @@ test('vipd hung (SIGSTOP): the watchdog stops its gobgpd and the path leaves the
   }
   const t1 = performance.now();
   await lab.tor.waitNexthops(PREFIX, 3, 30_000, 50);
-  record('vipd SIGCONT -> path back on ToR (gobgpd restarted)', performance.now() - t1, '(info)');
+  // T17 asks for "normal gating on recovery" without a number. The watchdog stopped gobgpd, so vipd's
+  // recovery is T14's path (vipd starts a new gobgpd, which connects, and the path is added): T14's bound.
+  assertWithin('T17: vipd SIGCONT -> path back on ToR (gobgpd restarted)', performance.now() - t1, T14_RETURN_MS, 'T14 route back ≤ 15 s');
   assert.match(proc.readLog(), /vipd-watchdog: no heartbeat from vipd/);
 });
 
-test('SIGKILL of gobgpd: vipd restarts it and the route is announced again within 20 s', async () => {
+test('SIGKILL of gobgpd: the ToR withdraws within 0.5 s; vipd restarts it and the route is back within 15 s (T14)', async () => {
   const lb1 = lab.balancer('lb1');
   const [gobgpd] = await pidOf('lb1', 'gobgpd');
   assert.ok(gobgpd, 'managed gobgpd runs in lb1');
@@ -210,11 +232,9 @@ test('SIGKILL of gobgpd: vipd restarts it and the route is announced again withi
   const t0 = performance.now();
   process.kill(gobgpd, 'SIGKILL');
   await lab.tor.waitNexthops(PREFIX, 2, 5000, 10);
-  record('gobgpd SIGKILL -> path leaves ToR', performance.now() - t0, '(info)');
+  assertWithin('T14: gobgpd SIGKILL -> path leaves ToR', performance.now() - t0, T14_WITHDRAW_MS, 'T14 ToR withdraws ≤ 0.5 s');
   await lab.tor.waitNexthops(PREFIX, 3, 25_000, 50);
-  const backMs = performance.now() - t0;
-  record('gobgpd SIGKILL -> route announced again', backMs, '20000 ms');
-  assert.ok(backMs <= 20_000);
+  assertWithin('T14: gobgpd SIGKILL -> route announced again', performance.now() - t0, T14_RETURN_MS, 'T14 route back ≤ 15 s');
   assert.ok((await nexthops()).includes(lb1.v4));
   const [restarted] = await pidOf('lb1', 'gobgpd');
   assert.ok(restarted && restarted !== gobgpd, 'a new gobgpd runs');
@@ -228,9 +248,7 @@ test('SIGKILL of vipd: its gobgpd dies with it and the path leaves the ToR withi
   const t0 = performance.now();
   vipd.get('lb3')!.kill('SIGKILL');
   await lab.tor.waitNexthops(PREFIX, before - 1, 5000, 5);
-  const goneMs = performance.now() - t0;
-  record('vipd SIGKILL -> path leaves ToR', goneMs, '1000 ms');
-  assert.ok(goneMs <= 1000);
+  assertWithin('T16: vipd SIGKILL -> path leaves ToR', performance.now() - t0, T16_WITHDRAW_MS, 'T16 path gone ≤ 1 s');
   assert.ok(!(await nexthops()).includes(lb3.v4));
   assert.deepEqual(await pidOf('lb3', 'gobgpd'), [], 'gobgpd died with vipd');
 });
@@ -245,7 +263,7 @@ test('a vipd started after a SIGKILL removes the gobgpd directory its predecesso
   const restarted = lab.startVipd('lb3', configs.get('lb3')!);
   vipd.set('lb3', restarted);
   await lab.tor.waitNexthops(PREFIX, before + 1, 30_000, 5);
-  record('vipd restart after SIGKILL -> path back on ToR', performance.now() - t0, '(info)');
+  record('vipd restart after SIGKILL -> path back on ToR', performance.now() - t0, { unbounded: COLD_START });
   assert.deepEqual(leftBehind(), [], 'the new vipd removed it');
   assert.match(restarted.readLog(), new RegExp(`"op":"removeStale".*"ownerPid":${killed.pid}`));
   assert.equal(readdirSync(tmpdir()).filter((name) => name.startsWith(`vipd-gobgpd-${restarted.pid}-`)).length, 1, 'and made its own');
@@ -258,7 +276,8 @@ test('SIGTERM of vipd: withdraws first, exits 0, stops gobgpd and removes the VI
   const t0 = performance.now();
   proc.kill('SIGTERM');
   await lab.tor.waitNexthops(PREFIX, before - 1, 5000, 5);
-  record('vipd SIGTERM -> path leaves ToR', performance.now() - t0, '(info)');
+  // T30 asks SIGTERM to be graceful (withdraw first, clean exit: both asserted below) but gives no time.
+  record('vipd SIGTERM -> path leaves ToR', performance.now() - t0, { unbounded: 'RELIABILITY.md gives no time for SIGTERM (T30: graceful, withdraw first, asserted below)' });
   const exit = await proc.exited;
   assert.equal(exit.code, 0, `vipd exit: ${JSON.stringify(exit)}\n${vipdLogTail('lb1')}`);
   assert.deepEqual(await pidOf('lb1', 'gobgpd'), []);
