@@ -1,5 +1,7 @@
 import type { Clock, TimerHandle } from '../lib/clock';
 import { errorMessage } from '../lib/errors';
+import type { Logger } from '../lib/logger';
+import { StateMachine } from '../lib/transition';
 import type { Endpoint } from '../net/endpoint';
 import { applyResult, initialMemory, type CheckOutcome, type ThresholdMemory } from './checker-thresholds';
 import type { HealthState, Probe, ProbeResult } from './health';
@@ -29,7 +31,11 @@ export interface BackendCheckerOptions {
   readonly jitterFraction?: number;
   /** Called for every result, in order, after the state has been updated. */
   readonly onResult: (record: CheckRecord) => void;
+  /** Logs the checker's own life cycle (start, close) at debug. */
+  readonly logger?: Logger;
 }
+
+export type CheckerLifecycle = 'idle' | 'running' | 'closed';
 
 export const DEFAULT_JITTER_FRACTION = 0.1;
 
@@ -44,9 +50,12 @@ export const DEFAULT_JITTER_FRACTION = 0.1;
  */
 export class BackendChecker {
   private memory: ThresholdMemory = initialMemory;
-  private lifecycle: 'idle' | 'running' | 'closed' = 'idle';
+  private readonly lifecycle: StateMachine<CheckerLifecycle>;
   private timer: TimerHandle | undefined;
   private attemptGuard: TimerHandle | undefined;
+  /** Resolves when the attempt in flight has its answer (at the latest at its timeout); undefined between attempts. */
+  private attemptAnswered: Promise<void> | undefined;
+  private settleAttempt: (() => void) | undefined;
   /** The probe's own promise has not settled; stays true past the checker's timeout if the probe overruns. */
   private probeInFlight = false;
   private probeStartedAt = 0;
@@ -56,6 +65,7 @@ export class BackendChecker {
   constructor(private readonly options: BackendCheckerOptions) {
     this.random = options.random ?? Math.random;
     this.jitterFraction = options.jitterFraction ?? DEFAULT_JITTER_FRACTION;
+    this.lifecycle = new StateMachine<CheckerLifecycle>('idle', { machine: 'checker', ...(options.logger ? { logger: options.logger } : {}) });
   }
 
   get state(): HealthState {
@@ -64,19 +74,39 @@ export class BackendChecker {
 
   /** Idempotent; a closed checker never starts again. */
   start(): void {
-    if (this.lifecycle !== 'idle') return;
-    this.lifecycle = 'running';
+    if (!this.lifecycle.transition(['idle'], 'running', 'start()')) return;
     // Prompt, but spread: many checkers started together must not probe in lockstep.
     this.schedule(this.options.intervalMs * this.jitterFraction * this.random());
   }
 
-  /** Idempotent. A probe in flight finishes on its own (bounded by its timeout) and is ignored. */
-  close(): void {
-    this.lifecycle = 'closed';
-    this.timer?.cancel();
-    this.timer = undefined;
+  /**
+   * Graceful: no probe starts from now on, and the one in flight is waited for (at most timeoutMs); its
+   * result is not judged. Idempotent; a closed checker never starts again.
+   */
+  async close(): Promise<void> {
+    this.stop('close()');
+    await this.attemptAnswered;
+  }
+
+  /** At once: no probe starts from now on and the one in flight is abandoned (its result ignored). Idempotent. */
+  async destroy(): Promise<void> {
+    this.stop('destroy()');
     this.attemptGuard?.cancel();
     this.attemptGuard = undefined;
+    this.attemptSettled();
+  }
+
+  private attemptSettled(): void {
+    const settle = this.settleAttempt;
+    this.settleAttempt = undefined;
+    this.attemptAnswered = undefined;
+    settle?.();
+  }
+
+  private stop(reason: string): void {
+    this.lifecycle.transition(['idle', 'running'], 'closed', reason);
+    this.timer?.cancel();
+    this.timer = undefined;
   }
 
   /**
@@ -93,7 +123,7 @@ export class BackendChecker {
 
   private runAttempt(): void {
     this.timer = undefined;
-    if (this.lifecycle !== 'running') return;
+    if (!this.lifecycle.is('running')) return;
     const { clock, timeoutMs, probe, backend } = this.options;
     const startedAt = clock.now();
 
@@ -107,14 +137,16 @@ export class BackendChecker {
     this.probeInFlight = true;
     this.probeStartedAt = startedAt;
     let answered = false;
+    this.attemptAnswered = new Promise<void>((resolve) => (this.settleAttempt = resolve));
     const answer = (result: ProbeResult): void => {
       if (answered) return;
       answered = true;
       this.attemptGuard?.cancel();
       this.attemptGuard = undefined;
-      if (this.lifecycle !== 'running') return;
+      this.attemptSettled();
+      if (!this.lifecycle.is('running')) return;
       this.judge(result);
-      if (this.lifecycle !== 'running') return;
+      if (!this.lifecycle.is('running')) return;
       // A probe still running after the guard fired gets a full interval to settle before the next attempt.
       const elapsed = this.probeInFlight ? 0 : clock.now() - startedAt;
       this.schedule(this.nextWait() - elapsed);

@@ -66,11 +66,17 @@ export interface HealthTransition {
   readonly result: ProbeResult;
 }
 
-/** Health of one pool: one checker per backend. start()/close() are idempotent. */
+/** Health of one pool: one checker per backend. start(), close() and destroy() are idempotent. */
 export interface PoolHealth {
   readonly pool: string;
   start(): void;
-  close(): void;
+  /**
+   * Graceful: no probe starts from now on and no listener hears of anything; resolves once the probes
+   * in flight have answered (each within its timeout). A closed pool never starts again.
+   */
+  close(): Promise<void>;
+  /** At once: as close(), but probes in flight are abandoned. Resolves at once. */
+  destroy(): Promise<void>;
   snapshot(): PoolSnapshot;
   /** Called after every snapshot change (state transitions only, not every probe). Returns an unsubscribe. */
   onChange(listener: (snapshot: PoolSnapshot, transition: HealthTransition) => void): () => void;

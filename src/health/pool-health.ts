@@ -1,9 +1,11 @@
 import type { Clock } from '../lib/clock';
 import { VipdError } from '../lib/errors';
+import { ListenerSet } from '../lib/listener-set';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
+import { StateMachine } from '../lib/transition';
 import type { Endpoint } from '../net/endpoint';
-import { BackendChecker, type CheckRecord } from './checker';
+import { BackendChecker, type CheckerLifecycle, type CheckRecord } from './checker';
 import type {
   BackendStatus,
   CheckSpec,
@@ -33,6 +35,7 @@ export interface PoolHealthOptions {
 const STATES: readonly HealthState[] = ['unknown', 'healthy', 'unhealthy'];
 
 type TransitionListener = (snapshot: PoolSnapshot, transition: HealthTransition) => void;
+type Change = { readonly snapshot: PoolSnapshot; readonly transition: HealthTransition };
 
 /**
  * One checker per backend, folded into immutable pool snapshots. The version increments exactly when a
@@ -53,8 +56,12 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
   let current = buildSnapshot(pool, 0, backends, states, since, lastResults);
   /** A probe result arrived that `current` does not show yet; rebuilt lazily, since most are never read. */
   let resultsNewerThanSnapshot = false;
-  const listeners = new Set<TransitionListener>();
-  let lifecycle: 'idle' | 'running' | 'closed' = 'idle';
+  // One faulty subscriber must not stop the others from hearing about the change, nor the checks.
+  const listeners = new ListenerSet<Change>((err) =>
+    log.error({ event: 'listenerError', err: err instanceof Error ? err.stack ?? err.message : String(err) }, 'health change listener threw'),
+  );
+  const lifecycle = new StateMachine<CheckerLifecycle>('idle', { machine: 'poolHealth', logger: log });
+  let closed: Promise<void> | undefined;
 
   backends.forEach((backend, index) => setStateGauge(metrics, pool, backend, states[index]!));
 
@@ -69,6 +76,7 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
       fall: check.fall,
       clock,
       random: options.random,
+      logger: backendLog,
       onResult: (record) => onResult(index, record, backendLog),
     });
   });
@@ -96,32 +104,35 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
     );
 
     const transition: HealthTransition = Object.freeze({ pool, backend, from, to, result });
-    const snapshot = current;
-    for (const listener of [...listeners]) {
-      try {
-        listener(snapshot, transition);
-      } catch (err) {
-        // One faulty subscriber must not stop the others from hearing about the change, nor the checks.
-        log.error({ event: 'listenerError', err }, 'health change listener threw');
-      }
+    listeners.emit({ snapshot: current, transition });
+  }
+
+  function stop(how: 'close' | 'destroy'): Promise<void> {
+    const wasRunning = lifecycle.is('running');
+    if (lifecycle.transition(['idle', 'running'], 'closed', `${how}()`)) {
+      listeners.clear();
+      closed = Promise.all(checkers.map((checker) => (how === 'close' ? checker.close() : checker.destroy()))).then(() => {
+        if (wasRunning) log.info({ event: 'healthStop' }, 'health checks stopped');
+      });
+    } else if (how === 'destroy') {
+      // A close() under way: abandon the probes it waits for.
+      for (const checker of checkers) void checker.destroy();
     }
+    return closed ?? Promise.resolve();
   }
 
   return {
     pool,
     start(): void {
-      if (lifecycle !== 'idle') return;
-      lifecycle = 'running';
+      if (!lifecycle.transition(['idle'], 'running', 'start()')) return;
       log.info({ event: 'healthStart', kind: probe.kind, backends: backends.length, intervalMs: check.intervalMs, timeoutMs: check.timeoutMs, rise: check.rise, fall: check.fall }, 'health checks started');
       for (const checker of checkers) checker.start();
     },
-    close(): void {
-      if (lifecycle === 'closed') return;
-      const wasRunning = lifecycle === 'running';
-      lifecycle = 'closed';
-      for (const checker of checkers) checker.close();
-      listeners.clear();
-      if (wasRunning) log.info({ event: 'healthStop' }, 'health checks stopped');
+    close(): Promise<void> {
+      return stop('close');
+    },
+    destroy(): Promise<void> {
+      return stop('destroy');
     },
     snapshot(): PoolSnapshot {
       if (resultsNewerThanSnapshot) {
@@ -132,10 +143,7 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
       return current;
     },
     onChange(listener: TransitionListener): () => void {
-      // Wrapped so that subscribing one function twice gives two subscriptions, each with its own unsubscribe.
-      const subscription: TransitionListener = (snapshot, transition) => listener(snapshot, transition);
-      listeners.add(subscription);
-      return () => void listeners.delete(subscription);
+      return listeners.add(({ snapshot, transition }) => listener(snapshot, transition));
     },
   };
 }

@@ -24,13 +24,11 @@ export interface StateMachineOptions {
  */
 export class StateMachine<S extends string> {
   private current: S;
-  private readonly listeners: ListenerSet<StateChange<S>>;
+  /** Made at the first onChange: a machine per connection (the proxy's sessions) mostly has none. */
+  private listeners: ListenerSet<StateChange<S>> | undefined;
 
   constructor(initial: S, private readonly options: StateMachineOptions) {
     this.current = initial;
-    this.listeners = new ListenerSet((err) =>
-      options.logger?.error({ event: 'listenerError', machine: options.machine, err: err instanceof Error ? err.stack ?? err.message : String(err) }, 'state listener threw'),
-    );
   }
 
   get state(): S {
@@ -51,11 +49,15 @@ export class StateMachine<S extends string> {
     this.current = to;
     const { logger, machine, level = 'debug' } = this.options;
     logger?.[level]({ event: 'state', machine, from, to, reason }, `${machine} ${from} -> ${to}: ${reason}`);
-    this.listeners.emit({ from, to, reason });
+    this.listeners?.emit({ from, to, reason });
     return true;
   }
 
   onChange(listener: (change: StateChange<S>) => void): () => void {
+    const { logger, machine } = this.options;
+    this.listeners ??= new ListenerSet((err) =>
+      logger?.error({ event: 'listenerError', machine, err: err instanceof Error ? err.stack ?? err.message : String(err) }, 'state listener threw'),
+    );
     return this.listeners.add(listener);
   }
 }

@@ -1,5 +1,6 @@
 import type { PoolSnapshot } from '../health/health';
 import { systemClock, type Clock, type TimerHandle } from '../lib/clock';
+import { ListenerSet } from '../lib/listener-set';
 import type { Logger } from '../lib/logger';
 import { onCollect, type Metrics } from '../lib/metrics';
 import type { Endpoint } from '../net/endpoint';
@@ -127,7 +128,8 @@ export class BackendLoadTracker implements PoolLoad {
   private readonly metrics: Metrics;
   private readonly clock: Clock;
   private readonly log: Logger | undefined;
-  private readonly downHandlers = new Set<BackendDownHandler>();
+  /** closeOnBackendDown: each attached listener closes its sessions on the backend. */
+  private readonly backendDown: ListenerSet<BackendEntry>;
   private current: PoolSnapshot;
   private readonly unsubscribe: () => void;
   private queueHead: QueuedClient | undefined;
@@ -146,6 +148,9 @@ export class BackendLoadTracker implements PoolLoad {
     this.metrics = options.metrics;
     this.clock = options.clock ?? systemClock;
     this.log = options.logger;
+    this.backendDown = new ListenerSet((err) =>
+      this.log?.error({ event: 'listenerError', err: err instanceof Error ? err.stack ?? err.message : String(err) }, 'closing sessions on a down backend threw'),
+    );
     for (const backend of spec.backends) {
       const entry = this.createEntry(backend.endpoint, backend.weight, backend.maxConnections);
       // Materialise the per-backend series at zero so dashboards see every backend before its first connection.
@@ -227,8 +232,7 @@ export class BackendLoadTracker implements PoolLoad {
 
   /** Registers a listener for closeOnBackendDown. Returns an unregister. */
   attach(handler: BackendDownHandler): () => void {
-    this.downHandlers.add(handler);
-    return () => void this.downHandlers.delete(handler);
+    return this.backendDown.add((entry) => handler.closeSessionsOn(entry));
   }
 
   /** Takes a slot on the backend for a dial that starts now. */
@@ -325,8 +329,21 @@ export class BackendLoadTracker implements PoolLoad {
     this.metrics.poolConnectionSkew.set({ pool: this.pool }, this.skew());
   }
 
-  /** Stops following health and cancels the ejection and queue timers; waiters are refused. Idempotent. */
-  close(): void {
+  /**
+   * Stops following health and cancels the ejection and queue timers; waiters are refused and nobody
+   * is queued from then on. Sessions holding slots keep them and give them back as they end. Nothing
+   * to wait for, so close() and destroy() are the same; both idempotent, resolved at once.
+   */
+  close(): Promise<void> {
+    this.shutdown();
+    return Promise.resolve();
+  }
+
+  destroy(): Promise<void> {
+    return this.close();
+  }
+
+  private shutdown(): void {
     if (this.closed) return;
     this.closed = true;
     this.unsubscribe();
@@ -359,7 +376,7 @@ export class BackendLoadTracker implements PoolLoad {
       if (healthy) this.serveWaiters(entry);
       else if (this.spec.closeOnBackendDown) {
         this.log?.info({ event: 'closeOnBackendDown', backend: entry.endpoint.key, active: entry.active }, `closing sessions of ${entry.endpoint.key}: marked down`);
-        for (const handler of this.downHandlers) handler.closeSessionsOn(entry);
+        this.backendDown.emit(entry);
       }
     }
   }

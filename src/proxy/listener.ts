@@ -2,7 +2,9 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import type { PoolSnapshot } from '../health/health';
 import { systemClock, type Clock, type TimerHandle } from '../lib/clock';
 import { VipdError } from '../lib/errors';
+import { ListenerSet } from '../lib/listener-set';
 import type { Logger } from '../lib/logger';
+import { StateMachine, type StateMachineOptions } from '../lib/transition';
 import { onCollect, type Metrics } from '../lib/metrics';
 import type { Endpoint } from '../net/endpoint';
 import type { BackendDownHandler, BackendEntry, BackendLoadTracker } from './backend-load';
@@ -56,7 +58,9 @@ const MIN_SWEEP_INTERVAL_MS = 25;
 /** How many sweeps fit in the shortest idle or age limit: a limit fires at most ~2/SWEEPS_PER_LIMIT late. */
 const SWEEPS_PER_LIMIT = 10;
 
+/** idle: not bound (never started, or its bind failed: it may start again); stopped: for good. */
 type ListenerState = 'idle' | 'starting' | 'listening' | 'stopped';
+const NOT_STOPPED: readonly ListenerState[] = ['idle', 'starting', 'listening'];
 
 export function createListener(options: ListenerOptions): TcpProxyListener {
   return new TcpListener(options);
@@ -68,6 +72,7 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
   readonly connect: Connector;
   readonly maxReadBufferBytes: number;
   readonly random: () => number;
+  readonly sessionMachine: StateMachineOptions;
 
   private readonly picker: Picker;
   /** One PickRequest per listener, refilled for every pick: pickers must not keep it, and picks are synchronous. */
@@ -85,15 +90,16 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
   /** Clients refused for this process's own shortage since the last warning, and when that was (clock ms). */
   private shortageRefusals = 0;
   private shortageWarnedAt = -Infinity;
-  private readonly boundListeners = new Set<(bound: boolean) => void>();
-  private readonly endListeners = new Set<(session: ProxySession) => void>();
+  private readonly boundListeners: ListenerSet<boolean>;
+  private readonly endListeners: ListenerSet<ProxySession>;
   private readonly detachFromPool: () => void;
   private readonly idleMs: number;
   private readonly sweepIntervalMs: number;
-  private state: ListenerState = 'idle';
+  private readonly machine: StateMachine<ListenerState>;
   private isBound = false;
   private starting: { promise: Promise<void>; onListening: () => void; reject: (err: Error) => void } | undefined;
   private closing: Promise<void> | undefined;
+  private destroying: Promise<void> | undefined;
   private serverClosed: Promise<void> | undefined;
   private idleWaiters: Array<() => void> = [];
   private housekeepingTimer: TimerHandle | undefined;
@@ -124,6 +130,13 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
     this.metrics = options.metrics;
     this.labels = { listener: spec.id };
     this.log = childLogger(options.logger, { component: 'proxy', vip: spec.vip, listener: spec.id });
+    this.machine = new StateMachine<ListenerState>('idle', { machine: 'listener', logger: this.log });
+    // A session's edges are logged only at debug, and then only built: a line per connection otherwise costs on the hot path.
+    this.sessionMachine = { machine: 'session', level: 'debug', ...(this.log.isLevelEnabled('debug') ? { logger: this.log } : {}) };
+    const reportListenerError = (err: unknown): void =>
+      this.log.error({ event: 'listenerError', err: err instanceof Error ? err.stack ?? err.message : String(err) }, 'a listener of the proxy listener threw');
+    this.boundListeners = new ListenerSet(reportListenerError);
+    this.endListeners = new ListenerSet(reportListenerError);
     this.idleMs = pool.timeouts.idleMs;
     this.sweepIntervalMs = sweepInterval(pool.timeouts.idleMs, pool.timeouts.maxConnectionAgeMs);
     this.request = {
@@ -158,12 +171,12 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
   }
 
   start(): Promise<void> {
-    if (this.state === 'stopped') {
+    if (this.machine.is('stopped')) {
       return Promise.reject(new VipdError('VIPD_ERR_CLOSED', `listener ${this.spec.id} is closed`));
     }
-    if (this.state === 'listening') return Promise.resolve();
+    if (this.machine.is('listening')) return Promise.resolve();
     if (this.starting !== undefined) return this.starting.promise;
-    this.state = 'starting';
+    this.machine.transition(['idle'], 'starting', 'start()');
     let resolveStart!: () => void;
     let rejectStart!: (err: Error) => void;
     const promise = new Promise<void>((resolve, reject) => {
@@ -172,7 +185,7 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
     });
     const onListening = (): void => {
       this.starting = undefined;
-      this.state = 'listening';
+      this.machine.transition(['starting'], 'listening', 'bound');
       this.setBound(true);
       this.lastFlush = this.clock.now();
       this.scheduleHousekeeping();
@@ -189,8 +202,7 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
   }
 
   onBoundChange(listener: (bound: boolean) => void): () => void {
-    this.boundListeners.add(listener);
-    return () => this.boundListeners.delete(listener);
+    return this.boundListeners.add(listener);
   }
 
   stats(): ListenerStats {
@@ -207,18 +219,17 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
   }
 
   onSessionEnd(listener: (session: ProxySession) => void): () => void {
-    this.endListeners.add(listener);
-    return () => this.endListeners.delete(listener);
+    return this.endListeners.add(listener);
   }
 
   close(graceMs: number): Promise<void> {
-    this.closing ??= this.shutdown(graceMs);
+    this.closing ??= this.destroying ?? this.shutdown(graceMs);
     return this.closing;
   }
 
-  destroy(): void {
-    this.stopAccepting();
-    for (const session of this.live) session.destroy();
+  destroy(): Promise<void> {
+    this.destroying ??= this.destroyNow();
+    return this.destroying;
   }
 
   // SessionContext
@@ -283,7 +294,8 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
         durationMs: Math.round(this.clock.now() - session.startedAt),
       });
     }
-    for (const listener of this.endListeners) listener(session);
+    // Per session: the emit (which copies its set) only when someone listens.
+    if (this.endListeners.size > 0) this.endListeners.emit(session);
     if (this.live.size === 0) this.wakeIdleWaiters();
   }
 
@@ -398,7 +410,7 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
     // A failed bind leaves the listener startable again: the VIP may appear on the node later.
     this.server.removeListener('listening', starting.onListening);
     this.starting = undefined;
-    this.state = 'idle';
+    this.machine.transition(['starting'], 'idle', `bind failed: ${err.code ?? err.message}`);
     starting.reject(err);
   }
 
@@ -420,12 +432,19 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
     await this.serverClosed;
   }
 
+  /** Resets every session now (a close() under way then ends as soon as they are gone). */
+  private async destroyNow(): Promise<void> {
+    this.stopAccepting();
+    for (const session of this.live) session.destroy();
+    await this.whenIdle();
+    await this.serverClosed;
+  }
+
   private stopAccepting(): void {
-    if (this.state === 'stopped') return;
     const wasStarting = this.starting;
+    if (!this.machine.transition(NOT_STOPPED, 'stopped', 'closed')) return;
     if (wasStarting !== undefined) this.server.removeListener('listening', wasStarting.onListening);
     this.starting = undefined;
-    this.state = 'stopped';
     this.serverClosed = new Promise<void>((resolve) => {
       // The callback also comes (with ERR_SERVER_NOT_RUNNING) when the server never listened.
       this.server.close(() => resolve());
@@ -441,7 +460,7 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
   }
 
   private wakeIdleWaiters(): void {
-    if (this.state === 'stopped') this.retire();
+    if (this.machine.is('stopped')) this.retire();
     const waiters = this.idleWaiters;
     this.idleWaiters = [];
     for (const wake of waiters) wake();
@@ -485,7 +504,7 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
     this.isBound = bound;
     this.metrics.listenerBound.set(this.labels, bound ? 1 : 0);
     this.log.info({ event: bound ? 'listenerBound' : 'listenerUnbound', address: this.spec.address, port: this.address()?.port ?? this.spec.port });
-    for (const listener of this.boundListeners) listener(bound);
+    this.boundListeners.emit(bound);
   }
 }
 

@@ -112,10 +112,17 @@ export interface ProxyListener {
   bound(): boolean;
   onBoundChange(listener: (bound: boolean) => void): () => void;
   stats(): ListenerStats;
-  /** Stops accepting; waits up to graceMs for sessions to end, then destroys the rest. Idempotent. */
+  /**
+   * Graceful: stops accepting (start() is refused from then on), waits up to graceMs for sessions to
+   * end, then destroys the rest. Idempotent: every call returns the same promise, which resolves once
+   * no session is left and the socket is closed.
+   */
   close(graceMs: number): Promise<void>;
-  /** Destroys the server and every session at once. Idempotent. */
-  destroy(): void;
+  /**
+   * At once: stops accepting and resets every session. Idempotent; resolves once they are gone. A
+   * close() under way ends with it.
+   */
+  destroy(): Promise<void>;
 }
 
 /** Per-backend counters for status. */

@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { StateMachine, type StateMachineOptions } from '../lib/transition';
 import type { Endpoint } from '../net/endpoint';
 import type { BackendEntry, BackendLoadTracker, QueuedClient } from './backend-load';
 import { ConnectError, type ConnectHandler, type Connector, type PendingConnect, type UpstreamReader } from './connector';
@@ -63,6 +64,8 @@ export interface ProxySession {
 /** What a listener shares with every one of its sessions: one object per listener keeps sessions small. */
 export interface SessionContext {
   readonly spec: ListenerSpec;
+  /** Options of every session's StateMachine (machine 'session'; a logger only when debug is on). */
+  readonly sessionMachine: StateMachineOptions;
   readonly load: BackendLoadTracker;
   readonly connect: Connector;
   /** The largest buffer an upstream read may get (read-buffer.ts). */
@@ -83,6 +86,14 @@ export interface SessionContext {
 export const GRACEFUL_CLOSE_LIMIT_MS = 5_000;
 
 const kSession: unique symbol = Symbol('vipd.session');
+
+/** Legal edges of a session, by target state: the states each may be entered from. */
+const FROM_START: readonly SessionState[] = ['connecting'];
+const TO_QUEUED: readonly SessionState[] = ['waiting', 'connecting'];
+const TO_CONNECTING: readonly SessionState[] = ['waiting', 'queued', 'connecting', 'relaying'];
+const TO_RELAYING: readonly SessionState[] = ['connecting'];
+const TO_CLOSING: readonly SessionState[] = ['relaying'];
+const TO_CLOSED: readonly SessionState[] = ['waiting', 'queued', 'connecting', 'relaying', 'closing'];
 type SessionSocket = Socket & { [kSession]?: Session };
 
 /**
@@ -137,7 +148,8 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
   liveNext: Session | undefined;
   livePrev: Session | undefined;
 
-  private currentState: SessionState = 'connecting';
+  /** Starts in 'connecting': a session without a first-byte timeout dials at once. */
+  private readonly machine: StateMachine<SessionState>;
   private finalOutcome: SessionOutcome | undefined;
   private target: Endpoint | undefined;
   private dialCount = 0;
@@ -181,6 +193,7 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
     clientHost: string,
   ) {
     this.startedAt = ctx.now();
+    this.machine = new StateMachine<SessionState>('connecting', ctx.sessionMachine);
     const timeouts = ctx.spec.pool.timeouts;
     this.closeAt =
       timeouts.maxConnectionAgeMs > 0 ? this.startedAt + timeouts.maxConnectionAgeMs + ctx.random() * timeouts.maxConnectionAgeJitterMs : Infinity;
@@ -194,7 +207,11 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
   }
 
   get state(): SessionState {
-    return this.currentState;
+    return this.machine.state;
+  }
+
+  private get currentState(): SessionState {
+    return this.machine.state;
   }
 
   get outcome(): SessionOutcome | undefined {
@@ -249,7 +266,7 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
       this.pickAndDial();
       return;
     }
-    this.currentState = 'waiting';
+    this.machine.transition(FROM_START, 'waiting', 'first-byte timeout: read before dialling');
     const client = this.client;
     client.on('data', Session.onClientFirstData);
     client.on('timeout', Session.onClientTimeout);
@@ -311,7 +328,7 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
 
   onConnected(socket: Socket): void {
     this.pending = undefined;
-    this.currentState = 'relaying';
+    this.machine.transition(TO_RELAYING, 'relaying', 'upstream connected');
     const slot = this.slot!;
     this.ctx.load.established(slot);
     const upstream = socket as SessionSocket;
@@ -467,7 +484,7 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
     const load = this.ctx.load;
     const entry = load.entry(chosen.key);
     if (entry !== undefined && load.enqueue(this, entry)) {
-      this.currentState = 'queued';
+      this.machine.transition(TO_QUEUED, 'queued', 'every usable backend is full');
       return;
     }
     this.refuse(load.spec.queue.size === 0 ? 'backendsFull' : 'queueFull');
@@ -479,7 +496,8 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
 
   /** Dials `slot`, on which this session already holds a load slot. */
   private startDial(slot: BackendEntry): void {
-    this.currentState = 'connecting';
+    // From 'connecting' or 'relaying': a retry on another backend (a failed dial, or a retry before reply).
+    this.machine.transition(TO_CONNECTING, 'connecting', 'dialling');
     this.dialCount++;
     this.target = slot.endpoint;
     this.slot = slot;
@@ -515,7 +533,7 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
    * cleanly; a peer that never finishes is reset at closingDeadline.
    */
   private closeGracefully(now: number): void {
-    this.currentState = 'closing';
+    this.machine.transition(TO_CLOSING, 'closing', 'maximum connection age');
     this.finalOutcome ??= 'maxAge';
     this.closingDeadline = now + GRACEFUL_CLOSE_LIMIT_MS;
     const client = this.client;
@@ -554,9 +572,8 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
   }
 
   private finish(): void {
-    if (this.currentState === 'closed') return;
-    this.currentState = 'closed';
     this.finalOutcome ??= 'completed';
+    if (!this.machine.transition(TO_CLOSED, 'closed', this.finalOutcome)) return;
     this.firstChunk = undefined;
     const slot = this.slot;
     if (slot !== undefined) {

@@ -1,5 +1,6 @@
 import type { PoolSnapshot } from '../health/health';
 import { errorMessage } from '../lib/errors';
+import { ListenerSet } from '../lib/listener-set';
 import { createLogger, type Logger } from '../lib/logger';
 import { createMetrics, type Metrics } from '../lib/metrics';
 import { BackendLoadTracker, type SnapshotSource } from './backend-load';
@@ -23,8 +24,15 @@ type InitMessage = Extract<ToWorker, { type: 'vipd:init' }>;
 
 /** A pool's health as the primary pushes it: this process's stand-in for PoolHealth. */
 class PushedHealth implements SnapshotSource {
-  private readonly listeners = new Set<(snapshot: PoolSnapshot) => void>();
-  constructor(private current: PoolSnapshot) {}
+  private readonly listeners: ListenerSet<PoolSnapshot>;
+  constructor(
+    private current: PoolSnapshot,
+    log: Logger,
+  ) {
+    this.listeners = new ListenerSet((err) =>
+      log.error({ event: 'listenerError', pool: current.pool, err: err instanceof Error ? err.stack ?? err.message : String(err) }, 'a snapshot listener threw'),
+    );
+  }
 
   snapshot(): PoolSnapshot {
     return this.current;
@@ -34,12 +42,11 @@ class PushedHealth implements SnapshotSource {
     const changed = snapshot.version !== this.current.version;
     this.current = snapshot;
     // The contract promises a call per state change; a newer lastResult alone is not one.
-    if (changed) for (const listener of this.listeners) listener(snapshot);
+    if (changed) this.listeners.emit(snapshot);
   }
 
   onChange(listener: (snapshot: PoolSnapshot) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.add(listener);
   }
 }
 
@@ -68,7 +75,7 @@ class ProxyWorker {
     this.metrics = createMetrics();
     this.limits = createProcessConnectionLimits(init.limits, this.log, this.metrics);
     for (const pool of init.pools) {
-      const health = new PushedHealth(pool.snapshot);
+      const health = new PushedHealth(pool.snapshot, this.log);
       const load = new BackendLoadTracker({ spec: pool.spec, health, metrics: this.metrics, logger: this.log.child({ pool: pool.spec.name }) });
       for (const key of pool.drained) load.drainBackend(key, true);
       this.pools.set(pool.spec.name, { health, load });
@@ -117,7 +124,7 @@ class ProxyWorker {
 
   exit(): void {
     clearInterval(this.reportTimer);
-    for (const listener of this.listeners.values()) listener.destroy();
+    for (const listener of this.listeners.values()) void listener.destroy();
     process.exit(0);
   }
 
@@ -152,10 +159,7 @@ class ProxyWorker {
 
   private async close(id: string, graceMs: number, destroy: boolean): Promise<void> {
     const listener = this.listeners.get(id);
-    if (listener !== undefined) {
-      if (destroy) listener.destroy();
-      await listener.close(graceMs);
-    }
+    if (listener !== undefined) await (destroy ? listener.destroy() : listener.close(graceMs));
     // Final counters first, so the primary's totals include every session of the closed listener.
     this.report();
     this.send({ type: 'vipd:closed', listener: id });

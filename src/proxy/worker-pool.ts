@@ -5,7 +5,9 @@ import type { PoolSnapshot } from '../health/health';
 import { Backoff } from '../lib/backoff';
 import { systemClock, type Clock, type TimerHandle } from '../lib/clock';
 import { VipdError, errorMessage } from '../lib/errors';
+import { ListenerSet } from '../lib/listener-set';
 import type { Logger } from '../lib/logger';
+import { StateMachine } from '../lib/transition';
 import type { Metrics } from '../lib/metrics';
 import type { Endpoint } from '../net/endpoint';
 import type { SnapshotSource } from './backend-load';
@@ -128,7 +130,8 @@ function deferred<T>(): Deferred<T> {
 /** One worker position; its process is replaced when it dies. */
 class WorkerSlot {
   worker: Worker | undefined;
-  state: WorkerState = 'down';
+  /** down -> starting (forked) -> up (ready) -> down (exited) ...; stopped once the pool stops. */
+  readonly machine: StateMachine<WorkerState>;
   startedAt = 0;
   lastHeard = 0;
   restarts = 0;
@@ -143,7 +146,16 @@ class WorkerSlot {
   /** The current process's last answer to a metrics request. */
   metrics: MetricsJson | undefined;
 
-  constructor(readonly index: number) {}
+  constructor(
+    readonly index: number,
+    log: Logger,
+  ) {
+    this.machine = new StateMachine<WorkerState>('down', { machine: 'worker', logger: log, level: 'info' });
+  }
+
+  get state(): WorkerState {
+    return this.machine.state;
+  }
 
   live(): boolean {
     return this.worker !== undefined && this.worker.isConnected();
@@ -172,6 +184,7 @@ export class WorkerPool {
   private tick: TimerHandle | undefined;
   private starting: Promise<void> | undefined;
   private closing: Promise<void> | undefined;
+  private destroying: Promise<void> | undefined;
   private stopping = false;
 
   constructor(options: WorkerPoolOptions) {
@@ -183,7 +196,7 @@ export class WorkerPool {
     // pino would print a key bound twice twice.
     this.log = 'component' in options.logger.bindings() ? options.logger : options.logger.child({ component: 'proxy' });
     this.reportIntervalMs = options.reportIntervalMs ?? DEFAULT_REPORT_INTERVAL_MS;
-    this.slots = Array.from({ length: options.workers }, (_, i) => new WorkerSlot(i));
+    this.slots = Array.from({ length: options.workers }, (_, i) => new WorkerSlot(i, this.log));
     for (const pool of options.pools) {
       this.sources.set(pool.spec.name, pool.health);
       this.poolSpecs.set(pool.spec.name, pool.spec);
@@ -261,8 +274,17 @@ export class WorkerPool {
    * within 2 s). Idempotent. Call it after the listeners' own close().
    */
   close(): Promise<void> {
-    this.closing ??= this.shutdown();
+    this.closing ??= this.destroying ?? this.shutdown();
     return this.closing;
+  }
+
+  /**
+   * At once: destroys every listener and kills the workers (SIGKILL), without asking them to exit.
+   * Idempotent; resolves once every worker has exited. A close() under way ends with it.
+   */
+  destroy(): Promise<void> {
+    this.destroying ??= this.killNow();
+    return this.destroying;
   }
 
   // For WorkerListener and PoolLoadView.
@@ -323,7 +345,7 @@ export class WorkerPool {
     if (this.stopping) return;
     const worker = cluster.fork();
     slot.worker = worker;
-    slot.state = 'starting';
+    slot.machine.transition(['down'], 'starting', slot.restarts === 0 ? 'forked' : `restart ${slot.restarts}`);
     slot.startedAt = this.clock.now();
     slot.lastHeard = slot.startedAt;
     slot.metrics = undefined;
@@ -357,7 +379,7 @@ export class WorkerPool {
     slot.lastHeard = this.clock.now();
     switch (message.type) {
       case 'vipd:ready':
-        slot.state = 'up';
+        slot.machine.transition(['starting'], 'up', 'ready');
         this.log.info({ event: 'workerUp', worker: slot.index, pid: slot.worker?.process.pid, restarts: slot.restarts }, `proxy worker ${slot.index} up`);
         slot.firstOutcome.resolve();
         return;
@@ -406,11 +428,12 @@ export class WorkerPool {
     }
     for (const listener of this.listenerById.values()) listener.slotGone(slot);
     slot.firstOutcome.resolve();
+    const exit = signal ?? `code ${code}`;
     if (this.stopping) {
-      slot.state = 'stopped';
+      slot.machine.transition(['down', 'starting', 'up'], 'stopped', `exited (${exit}) while the pool stops`);
       return;
     }
-    slot.state = 'down';
+    slot.machine.transition(['starting', 'up'], 'down', `exited (${exit})`);
     const ranMs = this.clock.now() - slot.startedAt;
     if (ranMs >= STABLE_AFTER_MS) slot.backoff.reset();
     const delayMs = slot.backoff.next();
@@ -525,20 +548,39 @@ export class WorkerPool {
     }
   }
 
-  private async shutdown(): Promise<void> {
+  /** Refuses new work: no start, no restart, no snapshot; unbinds every listener still open. */
+  private stopWork(): void {
+    if (this.stopping) return;
     this.stopping = true;
     this.tick?.cancel();
     for (const unsubscribe of this.unsubscribes.splice(0)) unsubscribe();
-    for (const listener of this.listenerById.values()) if (!listener.stopped()) listener.destroy();
-    const exits: Array<Promise<void>> = [];
+    for (const listener of this.listenerById.values()) if (!listener.stopped()) void listener.destroy();
     for (const slot of this.slots) {
       slot.restartTimer?.cancel();
       slot.restartTimer = undefined;
+      if (slot.worker === undefined) slot.machine.transition(['down', 'starting', 'up'], 'stopped', 'pool closed');
+    }
+  }
+
+  private async killNow(): Promise<void> {
+    this.stopWork();
+    const exits: Array<Promise<void>> = [];
+    for (const slot of this.slots) {
       const worker = slot.worker;
-      if (worker === undefined) {
-        slot.state = 'stopped';
-        continue;
-      }
+      if (worker === undefined) continue;
+      exits.push(new Promise<void>((resolve) => worker.once('exit', () => resolve())));
+      worker.process.kill('SIGKILL');
+    }
+    await Promise.all(exits);
+    this.log.info({ event: 'workersStopped' }, 'proxy workers killed');
+  }
+
+  private async shutdown(): Promise<void> {
+    this.stopWork();
+    const exits: Array<Promise<void>> = [];
+    for (const slot of this.slots) {
+      const worker = slot.worker;
+      if (worker === undefined) continue;
       exits.push(new Promise<void>((resolve) => worker.once('exit', () => resolve())));
       if (!this.post(slot, { type: 'vipd:exit' })) worker.process.kill('SIGKILL');
     }
@@ -558,19 +600,21 @@ export class WorkerPool {
 }
 
 type ListenerState = 'idle' | 'starting' | 'listening' | 'stopped';
+const LISTENER_NOT_STOPPED: readonly ListenerState[] = ['idle', 'starting', 'listening'];
 
 /**
  * Primary-side face of one listener. bound() is true while at least one worker accepts on it: the
  * announce gate reads it, so it must never claim a socket that nobody serves.
  */
 class WorkerListener implements WorkerProxyListener {
-  private state: ListenerState = 'idle';
+  private readonly machine: StateMachine<ListenerState>;
   private isBound = false;
   private port: number | undefined;
   private readonly perSlot = new Map<WorkerSlot, SlotListenerState>();
-  private readonly boundListeners = new Set<(bound: boolean) => void>();
+  private readonly boundListeners: ListenerSet<boolean>;
   private pendingStart: { readonly deferred: Deferred<void>; readonly asked: Set<WorkerSlot>; lastError?: Error } | undefined;
   private closing: Promise<void> | undefined;
+  private destroyed = false;
   private closeWait: { readonly waiting: Set<WorkerSlot>; readonly done: () => void } | undefined;
   private retiredStats = { accepted: 0, refused: 0, errors: 0 };
   private readonly labels: { readonly listener: string };
@@ -584,13 +628,18 @@ class WorkerListener implements WorkerProxyListener {
   ) {
     this.labels = { listener: spec.id };
     this.metrics.listenerBound.set(this.labels, 0);
+    const listenerLog = log.child({ listener: spec.id });
+    this.machine = new StateMachine<ListenerState>('idle', { machine: 'listener', logger: listenerLog });
+    this.boundListeners = new ListenerSet((err) =>
+      listenerLog.error({ event: 'listenerError', err: err instanceof Error ? err.stack ?? err.message : String(err) }, 'a bound listener threw'),
+    );
   }
 
   start(): Promise<void> {
-    if (this.state === 'stopped') return Promise.reject(new VipdError('VIPD_ERR_CLOSED', `listener ${this.spec.id} is closed`));
-    if (this.state === 'listening') return Promise.resolve();
+    if (this.machine.is('stopped')) return Promise.reject(new VipdError('VIPD_ERR_CLOSED', `listener ${this.spec.id} is closed`));
+    if (this.machine.is('listening')) return Promise.resolve();
     if (this.pendingStart !== undefined) return this.pendingStart.deferred.promise;
-    this.state = 'starting';
+    this.machine.transition(['idle'], 'starting', 'start()');
     const pending = { deferred: deferred<void>(), asked: new Set<WorkerSlot>() };
     this.pendingStart = pending;
     this.pool.start().then(
@@ -611,8 +660,7 @@ class WorkerListener implements WorkerProxyListener {
   }
 
   onBoundChange(listener: (bound: boolean) => void): () => void {
-    this.boundListeners.add(listener);
-    return () => this.boundListeners.delete(listener);
+    return this.boundListeners.add(listener);
   }
 
   stats(): ListenerStats {
@@ -642,20 +690,22 @@ class WorkerListener implements WorkerProxyListener {
     return this.closing;
   }
 
-  destroy(): void {
+  destroy(): Promise<void> {
     if (this.closing === undefined) this.closing = this.shutdown(0, true);
-    else this.pool.broadcast({ type: 'vipd:destroy', listener: this.spec.id });
+    else if (!this.destroyed) this.pool.broadcast({ type: 'vipd:destroy', listener: this.spec.id });
+    this.destroyed = true;
+    return this.closing;
   }
 
   // For WorkerPool.
 
   stopped(): boolean {
-    return this.state === 'stopped';
+    return this.machine.is('stopped');
   }
 
   /** The workers should be accepting: a (re)started worker joins, a failed join is retried. */
   wanted(): boolean {
-    return this.state === 'starting' || this.state === 'listening';
+    return this.machine.is('starting', 'listening');
   }
 
   slotStarting(slot: WorkerSlot): void {
@@ -666,11 +716,10 @@ class WorkerListener implements WorkerProxyListener {
 
   slotBound(slot: WorkerSlot, port: number | undefined): void {
     // A bound that crosses close() on the channel: the worker is closing it already.
-    if (this.state === 'stopped') return;
+    if (this.machine.is('stopped')) return;
     this.perSlot.set(slot, 'bound');
     if (port !== undefined) this.port = port;
-    if (this.state !== 'listening') {
-      this.state = 'listening';
+    if (this.machine.transition(['idle', 'starting'], 'listening', `worker ${slot.index} bound`)) {
       const pending = this.pendingStart;
       this.pendingStart = undefined;
       pending?.deferred.resolve();
@@ -684,7 +733,7 @@ class WorkerListener implements WorkerProxyListener {
   }
 
   slotFailed(slot: WorkerSlot, err: Error): void {
-    if (this.state === 'stopped') return;
+    if (this.machine.is('stopped')) return;
     this.perSlot.set(slot, 'failed');
     this.log.warn({ event: 'bindFailed', listener: this.spec.id, worker: slot.index, code: (err as NodeJS.ErrnoException).code }, `worker ${slot.index} cannot accept on ${this.spec.id}: ${err.message}`);
     const pending = this.pendingStart;
@@ -719,14 +768,14 @@ class WorkerListener implements WorkerProxyListener {
   private failStart(err: Error): void {
     const pending = this.pendingStart;
     this.pendingStart = undefined;
-    if (this.state === 'starting') this.state = 'idle';
+    this.machine.transition(['starting'], 'idle', `start failed: ${err.message}`);
     pending?.deferred.reject(err);
   }
 
   private async shutdown(graceMs: number, destroy: boolean): Promise<void> {
     const pending = this.pendingStart;
     this.pendingStart = undefined;
-    this.state = 'stopped';
+    this.machine.transition(LISTENER_NOT_STOPPED, 'stopped', destroy ? 'destroyed' : 'closed');
     pending?.deferred.reject(new VipdError('VIPD_ERR_CLOSED', `listener ${this.spec.id} closed while starting`));
     this.pool.cancelBindRetries(this.spec.id);
     const asked = this.pool.broadcast(destroy ? { type: 'vipd:destroy', listener: this.spec.id } : { type: 'vipd:close', listener: this.spec.id, graceMs });
@@ -748,12 +797,12 @@ class WorkerListener implements WorkerProxyListener {
   }
 
   private updateBound(): void {
-    const bound = this.state !== 'stopped' && this.workersBound() > 0;
+    const bound = !this.machine.is('stopped') && this.workersBound() > 0;
     if (bound === this.isBound) return;
     this.isBound = bound;
     this.metrics.listenerBound.set(this.labels, bound ? 1 : 0);
     this.log.info({ event: bound ? 'listenerBound' : 'listenerUnbound', listener: this.spec.id, address: this.spec.address, port: this.port ?? this.spec.port });
-    for (const listener of this.boundListeners) listener(bound);
+    this.boundListeners.emit(bound);
   }
 }
 
