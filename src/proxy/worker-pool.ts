@@ -185,7 +185,8 @@ export class WorkerPool {
   private starting: Promise<void> | undefined;
   private closing: Promise<void> | undefined;
   private destroying: Promise<void> | undefined;
-  private stopping = false;
+  /** stopped: close() or destroy() was called; nothing starts or restarts from then on. */
+  private readonly lifecycle: StateMachine<'idle' | 'running' | 'stopped'>;
 
   constructor(options: WorkerPoolOptions) {
     if (!Number.isInteger(options.workers) || options.workers < 1) {
@@ -196,6 +197,7 @@ export class WorkerPool {
     // pino would print a key bound twice twice.
     this.log = 'component' in options.logger.bindings() ? options.logger : options.logger.child({ component: 'proxy' });
     this.reportIntervalMs = options.reportIntervalMs ?? DEFAULT_REPORT_INTERVAL_MS;
+    this.lifecycle = new StateMachine<'idle' | 'running' | 'stopped'>('idle', { machine: 'workerPool', logger: this.log, level: 'info' });
     this.slots = Array.from({ length: options.workers }, (_, i) => new WorkerSlot(i, this.log));
     for (const pool of options.pools) {
       this.sources.set(pool.spec.name, pool.health);
@@ -327,7 +329,7 @@ export class WorkerPool {
   }
 
   private async doStart(): Promise<void> {
-    if (this.stopping) throw new VipdError('VIPD_ERR_CLOSED', 'the worker pool is closed');
+    if (!this.lifecycle.transition(['idle'], 'running', 'start()')) throw new VipdError('VIPD_ERR_CLOSED', 'the worker pool is closed');
     setUpCluster(this.options.execArgv ?? defaultExecArgv());
     for (const [name, source] of this.sources) {
       this.unsubscribes.push(source.onChange((snapshot) => this.pushSnapshot(name, snapshot)));
@@ -342,7 +344,7 @@ export class WorkerPool {
 
   private fork(slot: WorkerSlot): void {
     slot.restartTimer = undefined;
-    if (this.stopping) return;
+    if (this.lifecycle.is('stopped')) return;
     const worker = cluster.fork();
     slot.worker = worker;
     slot.machine.transition(['down'], 'starting', slot.restarts === 0 ? 'forked' : `restart ${slot.restarts}`);
@@ -429,7 +431,7 @@ export class WorkerPool {
     for (const listener of this.listenerById.values()) listener.slotGone(slot);
     slot.firstOutcome.resolve();
     const exit = signal ?? `code ${code}`;
-    if (this.stopping) {
+    if (this.lifecycle.is('stopped')) {
       slot.machine.transition(['down', 'starting', 'up'], 'stopped', `exited (${exit}) while the pool stops`);
       return;
     }
@@ -550,8 +552,7 @@ export class WorkerPool {
 
   /** Refuses new work: no start, no restart, no snapshot; unbinds every listener still open. */
   private stopWork(): void {
-    if (this.stopping) return;
-    this.stopping = true;
+    if (!this.lifecycle.transition(['idle', 'running'], 'stopped', 'closed')) return;
     this.tick?.cancel();
     for (const unsubscribe of this.unsubscribes.splice(0)) unsubscribe();
     for (const listener of this.listenerById.values()) if (!listener.stopped()) void listener.destroy();
