@@ -88,7 +88,8 @@ export const GRACEFUL_CLOSE_LIMIT_MS = 5_000;
 const kSession: unique symbol = Symbol('vipd.session');
 
 /** Legal edges of a session, by target state: the states each may be entered from. */
-const FROM_START: readonly SessionState[] = ['connecting'];
+/** A session starts in 'connecting' (no first-byte timeout: it dials at once) and goes to 'waiting' otherwise. */
+const TO_WAITING: readonly SessionState[] = ['connecting'];
 const TO_QUEUED: readonly SessionState[] = ['waiting', 'connecting'];
 const TO_CONNECTING: readonly SessionState[] = ['waiting', 'queued', 'connecting', 'relaying'];
 const TO_RELAYING: readonly SessionState[] = ['connecting'];
@@ -148,7 +149,7 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
   liveNext: Session | undefined;
   livePrev: Session | undefined;
 
-  /** Starts in 'connecting': a session without a first-byte timeout dials at once. */
+  /** Every state change goes through it; the edges allowed are the TO_* lists above. */
   private readonly machine: StateMachine<SessionState>;
   private finalOutcome: SessionOutcome | undefined;
   private target: Endpoint | undefined;
@@ -266,7 +267,7 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
       this.pickAndDial();
       return;
     }
-    this.machine.transition(FROM_START, 'waiting', 'first-byte timeout: read before dialling');
+    this.machine.transition(TO_WAITING, 'waiting', 'first-byte timeout: read before dialling');
     const client = this.client;
     client.on('data', Session.onClientFirstData);
     client.on('timeout', Session.onClientTimeout);
@@ -496,7 +497,8 @@ export class Session implements ProxySession, ConnectHandler, UpstreamReader, Qu
 
   /** Dials `slot`, on which this session already holds a load slot. */
   private startDial(slot: BackendEntry): void {
-    // From 'connecting' or 'relaying': a retry on another backend (a failed dial, or a retry before reply).
+    // The first dial (from waiting, queued or the initial connecting), or a retry on another backend
+    // (from connecting after a failed dial, from relaying for a retry before the first reply).
     this.machine.transition(TO_CONNECTING, 'connecting', 'dialling');
     this.dialCount++;
     this.target = slot.endpoint;
