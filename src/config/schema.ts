@@ -106,7 +106,7 @@ const endpointText = z.string().transform((text, ctx) => {
 
 const loopbackListen = z.string().transform((text, ctx) => {
   const ep = parseEndpoint(text);
-  if (!ep || !isLoopbackAddress(ep.host)) {
+  if (!ep || !(ep.host.startsWith('127.') || ep.host === '::1')) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, fatal: true, message: `"${text}" must be a loopback IP:PORT (127.0.0.0/8 or [::1]); the admin API is never exposed` });
     return z.NEVER;
   }
@@ -116,7 +116,7 @@ const loopbackListen = z.string().transform((text, ctx) => {
 const gobgpApi = z.string().refine((s) => {
   if (s.startsWith('unix:/')) return true;
   const ep = parseEndpoint(s);
-  return !!ep && isLoopbackAddress(ep.host);
+  return !!ep && (ep.host.startsWith('127.') || ep.host === '::1');
 }, (s) => ({ message: `"${s}" must be a loopback IP:PORT or unix:/absolute/path; gobgpd's API has no authentication` }));
 
 const checkSchema = z
