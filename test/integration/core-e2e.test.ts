@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +21,7 @@ const HOLD_DOWN_MS = 3000;
 const TRAFFIC_JS = join(REPO_ROOT, 'dist', 'test', 'lab', 'traffic.js');
 
 let lab: Lab;
+let torRoutes: TorRouteWatch;
 const vipd = new Map<string, LabProcess>();
 const configs = new Map<string, string>();
 const figures: Array<[string, string, string]> = [];
@@ -41,6 +43,7 @@ function assertWithin(what: string, ms: number, boundMs: number, scenario: strin
 }
 
 /** RELIABILITY.md bounds this file asserts. */
+const T01_MARKED_DOWN_MS = 2500;
 const T05_WITHDRAW_MS = INTERVAL_MS * FALL + 1000;
 const T05_RETURN_MS = RISE * INTERVAL_MS + HOLD_DOWN_MS + 1000;
 const T19_DRAIN_MS = 500;
@@ -75,6 +78,87 @@ async function pidOf(node: string, comm: string): Promise<number[]> {
   });
 }
 
+/**
+ * The ToR kernel's route to the VIP as it changes, from `ip -ts monitor route` in the ToR's namespace:
+ * each change is stamped by ip as the netlink message arrives. Polling `ip route` instead spawns a
+ * process per look, 30-150 ms each on the loaded 2-core machine, which blurs a 500 ms bound by a
+ * third; the timings below come from here, and the final state is still read with `ip route`.
+ */
+class TorRouteWatch {
+  private readonly child: ChildProcess;
+  private readonly changes: Array<{ readonly at: number; readonly nexthops: number }> = [];
+  /** The change being read: its first line, then one line per next hop of a multipath route. */
+  private pending: { at: number; deleted: boolean; direct: boolean; multipath: number } | undefined;
+  private partial = '';
+  private waiters: Array<() => void> = [];
+
+  constructor(ns: string, private readonly vip: string) {
+    // TZ=UTC: ip prints local time, read back here as UTC.
+    this.child = spawn('ip', ['-n', ns, '-ts', 'monitor', 'route'], { env: { ...process.env, TZ: 'UTC' }, stdio: ['ignore', 'pipe', 'inherit'] });
+    this.child.stdout!.setEncoding('utf8');
+    this.child.stdout!.on('data', (chunk: string) => this.read(chunk));
+  }
+
+  /** ms from `since` (Date.now()) to the first change to `nexthops` next hops at or after it. */
+  async until(nexthops: number, since: number, timeoutMs: number): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const hit = this.changes.find((c) => c.at >= since && c.nexthops === nexthops);
+      if (hit) return hit.at - since;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new Error(`the ToR's route to ${this.vip} never had ${nexthops} next hops within ${timeoutMs} ms; changes: ${JSON.stringify(this.changes.filter((c) => c.at >= since - 1000))}`);
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  stop(): void {
+    this.child.kill();
+  }
+
+  private read(chunk: string): void {
+    const lines = (this.partial + chunk).split('\n');
+    this.partial = lines.pop()!;
+    for (const line of lines) {
+      if (line.startsWith('\t')) {
+        if (this.pending && line.trim().startsWith('nexthop ')) this.pending.multipath++;
+        continue;
+      }
+      this.flush();
+      // "[2026-12-06T07:19:01.628594] 198.19.0.10 via 198.18.1.2 dev eth1 proto bgp ...", "... Deleted 198.19.0.10 ..."
+      const m = /^\[(\S+)\] (Deleted )?(\S+)(.*)$/.exec(line);
+      if (!m || m[3] !== this.vip) continue;
+      this.pending = { at: Date.parse(`${m[1]}Z`), deleted: m[2] !== undefined, direct: m[4]!.includes(' via '), multipath: 0 };
+    }
+    // ip flushes after each netlink message, so a chunk ends with a whole change.
+    this.flush();
+  }
+
+  private flush(): void {
+    const p = this.pending;
+    this.pending = undefined;
+    if (!p) return;
+    this.changes.push({ at: p.at, nexthops: p.deleted ? 0 : p.multipath > 0 ? p.multipath : p.direct ? 1 : 0 });
+    for (const wake of this.waiters.splice(0)) wake();
+  }
+}
+
+/**
+ * Waits until the ToR's kernel route to the VIP has `count` next hops (read with `ip route`), and
+ * returns when that change happened by the route monitor: ms after `since` (a Date.now()).
+ */
+async function torReached(count: number, since: number, timeoutMs: number): Promise<number> {
+  await lab.tor.waitNexthops(PREFIX, count, timeoutMs, 10);
+  return torRoutes.until(count, since, 2000);
+}
+
 function vipdLogTail(lb: string): string {
   return vipd.get(lb)?.logTail() ?? '';
 }
@@ -82,6 +166,7 @@ function vipdLogTail(lb: string): string {
 before(async () => {
   assert.equal(process.getuid?.(), 0, 'integration tests need root: they create network namespaces');
   lab = await createLab({ balancers: 3, backends: 'etcd' });
+  torRoutes = new TorRouteWatch(lab.ns(lab.tor.node), VIP);
   for (const lb of lab.balancers) {
     const file = lab.writeVipdConfig(lb.name, { announce: { holdDown: `${HOLD_DOWN_MS}ms` }, shutdown: { grace: '500ms' } });
     configs.set(lb.name, file);
@@ -95,6 +180,7 @@ after(async () => {
     console.log('\n| measurement | measured | bound |\n|---|---|---|');
     for (const [what, ms, bound] of figures) console.log(`| ${what} | ${ms} | ${bound} |`);
   }
+  torRoutes?.stop();
   await lab?.destroy();
 });
 
@@ -134,11 +220,32 @@ async function etcdFollower(): Promise<{ name: string; endpoint: string }> {
   return { name: member.name, endpoint: `${member.address}:2379` };
 }
 
-test('one backend down: the route stays and clients still succeed (connect errors retried)', async () => {
+/** How lb1's health checks see `backend` now, from its admin API (GET, as an operator reads it). */
+async function healthOnLb1(backend: string): Promise<string | undefined> {
+  const r = await lab.exec('lb1', ['curl', '-sS', '-f', 'http://127.0.0.1:9180/status']);
+  if (r.code !== 0) return undefined;
+  const s = JSON.parse(r.stdout) as { pools: Array<{ backends: Array<{ address: string; health: string }> }> };
+  return s.pools[0]!.backends.find((b) => b.address === backend)?.health;
+}
+
+test('one backend down: marked down within 2.5 s, the route stays and clients still succeed (connect errors retried) (T01)', async () => {
   const victim = await etcdFollower();
+  const t0 = performance.now();
   await lab.etcd!.kill(victim.name);
   // Traffic starts at once, before the checks mark be1 down, so refused connects must be retried.
-  const report = await traffic(100, 3000);
+  const load = traffic(100, 3000);
+  // A backend's health has no view from outside the balancer (the route stays, by design): this one
+  // figure is read from vipd's status, polled every 20 ms.
+  let markedDownMs = Infinity;
+  while (performance.now() - t0 < 2 * T01_MARKED_DOWN_MS) {
+    if ((await healthOnLb1(victim.endpoint)) === 'unhealthy') {
+      markedDownMs = performance.now() - t0;
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assertWithin(`T01: ${victim.name} killed -> marked down by lb1's checks (vipd status)`, markedDownMs, T01_MARKED_DOWN_MS, 'T01 marked down ≤ 2.5 s');
+  const report = await load;
   console.log(`traffic with ${victim.name} killed:`, JSON.stringify(report));
   assert.equal(report.failed, 0, JSON.stringify(report.errors));
   assert.equal((await nexthops()).length, 3, 'one dead backend does not take any balancer out');
@@ -152,19 +259,17 @@ test('one backend down: the route stays and clients still succeed (connect error
 test("every backend of one balancer down: its path leaves the ToR within interval×fall + 1 s, and returns", async () => {
   const lb1 = lab.balancer('lb1');
   const nft = (args: string[]) => lab.exec('lb1', ['nft', ...args]);
-  const t0 = performance.now();
+  const t0 = Date.now();
   // Drop lb1's traffic to the backends only: the other balancers still see them healthy.
   const rules = 'table inet vipde2e {\n chain out {\n  type filter hook output priority 0;\n  ip daddr { 198.18.21.2, 198.18.22.2, 198.18.23.2 } tcp dport 2379 drop\n }\n}\n';
   const added = await lab.exec('lb1', ['nft', '-f', '-'], { input: rules });
   assert.equal(added.code, 0, added.stderr);
-  const gone = await lab.tor.waitNexthops(PREFIX, 2, 10_000, 10);
-  assertWithin('T05: all backends of lb1 down -> path leaves ToR', performance.now() - t0, T05_WITHDRAW_MS, 'T05 interval×fall + 1 s', `waited ${gone} ms`);
+  assertWithin('T05: all backends of lb1 down -> path leaves ToR', await torReached(2, t0, 10_000), T05_WITHDRAW_MS, 'T05 interval×fall + 1 s');
   assert.ok(!(await nexthops()).includes(lb1.v4), 'it is lb1 that left');
 
-  const t1 = performance.now();
+  const t1 = Date.now();
   assert.equal((await nft(['delete', 'table', 'inet', 'vipde2e'])).code, 0);
-  await lab.tor.waitNexthops(PREFIX, 3, 15_000, 20);
-  assertWithin('T05: lb1 backends back -> path returns (rise + hold-down)', performance.now() - t1, T05_RETURN_MS, 'T05 rise + hold-down + 1 s');
+  assertWithin('T05: lb1 backends back -> path returns (rise + hold-down)', await torReached(3, t1, 15_000), T05_RETURN_MS, 'T05 rise + hold-down + 1 s');
 });
 
 test('drain: out of ECMP within 0.5 s with 0 failed new client connections; undrain restores it within 0.5 s (T19)', async () => {
@@ -173,11 +278,12 @@ test('drain: out of ECMP within 0.5 s with 0 failed new client connections; undr
   try {
     await new Promise((r) => setTimeout(r, 1000));
     // Timed with curl against the admin API: the CLI's own Node start-up is not part of the drain.
-    const t0 = performance.now();
+    const t0 = Date.now();
     const drained = await lab.exec('lb2', ['curl', '-sS', '-f', '-X', 'POST', 'http://127.0.0.1:9180/drain']);
     assert.equal(drained.code, 0, drained.stderr);
-    await lab.tor.waitNexthops(PREFIX, 2, 5000, 10);
-    assertWithin('T19: drain -> path leaves ToR', performance.now() - t0, T19_DRAIN_MS, 'T19 out of ECMP ≤ 0.5 s');
+    // Where the time goes: vipd answers once gobgpd no longer has the path; the rest is BGP and the ToR.
+    console.log(`T19: drain answered by vipd after ${Date.now() - t0} ms, curl start-up included (printed only: a split of the bound below, not a bound of its own)`);
+    assertWithin('T19: drain -> path leaves ToR', await torReached(2, t0, 5000), T19_DRAIN_MS, 'T19 out of ECMP ≤ 0.5 s');
     assert.ok(!(await nexthops()).includes(lb2.v4));
     const report = await load;
     console.log('traffic during drain:', JSON.stringify(report));
@@ -193,11 +299,10 @@ test('drain: out of ECMP within 0.5 s with 0 failed new client connections; undr
   }
   // Every backend stayed healthy and a drain sets no hold-down, so the gate passes already: T19 then
   // counts from the undrain request itself. Timed with curl, as the drain is.
-  const t1 = performance.now();
+  const t1 = Date.now();
   const undrained = await lab.exec('lb2', ['curl', '-sS', '-f', '-X', 'POST', 'http://127.0.0.1:9180/undrain']);
   assert.equal(undrained.code, 0, undrained.stderr);
-  await lab.tor.waitNexthops(PREFIX, 3, 5000, 10);
-  assertWithin('T19: undrain -> path back at ToR (gate already passing)', performance.now() - t1, T19_UNDRAIN_MS, 'T19 undrain restores ECMP ≤ 0.5 s after the gate passes');
+  assertWithin('T19: undrain -> path back at ToR (gate already passing)', await torReached(3, t1, 5000), T19_UNDRAIN_MS, 'T19 undrain restores ECMP ≤ 0.5 s after the gate passes');
 });
 
 test('vipd hung (SIGSTOP): the watchdog stops its gobgpd and the path leaves the ToR within 3 s; after SIGCONT it returns', async () => {
@@ -206,21 +311,20 @@ test('vipd hung (SIGSTOP): the watchdog stops its gobgpd and the path leaves the
   const [gobgpd] = await pidOf('lb2', 'gobgpd');
   assert.ok(gobgpd, 'managed gobgpd runs in lb2');
   assert.equal((await nexthops()).length, 3, 'all balancers in ECMP before the hang');
-  const t0 = performance.now();
+  const t0 = Date.now();
   process.kill(proc.pid, 'SIGSTOP');
   try {
-    await lab.tor.waitNexthops(PREFIX, 2, 6000, 10);
-    assertWithin('T17: vipd SIGSTOP -> path leaves ToR (hang watchdog, timeout 2 s)', performance.now() - t0, T17_WATCHDOG_MS, 'T17 watchdog ≤ 3 s');
+    assertWithin('T17: vipd SIGSTOP -> path leaves ToR (hang watchdog, timeout 2 s)', await torReached(2, t0, 6000), T17_WATCHDOG_MS, 'T17 watchdog ≤ 3 s');
     assert.ok(!(await nexthops()).includes(lb2.v4));
     assert.deepEqual(await pidOf('lb2', 'gobgpd'), [], 'the watchdog stopped gobgpd while vipd was stopped');
   } finally {
     process.kill(proc.pid, 'SIGCONT');
   }
-  const t1 = performance.now();
-  await lab.tor.waitNexthops(PREFIX, 3, 30_000, 50);
+  const t1 = Date.now();
+  const backMs = await torReached(3, t1, 30_000);
   // T17 asks for "normal gating on recovery" without a number. The watchdog stopped gobgpd, so vipd's
   // recovery is T14's path (vipd starts a new gobgpd, which connects, and the path is added): T14's bound.
-  assertWithin('T17: vipd SIGCONT -> path back on ToR (gobgpd restarted)', performance.now() - t1, T14_RETURN_MS, 'T14 route back ≤ 15 s');
+  assertWithin('T17: vipd SIGCONT -> path back on ToR (gobgpd restarted)', backMs, T14_RETURN_MS, 'T14 route back ≤ 15 s');
   assert.match(proc.readLog(), /vipd-watchdog: no heartbeat from vipd/);
 });
 
@@ -229,12 +333,10 @@ test('SIGKILL of gobgpd: the ToR withdraws within 0.5 s; vipd restarts it and th
   const [gobgpd] = await pidOf('lb1', 'gobgpd');
   assert.ok(gobgpd, 'managed gobgpd runs in lb1');
   assert.equal((await nexthops()).length, 3, 'all balancers in ECMP before the kill');
-  const t0 = performance.now();
+  const t0 = Date.now();
   process.kill(gobgpd, 'SIGKILL');
-  await lab.tor.waitNexthops(PREFIX, 2, 5000, 10);
-  assertWithin('T14: gobgpd SIGKILL -> path leaves ToR', performance.now() - t0, T14_WITHDRAW_MS, 'T14 ToR withdraws ≤ 0.5 s');
-  await lab.tor.waitNexthops(PREFIX, 3, 25_000, 50);
-  assertWithin('T14: gobgpd SIGKILL -> route announced again', performance.now() - t0, T14_RETURN_MS, 'T14 route back ≤ 15 s');
+  assertWithin('T14: gobgpd SIGKILL -> path leaves ToR', await torReached(2, t0, 5000), T14_WITHDRAW_MS, 'T14 ToR withdraws ≤ 0.5 s');
+  assertWithin('T14: gobgpd SIGKILL -> route announced again', await torReached(3, t0, 25_000), T14_RETURN_MS, 'T14 route back ≤ 15 s');
   assert.ok((await nexthops()).includes(lb1.v4));
   const [restarted] = await pidOf('lb1', 'gobgpd');
   assert.ok(restarted && restarted !== gobgpd, 'a new gobgpd runs');
@@ -245,10 +347,9 @@ test('SIGKILL of vipd: its gobgpd dies with it and the path leaves the ToR withi
   assert.equal((await pidOf('lb3', 'gobgpd')).length, 1);
   assert.ok((await nexthops()).includes(lb3.v4), 'lb3 in ECMP before the kill');
   const before = (await nexthops()).length;
-  const t0 = performance.now();
+  const t0 = Date.now();
   vipd.get('lb3')!.kill('SIGKILL');
-  await lab.tor.waitNexthops(PREFIX, before - 1, 5000, 5);
-  assertWithin('T16: vipd SIGKILL -> path leaves ToR', performance.now() - t0, T16_WITHDRAW_MS, 'T16 path gone ≤ 1 s');
+  assertWithin('T16: vipd SIGKILL -> path leaves ToR', await torReached(before - 1, t0, 5000), T16_WITHDRAW_MS, 'T16 path gone ≤ 1 s');
   assert.ok(!(await nexthops()).includes(lb3.v4));
   assert.deepEqual(await pidOf('lb3', 'gobgpd'), [], 'gobgpd died with vipd');
 });
@@ -259,11 +360,10 @@ test('a vipd started after a SIGKILL removes the gobgpd directory its predecesso
   const leftBehind = () => readdirSync(tmpdir()).filter((name) => name.startsWith(`vipd-gobgpd-${killed.pid}-`));
   assert.equal(leftBehind().length, 1, 'SIGKILL leaves the private directory (nothing can clean up)');
   const before = (await nexthops()).length;
-  const t0 = performance.now();
+  const t0 = Date.now();
   const restarted = lab.startVipd('lb3', configs.get('lb3')!);
   vipd.set('lb3', restarted);
-  await lab.tor.waitNexthops(PREFIX, before + 1, 30_000, 5);
-  record('vipd restart after SIGKILL -> path back on ToR', performance.now() - t0, { unbounded: COLD_START });
+  record('vipd restart after SIGKILL -> path back on ToR', await torReached(before + 1, t0, 30_000), { unbounded: COLD_START });
   assert.deepEqual(leftBehind(), [], 'the new vipd removed it');
   assert.match(restarted.readLog(), new RegExp(`"op":"removeStale".*"ownerPid":${killed.pid}`));
   assert.equal(readdirSync(tmpdir()).filter((name) => name.startsWith(`vipd-gobgpd-${restarted.pid}-`)).length, 1, 'and made its own');
@@ -273,11 +373,11 @@ test('SIGTERM of vipd: withdraws first, exits 0, stops gobgpd and removes the VI
   const proc = vipd.get('lb1')!;
   assert.ok((await nexthops()).includes(lab.balancer('lb1').v4), 'lb1 in ECMP before SIGTERM');
   const before = (await nexthops()).length;
-  const t0 = performance.now();
+  const t0 = Date.now();
   proc.kill('SIGTERM');
-  await lab.tor.waitNexthops(PREFIX, before - 1, 5000, 5);
+  const goneMs = await torReached(before - 1, t0, 5000);
   // T30 asks SIGTERM to be graceful (withdraw first, clean exit: both asserted below) but gives no time.
-  record('vipd SIGTERM -> path leaves ToR', performance.now() - t0, { unbounded: 'RELIABILITY.md gives no time for SIGTERM (T30: graceful, withdraw first, asserted below)' });
+  record('vipd SIGTERM -> path leaves ToR', goneMs, { unbounded: 'RELIABILITY.md gives no time for SIGTERM (T30: graceful, withdraw first, asserted below)' });
   const exit = await proc.exited;
   assert.equal(exit.code, 0, `vipd exit: ${JSON.stringify(exit)}\n${vipdLogTail('lb1')}`);
   assert.deepEqual(await pidOf('lb1', 'gobgpd'), []);

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { silentLogger } from '../../src/lib/logger';
+import pino from 'pino';
+import { silentLogger, type Logger } from '../../src/lib/logger';
 import { createMetrics } from '../../src/lib/metrics';
 import { endpoint } from '../../src/net/endpoint';
 import { BackendLoadTracker } from '../../src/proxy/backend-load';
 import { createListener } from '../../src/proxy/listener';
-import { closeReason, connectClient, startEchoBackend } from '../fakes/proxy-backends';
+import { closeReason, connectClient, echoOnce, startEchoBackend } from '../fakes/proxy-backends';
 import { FakeHealth, startProxy, testPoolSpec } from '../fakes/proxy-harness';
 
 /** Issue 9, "one life cycle": close() graceful, destroy() at once, both awaitable and idempotent, both refusing new work. */
@@ -83,4 +84,40 @@ test('backend load tracker: close() and destroy() are awaitable and idempotent; 
   const entry = load.entry(backend.key)!;
   const waiter = { queueNext: undefined, queuePrev: undefined, queueDeadline: 0, queuedFor: undefined, hasTried: () => false, onSlotReserved: () => {}, onQueueTimeout: () => {} };
   assert.equal(load.enqueue(waiter, entry), false, 'a closed tracker queues nobody');
+});
+
+/** A debug logger whose lines the test reads. */
+function capturingLogger(): { logger: Logger; lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = [];
+  const logger = pino({ level: 'debug' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+  return { logger, lines };
+}
+
+async function sessionEdges(firstByteMs: number): Promise<string[]> {
+  const backend = await startEchoBackend();
+  const metrics = createMetrics();
+  const health = new FakeHealth([backend.endpoint]);
+  const pool = testPoolSpec([backend.endpoint], { timeouts: { firstByteMs } });
+  const load = new BackendLoadTracker({ spec: pool, health, metrics });
+  const { logger, lines } = capturingLogger();
+  const listener = createListener({ spec: { id: 'lc:0', vip: '127.0.0.1', address: '127.0.0.1', port: 0, pool }, load, logger, metrics });
+  try {
+    await listener.start();
+    const ended = new Promise<void>((resolve) => listener.onSessionEnd(() => resolve()));
+    assert.deepEqual([...(await echoOnce(listener.address()!.port, Buffer.from('ping')))], [...Buffer.from('ping')]);
+    await ended;
+    await listener.close(0);
+    const edges = lines.filter((l) => l.event === 'state' && l.machine === 'session').map((l) => `${String(l.from)}->${String(l.to)}`);
+    const listenerEdges = lines.filter((l) => l.event === 'state' && l.machine === 'listener').map((l) => `${String(l.from)}->${String(l.to)}`);
+    assert.deepEqual(listenerEdges, ['idle->starting', 'starting->listening', 'listening->stopped']);
+    return edges;
+  } finally {
+    await load.close();
+    await backend.close();
+  }
+}
+
+test('session: every state change is one guarded, logged edge (debug)', async () => {
+  assert.deepEqual(await sessionEdges(0), ['connecting->relaying', 'relaying->closed']);
+  assert.deepEqual(await sessionEdges(5000), ['connecting->waiting', 'waiting->connecting', 'connecting->relaying', 'relaying->closed']);
 });
