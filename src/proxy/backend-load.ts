@@ -5,7 +5,8 @@ import { onCollect, type Metrics } from '../lib/metrics';
 import type { Endpoint } from '../net/endpoint';
 import type { ConnectFailureKind } from './connector';
 import { BackendOutlier } from './outlier';
-import type { BackendCounters, PoolLoad, PoolSpec } from './proxy';
+import { ListenerSet } from '../lib/listener-set';
+import type { BackendCounters, OutOfService, PoolLoad, PoolSpec } from './proxy';
 
 /** Where a pool's health snapshots come from; PoolHealth is one, a worker's IPC feed another. */
 export interface SnapshotSource {
@@ -128,6 +129,7 @@ export class BackendLoadTracker implements PoolLoad {
   private readonly clock: Clock;
   private readonly log: Logger | undefined;
   private readonly downHandlers = new Set<BackendDownHandler>();
+  private readonly serviceListeners: ListenerSet<void>;
   private current: PoolSnapshot;
   private readonly unsubscribe: () => void;
   private queueHead: QueuedClient | undefined;
@@ -146,6 +148,7 @@ export class BackendLoadTracker implements PoolLoad {
     this.metrics = options.metrics;
     this.clock = options.clock ?? systemClock;
     this.log = options.logger;
+    this.serviceListeners = new ListenerSet<void>((err) => this.log?.error({ event: 'listenerError', err }, 'a service-change listener threw'));
     for (const backend of spec.backends) {
       const entry = this.createEntry(backend.endpoint, backend.weight, backend.maxConnections);
       // Materialise the per-backend series at zero so dashboards see every backend before its first connection.
@@ -186,6 +189,20 @@ export class BackendLoadTracker implements PoolLoad {
     return this.entries.get(backendKey)?.drained ?? false;
   }
 
+  outOfService(): OutOfService {
+    const drained: string[] = [];
+    const ejected: string[] = [];
+    for (const entry of this.entries.values()) {
+      if (entry.drained) drained.push(entry.endpoint.key);
+      if (entry.ejectedUntilWall !== undefined) ejected.push(entry.endpoint.key);
+    }
+    return { drained, ejected };
+  }
+
+  onServiceChange(listener: () => void): () => void {
+    return this.serviceListeners.add(listener);
+  }
+
   /** Clients waiting for a slot in this pool now. */
   queued(): number {
     return this.queueLength;
@@ -203,6 +220,7 @@ export class BackendLoadTracker implements PoolLoad {
     this.metrics.backendDrained.set(entry.labels, drained ? 1 : 0);
     this.log?.info({ event: drained ? 'backendDrained' : 'backendUndrained', backend: backendKey, active: entry.active }, drained ? `backend ${backendKey} drained by operator` : `backend ${backendKey} back in service`);
     if (!drained) this.serveWaiters(entry);
+    this.serviceListeners.emit();
     return true;
   }
 
@@ -330,6 +348,7 @@ export class BackendLoadTracker implements PoolLoad {
     if (this.closed) return;
     this.closed = true;
     this.unsubscribe();
+    this.serviceListeners.clear();
     this.foldConnectionCounts();
     for (const stop of this.stopCollecting) stop();
     for (const entry of this.entries.values()) {
@@ -445,6 +464,7 @@ export class BackendLoadTracker implements PoolLoad {
       `backend ${key} ejected for ${durationMs} ms after consecutive connect failures`,
     );
     entry.ejectionTimer = this.clock.setTimeout(() => this.restore(entry), durationMs);
+    this.serviceListeners.emit();
   }
 
   private restore(entry: BackendEntry): void {
@@ -454,6 +474,7 @@ export class BackendLoadTracker implements PoolLoad {
     this.metrics.backendEjected.set(entry.labels, 0);
     this.log?.info({ event: 'backendRestored', backend: entry.endpoint.key, reason: 'ejectionExpired' }, `backend ${entry.endpoint.key} back in picking`);
     this.serveWaiters(entry);
+    this.serviceListeners.emit();
   }
 
   /**
