@@ -588,21 +588,26 @@ const IGNORED_SIGNALS: ReadonlyArray<{ readonly signal: NodeJS.Signals; readonly
 
 /**
  * Test-only: `VIPD_TEST_FAULT_AFTER_MS=<ms>` throws an error on the event loop that long after start
- * (`VIPD_TEST_FAULT_KIND=rejection` rejects a promise nobody handles instead), so that a test can watch
- * a real daemon take its fault path. Only the environment of the process can set it, never a request.
+ * (`VIPD_TEST_FAULT_KIND=rejection` rejects a promise nobody handles instead; `double` throws a second
+ * time 100 ms later), so that a test can watch a real daemon take its fault path. Only the environment
+ * of the process can set it, never a request.
  */
 function armTestFault(log: Logger): void {
   const raw = process.env.VIPD_TEST_FAULT_AFTER_MS;
   if (raw === undefined) return;
   const ms = Number(raw);
   if (!Number.isFinite(ms) || ms < 0) return;
-  const kind = process.env.VIPD_TEST_FAULT_KIND === 'rejection' ? 'rejection' : 'exception';
+  const kinds = ['exception', 'rejection', 'double'] as const;
+  const kind = kinds.find((k) => k === process.env.VIPD_TEST_FAULT_KIND) ?? 'exception';
   log.warn({ event: 'testFault', afterMs: ms, kind }, `VIPD_TEST_FAULT_AFTER_MS is set: an injected ${kind} will fire in ${ms} ms (test only)`);
-  setTimeout(() => {
-    const err = new Error(`injected test fault (VIPD_TEST_FAULT_AFTER_MS=${raw})`);
+  const fault = (n: number) => () => {
+    const err = new Error(`injected test fault #${n} (VIPD_TEST_FAULT_AFTER_MS=${raw})`);
     if (kind === 'rejection') void Promise.reject(err);
     else throw err;
-  }, ms);
+  };
+  setTimeout(fault(1), ms);
+  // 'double': a second fault while the first one's graceful stop is running.
+  if (kind === 'double') setTimeout(fault(2), ms + 100);
 }
 
 /**
