@@ -136,3 +136,34 @@ test('state: a writer SIGKILLed at random moments never leaves a torn file (seed
   assert.equal(torn, 0);
   assert.ok(parsedBackends > 0, 'the writer did replace the file between kills');
 });
+
+test('state: vipd run refuses to start on an invalid state file, naming it, before it binds or announces anything', async () => {
+  const dir = tempDir();
+  const stateDir = path.join(dir, 'state');
+  require('node:fs').mkdirSync(stateDir);
+  writeFileSync(path.join(stateDir, 'lb-invalid.state.json'), '{"version":1,"node":"lb-invalid","nodeDrain":{"sou');
+  const configFile = path.join(dir, 'vipd.yaml');
+  writeFileSync(
+    configFile,
+    JSON.stringify({
+      node: { name: 'lb-invalid' },
+      stateDir,
+      // Never bound: the start fails before the admin server starts.
+      admin: { listen: '127.0.0.1:19999' },
+      net: { interface: 'lo', manageAddresses: false },
+      shutdown: { grace: '0s' },
+      speaker: { driver: 'none' },
+      vips: [{ name: 'api', address: '198.19.0.10', listeners: [{ port: 6443, pool: 'p' }] }],
+      pools: { p: { backends: ['198.18.21.2:6443'] } },
+    }),
+  );
+  const bin = path.join(__dirname, '..', '..', 'src', 'cli', 'bin.js');
+  const child = spawn(process.execPath, [bin, 'run', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  assert.equal(code, 1, out);
+  assert.match(out, /vipd failed to start: drain state \S+lb-invalid\.state\.json is not valid JSON/);
+  assert.doesNotMatch(out, /"event":"route","op":"announce"/);
+});
