@@ -238,19 +238,34 @@ export class Daemon implements AdminActions {
     if (this.destroyed) return Promise.resolve();
     this.destroyed = true;
     this.shuttingDown = true;
-    this.vipCheck?.cancel();
-    this.reconciler.close();
-    this.speaker.destroy();
+    // Each step on its own: this runs when something is already broken, and one more throw must not
+    // keep the speaker (and so the route) alive.
+    const attempt = (what: string, step: () => void): void => {
+      try {
+        step();
+      } catch (err) {
+        this.logger.error({ component: 'daemon', event: 'destroy', step: what, err: errorMessage(err) }, `destroy: ${what} failed`);
+      }
+    };
+    attempt('speaker', () => this.speaker.destroy());
+    attempt('timers', () => {
+      this.vipCheck?.cancel();
+      this.reconciler.close();
+    });
     for (const l of this.listeners) {
-      l.retry?.cancel();
-      l.listener.destroy();
+      attempt(`listener ${l.listener.spec.id}`, () => {
+        l.retry?.cancel();
+        l.listener.destroy();
+      });
     }
     for (const pool of this.pools.values()) {
-      pool.load.close?.();
-      pool.health.close();
+      attempt(`pool ${pool.name}`, () => {
+        pool.load.close?.();
+        pool.health.close();
+      });
     }
-    void this.workerPool?.close();
-    return this.admin.close();
+    attempt('workers', () => void this.workerPool?.close().catch(() => undefined));
+    return this.admin.close().catch(() => undefined);
   }
 
   private async doClose(reason: string): Promise<void> {
@@ -626,8 +641,11 @@ export async function runDaemon(config: Config, options: RunOptions): Promise<vo
   let stopping: 'signal' | 'fault' | undefined;
   const exitNow = (why: string, extra: Record<string, unknown>): never => {
     log.fatal({ event: 'exit', ...extra }, `${why}: exiting at once`);
-    void daemon?.destroy().catch(() => undefined);
-    process.exit(1);
+    try {
+      void daemon?.destroy();
+    } finally {
+      process.exit(1);
+    }
   };
   const closeAndExit = (reason: string, code: number): void => {
     const deadlineMs = config.shutdown.grace + CLOSE_DEADLINE_SLACK_MS;

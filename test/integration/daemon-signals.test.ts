@@ -19,7 +19,7 @@ import { requirePrerequisites } from '../fakes/prerequisites';
 const PREFIX = '198.19.0.10/32';
 const GRACE_MS = 1000;
 /** From start: gobgpd's first connect takes 5-9 s; the fault must come after the route is in. */
-const FAULT_AFTER_MS = 16_000;
+const FAULT_AFTER_MS = 20_000;
 
 let lab: Lab;
 let config: string;
