@@ -1,11 +1,12 @@
+import { mkdir } from 'node:fs/promises';
 import { AnnounceReconciler, type VipSource } from './announce/reconciler';
 import type { Config, PoolConfig } from './config/config';
 import { AdminServer } from './control/admin-server';
-import { AdminInputError, type AdminActions, type DaemonStatus } from './control/control';
+import { AdminInputError, type AdminActions, type DaemonStatus, type DrainOrigin } from './control/control';
 import type { CheckSpec, PoolHealth } from './health/health';
 import { createPoolHealth } from './health/pool-health';
 import { systemClock, sleep, type Clock } from './lib/clock';
-import { errorMessage } from './lib/errors';
+import { VipdError, errorMessage } from './lib/errors';
 import type { Logger } from './lib/logger';
 import { createMetrics, type Metrics } from './lib/metrics';
 import { vipdVersion } from './lib/version';
@@ -19,6 +20,8 @@ import type { ListenerSpec, PoolLoad, PoolSpec, ProxyLimitsSpec, ProxyListener }
 import { WorkerPool } from './proxy/worker-pool';
 import { createGobgpSpeaker } from './speaker/gobgp/gobgp-speaker';
 import { NullSpeaker, type Speaker } from './speaker/speaker';
+import { DrainStateFile } from './state/drain-state-file';
+import type { BackendDrainMark, DrainMark, DrainState, DrainStateStore } from './state/state';
 
 /**
  * Composition root: the only place that builds concrete implementations and wires them. Start order
@@ -36,6 +39,8 @@ const VIP_CHECK_INTERVAL_MS = 2000;
 const BIND_RETRY_MS = 1000;
 /** After the shutdown grace, how long sessions get to finish before they are cut. */
 const SESSION_CLOSE_MS = 1000;
+/** A graceful close that has not finished this long after the grace is given up: destroy and exit. */
+const CLOSE_DEADLINE_SLACK_MS = 15_000;
 
 interface PoolRuntime {
   readonly name: string;
@@ -43,6 +48,9 @@ interface PoolRuntime {
   /** In-process tracker, or the sum of the workers' trackers when proxy.workers > 1. */
   readonly load: PoolLoad & { drainBackend(backendKey: string, drained: boolean): boolean; close?(): void };
 }
+
+/** A drain as the daemon holds it: the persisted mark, plus the file it came from when restored at start. */
+type HeldDrain<M extends DrainMark> = M & { readonly restoredFrom?: string };
 
 interface ListenerRuntime {
   readonly vip: string;
@@ -64,16 +72,23 @@ export class Daemon implements AdminActions {
   private readonly reconciler: AnnounceReconciler;
   private readonly admin: AdminServer;
   private readonly workerPool: WorkerPool | undefined;
-  private drained = false;
+  private readonly drainStore: DrainStateStore;
+  private nodeDrain: HeldDrain<DrainMark> | undefined;
+  /** Keyed by backendDrainKey(pool, backend). */
+  private readonly backendDrains = new Map<string, HeldDrain<BackendDrainMark>>();
+  /** Drain changes run one at a time: each writes the whole state, so two at once could lose one. */
+  private drainChanges: Promise<void> = Promise.resolve();
   private shuttingDown = false;
   private vipCheck: { cancel(): void } | undefined;
-  private stopped: Promise<void> | undefined;
+  private closing: Promise<void> | undefined;
+  private destroyed = false;
 
   constructor(private readonly config: Config, options: RunOptions) {
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger.child({ node: config.node.name });
     this.metrics = createMetrics({ defaultMetrics: true });
     this.addresses = new IpAddressManager(config.net.interface);
+    this.drainStore = new DrainStateFile(config.stateDir, config.node.name);
 
     const poolSpecs = new Map(Object.entries(config.pools).map(([name, pool]) => [name, toPoolSpec(name, pool)]));
     const healths = new Map<string, PoolHealth>();
@@ -159,12 +174,15 @@ export class Daemon implements AdminActions {
       inputs: () => ({
         vip: vip.address,
         shuttingDown: this.shuttingDown,
-        drained: this.drained,
+        drained: this.nodeDrain !== undefined,
         vipBound: this.vipBound.get(vip.name) ?? false,
         minHealthyBackends: vip.minHealthyBackends,
         listeners: this.listeners
           .filter((l) => l.vip === vip.name)
-          .map((l) => ({ id: l.listener.spec.id, bound: l.listener.bound(), pool: this.pools.get(l.pool)!.health.snapshot() })),
+          .map((l) => {
+            const pool = this.pools.get(l.pool)!;
+            return { id: l.listener.spec.id, bound: l.listener.bound(), pool: pool.health.snapshot(), ...pool.load.outOfService() };
+          }),
       }),
     }));
     this.reconciler = new AnnounceReconciler({
@@ -181,6 +199,8 @@ export class Daemon implements AdminActions {
   async start(): Promise<void> {
     const log = this.logger.child({ component: 'daemon' });
     log.info({ event: 'start', version: vipdVersion, vips: this.config.vips.length, speaker: this.config.speaker.driver }, 'vipd starting');
+    // Before anything can be announced: a node drained before a restart must not announce for an instant.
+    await this.restoreDrains();
     await this.admin.start();
     // The speaker comes up first so sessions establish while checks run; it advertises nothing until told.
     this.speaker.onEvent(() => this.reconciler.evaluate());
@@ -192,19 +212,63 @@ export class Daemon implements AdminActions {
     }
     for (const pool of this.pools.values()) {
       pool.health.onChange(() => this.reconciler.evaluate());
+      // A drain or an ejection (which ends by time) changes what the pool can serve, not its health.
+      pool.load.onServiceChange(() => this.reconciler.evaluate());
       pool.health.start();
     }
     this.reconciler.evaluate();
     log.info({ event: 'started', admin: this.config.admin.listen.key }, 'vipd running');
   }
 
-  /** Graceful stop: withdraw, let the router move traffic away, then stop serving. Idempotent. */
-  stop(reason: string): Promise<void> {
-    this.stopped ??= this.doStop(reason);
-    return this.stopped;
+  /**
+   * Graceful stop: withdraw, let the router move traffic away, then stop serving. Idempotent and
+   * awaitable: a second call returns the first call's promise (its reason is the one logged).
+   */
+  close(reason: string): Promise<void> {
+    this.closing ??= this.doClose(reason);
+    return this.closing;
   }
 
-  private async doStop(reason: string): Promise<void> {
+  /**
+   * Stops at once, for when a graceful close cannot be trusted (a second fault, a close past its
+   * deadline). The speaker goes first and synchronously: a managed gobgpd is killed, so the router
+   * withdraws by its Cease; sessions are cut. Idempotent; resolves when the admin server is closed.
+   */
+  destroy(): Promise<void> {
+    if (this.destroyed) return Promise.resolve();
+    this.destroyed = true;
+    this.shuttingDown = true;
+    // Each step on its own: this runs when something is already broken, and one more throw must not
+    // keep the speaker (and so the route) alive.
+    const attempt = (what: string, step: () => void): void => {
+      try {
+        step();
+      } catch (err) {
+        this.logger.error({ component: 'daemon', event: 'destroy', step: what, err: errorMessage(err) }, `destroy: ${what} failed`);
+      }
+    };
+    attempt('speaker', () => this.speaker.destroy());
+    attempt('timers', () => {
+      this.vipCheck?.cancel();
+      this.reconciler.close();
+    });
+    for (const l of this.listeners) {
+      attempt(`listener ${l.listener.spec.id}`, () => {
+        l.retry?.cancel();
+        l.listener.destroy();
+      });
+    }
+    for (const pool of this.pools.values()) {
+      attempt(`pool ${pool.name}`, () => {
+        pool.load.close?.();
+        pool.health.close();
+      });
+    }
+    attempt('workers', () => void this.workerPool?.close().catch(() => undefined));
+    return this.admin.close().catch(() => undefined);
+  }
+
+  private async doClose(reason: string): Promise<void> {
     const log = this.logger.child({ component: 'daemon' });
     log.info({ event: 'stop', reason, graceMs: this.config.shutdown.grace }, `vipd stopping (${reason}): withdrawing routes`);
     this.shuttingDown = true;
@@ -229,7 +293,7 @@ export class Daemon implements AdminActions {
     }
     this.reconciler.close();
     await this.admin.close();
-    log.info({ event: 'stopped' }, 'vipd stopped');
+    log.info({ event: 'stopped', reason }, 'vipd stopped');
   }
 
   // AdminActions
@@ -240,7 +304,8 @@ export class Daemon implements AdminActions {
     return {
       node: this.config.node.name,
       version: vipdVersion,
-      drained: this.drained,
+      drained: this.nodeDrain !== undefined,
+      ...(this.nodeDrain ? { drain: drainOrigin(this.nodeDrain) } : {}),
       shuttingDown: this.shuttingDown,
       vips: announce.map((a) => ({
         name: a.vip,
@@ -271,6 +336,7 @@ export class Daemon implements AdminActions {
               totalConnections: counters.total,
               connectErrors: counters.connectErrors,
               drained: counters.drained,
+              ...(this.backendDrains.has(backendDrainKey(p.name, b.backend.key)) ? { drain: drainOrigin(this.backendDrains.get(backendDrainKey(p.name, b.backend.key))!) } : {}),
             };
           }),
         };
@@ -279,25 +345,40 @@ export class Daemon implements AdminActions {
     };
   }
 
-  async drain(): Promise<void> {
-    this.setDrained(true);
+  async drain(source: string): Promise<void> {
+    await this.changeDrains(() => {
+      if (this.nodeDrain) return undefined;
+      const mark = { source, at: new Date(this.clock.wallNow()).toISOString() };
+      return { state: { ...this.drainState(), node: mark }, apply: () => this.setNodeDrain(mark, source) };
+    });
     await this.reconciler.idle();
   }
 
-  async undrain(): Promise<void> {
-    this.setDrained(false);
+  async undrain(source: string): Promise<void> {
+    await this.changeDrains(() => {
+      if (!this.nodeDrain) return undefined;
+      const { node: _, ...rest } = this.drainState();
+      return { state: rest, apply: () => this.setNodeDrain(undefined, source) };
+    });
     await this.reconciler.idle();
   }
 
-  async drainBackend(poolName: string, backend: string, drained: boolean): Promise<void> {
+  async drainBackend(poolName: string, backend: string, drained: boolean, source: string): Promise<void> {
     const pool = this.pools.get(poolName);
     if (!pool) throw new AdminInputError(404, `no pool "${poolName}"; pools: ${[...this.pools.keys()].join(', ')}`);
     const configured = this.config.pools[poolName]!.backends.map((b) => b.endpoint.key);
     const endpoint = parseEndpoint(backend);
     if (!endpoint) throw new AdminInputError(400, `"${backend}" is not IP:PORT (IPv6 as [ADDR]:PORT)`);
     if (!configured.includes(endpoint.key)) throw new AdminInputError(404, `backend ${endpoint.key} is not in pool "${poolName}"; it has ${configured.join(', ')}`);
-    pool.load.drainBackend(endpoint.key, drained);
-    this.logger.info({ component: 'proxy', event: drained ? 'drainBackend' : 'undrainBackend', pool: poolName, backend: endpoint.key }, `backend ${endpoint.key} ${drained ? 'drained' : 'undrained'} by operator`);
+    const key = backendDrainKey(poolName, endpoint.key);
+    await this.changeDrains(() => {
+      if (this.backendDrains.has(key) === drained) return undefined;
+      const current = this.drainState();
+      const mark: BackendDrainMark = { pool: poolName, backend: endpoint.key, source, at: new Date(this.clock.wallNow()).toISOString() };
+      const backends = drained ? [...current.backends, mark] : current.backends.filter((b) => backendDrainKey(b.pool, b.backend) !== key);
+      return { state: { ...current, backends }, apply: () => this.setBackendDrain(pool, mark, drained) };
+    });
+    await this.reconciler.idle();
   }
 
   async metricsText(): Promise<{ contentType: string; body: string }> {
@@ -307,13 +388,84 @@ export class Daemon implements AdminActions {
     };
   }
 
-  private setDrained(drained: boolean): void {
-    if (this.drained !== drained) {
-      this.logger.info({ component: 'daemon', event: drained ? 'drain' : 'undrain' }, drained ? 'node drained by operator' : 'node undrained by operator');
-    }
-    this.drained = drained;
+  /** The drains held now, as the store keeps them. */
+  private drainState(): DrainState {
+    const strip = <M extends DrainMark>({ restoredFrom: _, ...mark }: HeldDrain<M>): M => mark as unknown as M;
+    return {
+      ...(this.nodeDrain ? { node: strip(this.nodeDrain) } : {}),
+      backends: [...this.backendDrains.values()].map((b) => strip(b)),
+    };
+  }
+
+  /**
+   * Runs one drain change: `plan` sees the drains as they are (after every earlier change) and returns
+   * the new state and how to apply it, or undefined when there is nothing to do. The state is made
+   * durable first and applied only then, so the file and the running node never disagree: a change
+   * that cannot be saved fails and changes nothing.
+   */
+  private changeDrains(plan: () => { state: DrainState; apply: () => void } | undefined): Promise<void> {
+    const run = this.drainChanges.then(async () => {
+      if (this.shuttingDown) throw new AdminInputError(409, 'vipd is shutting down');
+      const change = plan();
+      if (!change) return;
+      await this.drainStore.save(change.state);
+      change.apply();
+    });
+    this.drainChanges = run.catch(() => undefined);
+    return run;
+  }
+
+  private setNodeDrain(mark: HeldDrain<DrainMark> | undefined, source: string): void {
+    this.nodeDrain = mark;
+    const drained = mark !== undefined;
+    const restored = mark?.restoredFrom !== undefined ? ` (restored from ${mark.restoredFrom})` : '';
+    this.logger.info(
+      { component: 'daemon', event: drained ? 'drain' : 'undrain', source, ...(mark?.restoredFrom !== undefined ? { restoredFrom: mark.restoredFrom } : {}) },
+      `node ${drained ? 'drained' : 'undrained'} by ${source}${restored}: every VIP ${drained ? 'is withdrawn (reason drained)' : 'goes back through the health gate'}`,
+    );
     this.metrics.drained.set(drained ? 1 : 0);
     this.reconciler.evaluate();
+  }
+
+  private setBackendDrain(pool: PoolRuntime, mark: HeldDrain<BackendDrainMark>, drained: boolean): void {
+    const key = backendDrainKey(mark.pool, mark.backend);
+    if (drained) this.backendDrains.set(key, mark);
+    else this.backendDrains.delete(key);
+    const restored = mark.restoredFrom !== undefined ? ` (restored from ${mark.restoredFrom})` : '';
+    this.logger.info(
+      { component: 'proxy', event: drained ? 'drainBackend' : 'undrainBackend', pool: mark.pool, backend: mark.backend, source: mark.source, ...(mark.restoredFrom !== undefined ? { restoredFrom: mark.restoredFrom } : {}) },
+      `backend ${mark.backend} of pool ${mark.pool} ${drained ? 'drained' : 'undrained'} by ${mark.source}${restored}; a VIP whose pool is left with no usable backend is withdrawn (reason noUsableBackends)`,
+    );
+    // The load view tells the reconciler (onServiceChange) once start() has subscribed it.
+    pool.load.drainBackend(mark.backend, drained);
+  }
+
+  /**
+   * Puts back the drains of the state file. Runs first in start(), before the speaker or a listener
+   * exists. A file that exists but cannot be read or parsed stops the start (see docs/operations.md):
+   * the node cannot know whether its operator drained it, so it must not guess.
+   */
+  private async restoreDrains(): Promise<void> {
+    const log = this.logger.child({ component: 'state' });
+    const file = this.drainStore.file;
+    try {
+      await mkdir(this.config.stateDir, { recursive: true, mode: 0o750 });
+    } catch (err) {
+      throw new VipdError('VIPD_ERR_STATE', `stateDir ${this.config.stateDir} cannot be created: ${errorMessage(err)}`, { cause: err });
+    }
+    const state = await this.drainStore.load();
+    if (state.node) this.setNodeDrain({ ...state.node, restoredFrom: file }, state.node.source);
+    for (const mark of state.backends) {
+      const pool = this.pools.get(mark.pool);
+      const endpoint = parseEndpoint(mark.backend);
+      const configured = endpoint !== undefined && this.config.pools[mark.pool]?.backends.some((b) => b.endpoint.key === endpoint.key);
+      if (!pool || !endpoint || !configured) {
+        log.warn({ event: 'drainDropped', pool: mark.pool, backend: mark.backend, source: mark.source, file }, `drain of ${mark.backend} in pool ${mark.pool} (by ${mark.source}) dropped: that backend is no longer in the config`);
+        continue;
+      }
+      this.setBackendDrain(pool, { ...mark, backend: endpoint.key, restoredFrom: file }, true);
+    }
+    log.info({ event: 'drainsRestored', file, node: state.node !== undefined, backends: this.backendDrains.size }, `drain state ${file}: node ${state.node ? 'drained' : 'not drained'}, ${this.backendDrains.size} backend drain(s)`);
   }
 
   private buildSpeaker(): Speaker {
@@ -423,6 +575,14 @@ function toCheckSpec(c: Config['pools'][string]['check']): CheckSpec {
   };
 }
 
+function backendDrainKey(pool: string, backend: string): string {
+  return `${pool}\u0000${backend}`;
+}
+
+function drainOrigin(mark: HeldDrain<DrainMark>): DrainOrigin {
+  return { drainedBy: mark.source, drainedAt: mark.at, ...(mark.restoredFrom !== undefined ? { restoredFrom: mark.restoredFrom } : {}) };
+}
+
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`timed out after ${ms}ms`)), ms);
@@ -433,32 +593,101 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   });
 }
 
-/** Runs the daemon until SIGTERM/SIGINT, then stops gracefully and exits. */
+/** Signals that are logged and ignored. SIGHUP will mean reload once reload exists. */
+const IGNORED_SIGNALS: ReadonlyArray<{ readonly signal: NodeJS.Signals; readonly why: string }> = [
+  { signal: 'SIGHUP', why: 'reload is not implemented yet; ignored' },
+  // A listener of our own also keeps Node from opening its inspector on SIGUSR1 (its default).
+  { signal: 'SIGUSR1', why: 'no meaning to vipd (and no inspector is opened); ignored' },
+  { signal: 'SIGUSR2', why: 'no meaning to vipd; ignored' },
+];
+
+/**
+ * Test-only: `VIPD_TEST_FAULT_AFTER_MS=<ms>` throws an error on the event loop that long after start
+ * (`VIPD_TEST_FAULT_KIND=rejection` rejects a promise nobody handles instead; `double` throws a second
+ * time 100 ms later), so that a test can watch a real daemon take its fault path. Only the environment
+ * of the process can set it, never a request.
+ */
+function armTestFault(log: Logger): void {
+  const raw = process.env.VIPD_TEST_FAULT_AFTER_MS;
+  if (raw === undefined) return;
+  const ms = Number(raw);
+  if (!Number.isFinite(ms) || ms < 0) return;
+  const kinds = ['exception', 'rejection', 'double'] as const;
+  const kind = kinds.find((k) => k === process.env.VIPD_TEST_FAULT_KIND) ?? 'exception';
+  log.warn({ event: 'testFault', afterMs: ms, kind }, `VIPD_TEST_FAULT_AFTER_MS is set: an injected ${kind} will fire in ${ms} ms (test only)`);
+  const fault = (n: number) => () => {
+    const err = new Error(`injected test fault #${n} (VIPD_TEST_FAULT_AFTER_MS=${raw})`);
+    if (kind === 'rejection') void Promise.reject(err);
+    else throw err;
+  };
+  setTimeout(fault(1), ms);
+  // 'double': a second fault while the first one's graceful stop is running.
+  if (kind === 'double') setTimeout(fault(2), ms + 100);
+}
+
+/**
+ * Runs the daemon until SIGTERM/SIGINT or a fault, then stops it and exits the process.
+ * - SIGTERM, SIGINT: graceful close (withdraw, grace, stop), exit 0; a second one exits 1 at once.
+ * - SIGHUP, SIGUSR1, SIGUSR2: logged and ignored.
+ * - An uncaught exception or unhandled rejection: logged with its stack, then the same graceful close,
+ *   exit 1. A loop that threw cannot be trusted to keep deciding, so the node must stop announcing. A
+ *   second fault, or a signal, during that close destroys the daemon and exits 1 at once.
+ * - A close that has not finished shutdown.grace + 15 s after it began is given up the same way.
+ */
 export async function runDaemon(config: Config, options: RunOptions): Promise<void> {
-  const daemon = new Daemon(config, options);
   const log = options.logger.child({ component: 'daemon' });
-  let signals = 0;
-  const onSignal = (signal: NodeJS.Signals) => {
-    signals += 1;
-    if (signals > 1) {
-      log.warn({ event: 'stop', signal }, 'second signal: exiting at once');
+  // Installed before anything else, so that no fault or signal finds the process without them.
+  let daemon: Daemon | undefined;
+  let stopping: 'signal' | 'fault' | undefined;
+  const exitNow = (why: string, extra: Record<string, unknown>): never => {
+    log.fatal({ event: 'exit', ...extra }, `${why}: exiting at once`);
+    try {
+      void daemon?.destroy();
+    } finally {
       process.exit(1);
     }
-    void daemon.stop(signal).then(
-      () => process.exit(0),
+  };
+  const closeAndExit = (reason: string, code: number): void => {
+    const deadlineMs = config.shutdown.grace + CLOSE_DEADLINE_SLACK_MS;
+    setTimeout(() => exitNow(`graceful stop did not finish in ${deadlineMs} ms`, { reason }), deadlineMs).unref();
+    const closing = daemon?.close(reason) ?? Promise.resolve();
+    closing.then(
+      () => process.exit(code),
       (err) => {
-        log.error({ err: errorMessage(err) }, 'shutdown failed');
+        log.error({ event: 'stop', err: errorStack(err) }, `shutdown failed: ${errorMessage(err)}`);
         process.exit(1);
       },
     );
   };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
+  const onStopSignal = (signal: NodeJS.Signals) => {
+    if (stopping !== undefined) exitNow(`${signal} while stopping`, { signal });
+    stopping = 'signal';
+    log.info({ event: 'signal', signal }, `${signal}: stopping gracefully`);
+    closeAndExit(signal, 0);
+  };
+  const onFault = (kind: 'uncaughtException' | 'unhandledRejection', err: unknown) => {
+    if (stopping !== undefined) exitNow(`${kind} while stopping`, { kind, err: errorStack(err) });
+    stopping = 'fault';
+    log.fatal({ event: 'fault', kind, err: errorStack(err) }, `${kind}: ${errorMessage(err)}; withdrawing and stopping`);
+    closeAndExit(`fault: ${kind}`, 1);
+  };
+  process.on('SIGTERM', onStopSignal);
+  process.on('SIGINT', onStopSignal);
+  for (const { signal, why } of IGNORED_SIGNALS) process.on(signal, () => log.warn({ event: 'signal', signal }, `${signal}: ${why}`));
+  process.on('uncaughtException', (err) => onFault('uncaughtException', err));
+  process.on('unhandledRejection', (reason) => onFault('unhandledRejection', reason));
+
+  daemon = new Daemon(config, options);
   try {
     await daemon.start();
   } catch (err) {
-    log.error({ event: 'start', err: errorMessage(err) }, `vipd failed to start: ${errorMessage(err)}`);
-    await daemon.stop('start failed').catch(() => undefined);
+    log.error({ event: 'start', err: errorStack(err) }, `vipd failed to start: ${errorMessage(err)}`);
+    await daemon.close('start failed').catch(() => undefined);
     process.exit(1);
   }
+  armTestFault(log);
+}
+
+function errorStack(err: unknown): string {
+  return err instanceof Error ? (err.stack ?? err.message) : String(err);
 }

@@ -1,10 +1,15 @@
-import type { DaemonStatus } from '../control/control';
+import type { DaemonStatus, DrainOrigin } from '../control/control';
 
 /** Renders `vipd status` for a person: one table per section, reasons spelled out. */
 export function renderStatus(s: DaemonStatus): string {
   const lines: string[] = [];
   const flags = [s.drained ? 'DRAINED' : '', s.shuttingDown ? 'SHUTTING DOWN' : ''].filter(Boolean).join(' ');
   lines.push(`node ${s.node}  vipd ${s.version}${flags ? '  ' + flags : ''}`, '');
+  const drains = [
+    ...(s.drain ? [['node', drainText(s.drain)]] : []),
+    ...s.pools.flatMap((p) => p.backends.flatMap((b) => (b.drain ? [[`backend ${p.name} ${b.address}`, drainText(b.drain)]] : []))),
+  ];
+  if (drains.length) lines.push(table(['DRAINED', 'BY'], drains), '');
   lines.push(
     table(
       ['VIP', 'PREFIX', 'STATE', 'REASON', 'SINCE', 'DETAIL'],
@@ -39,6 +44,10 @@ export function renderStatus(s: DaemonStatus): string {
   );
   lines.push(s.peers.length ? table(['PEER', 'ASN', 'STATE', 'SINCE'], s.peers.map((p) => [p.address, String(p.asn), p.state, p.since])) : 'no BGP peers (speaker driver none)');
   return lines.join('\n');
+}
+
+function drainText(d: DrainOrigin): string {
+  return `${d.drainedBy} at ${d.drainedAt}${d.restoredFrom !== undefined ? ` (restored from ${d.restoredFrom})` : ''}`;
 }
 
 function table(header: string[], rows: string[][]): string {

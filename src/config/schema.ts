@@ -288,6 +288,12 @@ const speakerSchema = z
 export const configSchema = z
   .object({
     node: z.object({ name: z.string().min(1).max(253) }).strict(),
+    /** Where the drain state survives restarts (<stateDir>/<node.name>.state.json); systemd's StateDirectory. */
+    stateDir: z
+      .string()
+      .min(1)
+      .refine((p) => p.startsWith('/'), 'must be an absolute path')
+      .default('/var/lib/vipd'),
     admin: z.object({ listen: loopbackListen.default('127.0.0.1:9180') }).strict().default({}),
     net: z
       .object({

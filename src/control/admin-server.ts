@@ -19,6 +19,8 @@ interface Route {
 export class AdminServer {
   private server: Server | undefined;
   private readonly routes: ReadonlyMap<string, Route>;
+  /** Who a mutation came from, as logged and kept with a drain. */
+  private readonly source: string;
 
   constructor(
     private readonly listen: Endpoint,
@@ -26,6 +28,7 @@ export class AdminServer {
     private readonly logger: Logger,
     private readonly metrics: Metrics,
   ) {
+    this.source = `admin http ${listen.key}`;
     this.routes = new Map<string, Route>([
       ['/status', { method: 'GET', handle: async (_req, res) => sendJson(res, 200, this.actions.status()) }],
       ['/metrics', {
@@ -35,8 +38,8 @@ export class AdminServer {
           res.writeHead(200, { 'content-type': m.contentType }).end(m.body);
         },
       }],
-      ['/drain', { method: 'POST', handle: async (_req, res) => { await this.actions.drain(); sendJson(res, 200, { drained: true }); } }],
-      ['/undrain', { method: 'POST', handle: async (_req, res) => { await this.actions.undrain(); sendJson(res, 200, { drained: false }); } }],
+      ['/drain', { method: 'POST', handle: async (_req, res) => { await this.actions.drain(this.source); sendJson(res, 200, { drained: true }); } }],
+      ['/undrain', { method: 'POST', handle: async (_req, res) => { await this.actions.undrain(this.source); sendJson(res, 200, { drained: false }); } }],
       ['/backends/drain', { method: 'POST', readsBody: true, handle: (req, res) => this.drainBackend(req, res, true) }],
       ['/backends/undrain', { method: 'POST', readsBody: true, handle: (req, res) => this.drainBackend(req, res, false) }],
     ]);
@@ -77,7 +80,7 @@ export class AdminServer {
     const { pool, backend } = body;
     if (typeof pool !== 'string' || pool === '') throw new AdminInputError(400, 'field "pool" (string) is required');
     if (typeof backend !== 'string' || backend === '') throw new AdminInputError(400, 'field "backend" ("IP:PORT") is required');
-    await this.actions.drainBackend(pool, backend, drained);
+    await this.actions.drainBackend(pool, backend, drained, this.source);
     sendJson(res, 200, { pool, backend, drained });
   }
 

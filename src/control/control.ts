@@ -6,6 +6,8 @@ export interface DaemonStatus {
   readonly node: string;
   readonly version: string;
   readonly drained: boolean;
+  /** Where the node drain came from (absent when not drained); see DrainOrigin. */
+  readonly drain?: DrainOrigin;
   readonly shuttingDown: boolean;
   readonly vips: ReadonlyArray<{
     readonly name: string;
@@ -29,9 +31,18 @@ export interface DaemonStatus {
       readonly connectErrors: number;
       /** Operator drain of this backend (no new connections). */
       readonly drained: boolean;
+      /** Where the backend drain came from (absent when not drained). */
+      readonly drain?: DrainOrigin;
     }>;
   }>;
   readonly peers: ReadonlyArray<{ readonly address: string; readonly asn: number; readonly state: string; readonly since: string }>;
+}
+
+/** Who set a drain and when; `restoredFrom` names the state file when it was restored at start. */
+export interface DrainOrigin {
+  readonly drainedBy: string;
+  readonly drainedAt: string;
+  readonly restoredFrom?: string;
 }
 
 /** An admin request the daemon refuses; the message names what is wrong. Nothing was changed. */
@@ -47,9 +58,16 @@ export class AdminInputError extends Error {
 
 export interface AdminActions {
   status(): DaemonStatus;
-  drain(): Promise<void>;
-  undrain(): Promise<void>;
-  /** Stops (drained=true) or resumes new connections to one backend; established ones carry on. Throws AdminInputError for an unknown pool or backend. */
-  drainBackend(pool: string, backend: string, drained: boolean): Promise<void>;
+  /**
+   * Drains (or undrains) the node. `source` names who asked (e.g. `admin socket /run/vipd/lb1.sock`); it is
+   * logged and kept with the drain in the state file. Resolves once the change is durable and pushed.
+   */
+  drain(source: string): Promise<void>;
+  undrain(source: string): Promise<void>;
+  /**
+   * Stops (drained=true) or resumes new connections to one backend; established ones carry on. Persisted
+   * like drain(). Throws AdminInputError for an unknown pool or backend.
+   */
+  drainBackend(pool: string, backend: string, drained: boolean, source: string): Promise<void>;
   metricsText(): Promise<{ contentType: string; body: string }>;
 }

@@ -12,7 +12,8 @@ export type ErrorCode =
   | 'VIPD_ERR_ADMIN'
   | 'VIPD_ERR_CLOSED'
   | 'VIPD_ERR_CONNECT_TIMEOUT'
-  | 'VIPD_ERR_NO_BACKEND';
+  | 'VIPD_ERR_NO_BACKEND'
+  | 'VIPD_ERR_STATE';
 
 export class VipdError extends Error {
   readonly code: ErrorCode;

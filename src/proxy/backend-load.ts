@@ -6,7 +6,7 @@ import { onCollect, type Metrics } from '../lib/metrics';
 import type { Endpoint } from '../net/endpoint';
 import type { ConnectFailureKind } from './connector';
 import { BackendOutlier } from './outlier';
-import type { BackendCounters, PoolLoad, PoolSpec } from './proxy';
+import type { BackendCounters, OutOfService, PoolLoad, PoolSpec } from './proxy';
 
 /** Where a pool's health snapshots come from; PoolHealth is one, a worker's IPC feed another. */
 export interface SnapshotSource {
@@ -130,6 +130,8 @@ export class BackendLoadTracker implements PoolLoad {
   private readonly log: Logger | undefined;
   /** closeOnBackendDown: each attached listener closes its sessions on the backend. */
   private readonly backendDown: ListenerSet<BackendEntry>;
+  /** Drains, ejections and their ends: the announce gate re-reads outOfService(). */
+  private readonly serviceListeners: ListenerSet<void>;
   private current: PoolSnapshot;
   private readonly unsubscribe: () => void;
   private queueHead: QueuedClient | undefined;
@@ -150,6 +152,9 @@ export class BackendLoadTracker implements PoolLoad {
     this.log = options.logger;
     this.backendDown = new ListenerSet((err) =>
       this.log?.error({ event: 'listenerError', err: err instanceof Error ? err.stack ?? err.message : String(err) }, 'closing sessions on a down backend threw'),
+    );
+    this.serviceListeners = new ListenerSet<void>((err) =>
+      this.log?.error({ event: 'listenerError', err: err instanceof Error ? err.stack ?? err.message : String(err) }, 'a service-change listener threw'),
     );
     for (const backend of spec.backends) {
       const entry = this.createEntry(backend.endpoint, backend.weight, backend.maxConnections);
@@ -191,6 +196,20 @@ export class BackendLoadTracker implements PoolLoad {
     return this.entries.get(backendKey)?.drained ?? false;
   }
 
+  outOfService(): OutOfService {
+    const drained: string[] = [];
+    const ejected: string[] = [];
+    for (const entry of this.entries.values()) {
+      if (entry.drained) drained.push(entry.endpoint.key);
+      if (entry.ejectedUntilWall !== undefined) ejected.push(entry.endpoint.key);
+    }
+    return { drained, ejected };
+  }
+
+  onServiceChange(listener: () => void): () => void {
+    return this.serviceListeners.add(listener);
+  }
+
   /** Clients waiting for a slot in this pool now. */
   queued(): number {
     return this.queueLength;
@@ -208,6 +227,7 @@ export class BackendLoadTracker implements PoolLoad {
     this.metrics.backendDrained.set(entry.labels, drained ? 1 : 0);
     this.log?.info({ event: drained ? 'backendDrained' : 'backendUndrained', backend: backendKey, active: entry.active }, drained ? `backend ${backendKey} drained by operator` : `backend ${backendKey} back in service`);
     if (!drained) this.serveWaiters(entry);
+    this.serviceListeners.emit();
     return true;
   }
 
@@ -347,6 +367,7 @@ export class BackendLoadTracker implements PoolLoad {
     if (this.closed) return;
     this.closed = true;
     this.unsubscribe();
+    this.serviceListeners.clear();
     this.foldConnectionCounts();
     for (const stop of this.stopCollecting) stop();
     for (const entry of this.entries.values()) {
@@ -462,6 +483,7 @@ export class BackendLoadTracker implements PoolLoad {
       `backend ${key} ejected for ${durationMs} ms after consecutive connect failures`,
     );
     entry.ejectionTimer = this.clock.setTimeout(() => this.restore(entry), durationMs);
+    this.serviceListeners.emit();
   }
 
   private restore(entry: BackendEntry): void {
@@ -471,6 +493,7 @@ export class BackendLoadTracker implements PoolLoad {
     this.metrics.backendEjected.set(entry.labels, 0);
     this.log?.info({ event: 'backendRestored', backend: entry.endpoint.key, reason: 'ejectionExpired' }, `backend ${entry.endpoint.key} back in picking`);
     this.serveWaiters(entry);
+    this.serviceListeners.emit();
   }
 
   /**

@@ -146,4 +146,13 @@ export interface PoolLoad extends BackendLoad {
   readonly pool: string;
   /** Zeros for a backend that has never been dialled. */
   counters(backendKey: string): BackendCounters;
+  /** Backends taken out of picking now, whatever their health: by the operator (drained) or by passive health (ejected). */
+  outOfService(): OutOfService;
+  /** Told after every change of outOfService() (a drain, an undrain, an ejection or its end). Returns an unsubscribe. */
+  onServiceChange(listener: () => void): () => void;
+}
+
+export interface OutOfService {
+  readonly drained: readonly string[];
+  readonly ejected: readonly string[];
 }

@@ -18,6 +18,8 @@ import { isProtocolMessage, type FromWorker, type ListenerReport, type PoolRepor
  * however it died), and it ignores SIGTERM and SIGINT: those reach the whole process group (Ctrl-C in a
  * terminal, systemd's default KillMode=control-group), and a worker that obeyed them would cut its
  * connections while the primary is still withdrawing the route and waiting out the grace period.
+ * SIGHUP (a closed terminal), SIGUSR1 (Node's inspector) and SIGUSR2 are ignored for the same reason:
+ * the primary logs and ignores them, and a worker must not die of one sent to the group.
  */
 
 type InitMessage = Extract<ToWorker, { type: 'vipd:init' }>;
@@ -195,6 +197,7 @@ function runWorker(): void {
   process.on('disconnect', () => process.exit(0));
   process.on('SIGTERM', () => undefined);
   process.on('SIGINT', () => undefined);
+  for (const signal of ['SIGHUP', 'SIGUSR1', 'SIGUSR2'] as const) process.on(signal, () => undefined);
   let worker: ProxyWorker | undefined;
   process.on('message', (message: unknown) => {
     if (!isProtocolMessage<ToWorker>(message)) return;

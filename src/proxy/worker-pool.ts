@@ -11,7 +11,7 @@ import { StateMachine } from '../lib/transition';
 import type { Metrics } from '../lib/metrics';
 import type { Endpoint } from '../net/endpoint';
 import type { SnapshotSource } from './backend-load';
-import type { BackendCounters, ListenerSpec, ListenerStats, PoolLoad, PoolSpec, ProxyLimitsSpec, ProxyListener } from './proxy';
+import type { BackendCounters, ListenerSpec, ListenerStats, OutOfService, PoolLoad, PoolSpec, ProxyLimitsSpec, ProxyListener } from './proxy';
 import { isProtocolMessage, type FromWorker, type MetricsJson, type ToWorker } from './worker-protocol';
 
 /**
@@ -405,6 +405,7 @@ export class WorkerPool {
       case 'vipd:report':
         for (const l of message.listeners) slot.listenerStats.set(l.id, l.stats);
         for (const p of message.pools) slot.backendCounters.set(p.pool, new Map(p.backends.map((b) => [b.key, b.counters])));
+        for (const load of this.loads.values()) load.checkEjections();
         return;
       case 'vipd:closed':
         this.listenerById.get(message.listener)?.slotClosed(slot);
@@ -429,6 +430,7 @@ export class WorkerPool {
       }
     }
     for (const listener of this.listenerById.values()) listener.slotGone(slot);
+    for (const load of this.loads.values()) load.checkEjections();
     slot.firstOutcome.resolve();
     const exit = signal ?? `code ${code}`;
     if (this.lifecycle.is('stopped')) {
@@ -811,6 +813,9 @@ class PoolLoadView implements WorkerPoolLoad {
   readonly pool: string;
   readonly drained = new Set<string>();
   private readonly retired = new Map<string, { total: number; connectErrors: number }>();
+  private readonly serviceListeners = new ListenerSet<void>();
+  /** outOfService().ejected as last told to the service listeners, joined. */
+  private lastEjected = '';
 
   constructor(
     private readonly spec: PoolSpec,
@@ -818,6 +823,32 @@ class PoolLoadView implements WorkerPoolLoad {
     private readonly owner: WorkerPool,
   ) {
     this.pool = spec.name;
+  }
+
+  /**
+   * A backend counts as ejected only while every live worker ejects it: each worker ejects on its own
+   * dials and never its own last backend in service, so the workers together can still reach any
+   * backend that one of them has not ejected.
+   */
+  outOfService(): OutOfService {
+    const ejected: string[] = [];
+    for (const b of this.spec.backends) {
+      const live = this.owner.liveBackendCounters(this.pool, b.endpoint.key);
+      if (live.length > 0 && live.every((c) => c.ejectedUntil !== undefined)) ejected.push(b.endpoint.key);
+    }
+    return { drained: [...this.drained], ejected };
+  }
+
+  onServiceChange(listener: () => void): () => void {
+    return this.serviceListeners.add(listener);
+  }
+
+  /** Called after each worker report or exit: ejections start and end in the workers, and arrive here only with their reports. */
+  checkEjections(): void {
+    const ejected = this.outOfService().ejected.join(',');
+    if (ejected === this.lastEjected) return;
+    this.lastEjected = ejected;
+    this.serviceListeners.emit();
   }
 
   active(backend: Endpoint): number {
@@ -867,9 +898,11 @@ class PoolLoadView implements WorkerPoolLoad {
 
   drainBackend(backendKey: string, drained: boolean): boolean {
     if (!this.spec.backends.some((b) => b.endpoint.key === backendKey)) return false;
+    if (this.drained.has(backendKey) === drained) return true;
     if (drained) this.drained.add(backendKey);
     else this.drained.delete(backendKey);
     this.owner.broadcast({ type: 'vipd:drainBackend', pool: this.pool, backend: backendKey, drained });
+    this.serviceListeners.emit();
     return true;
   }
 

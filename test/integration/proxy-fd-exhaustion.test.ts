@@ -36,9 +36,10 @@ function sh(...argv: string[]): void {
   execFileSync(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
 }
 
-function vipdConfig(): Record<string, unknown> {
+function vipdConfig(stateDir: string): Record<string, unknown> {
   return {
     node: { name: 'fd-exhaustion' },
+    stateDir,
     admin: { listen: `127.0.0.1:${ADMIN_PORT}` },
     net: { interface: 'lo', manageAddresses: false },
     shutdown: { grace: '0s' },
@@ -100,7 +101,7 @@ describe('exhausted fd limit', () => {
       for (const backend of backends) await backend.next((e) => e.event === 'ready', 10_000, 'backend ready');
 
       const configFile = path.join(dir, 'vipd.yaml');
-      writeFileSync(configFile, stringify(vipdConfig()));
+      writeFileSync(configFile, stringify(vipdConfig(path.join(dir, 'state'))));
       // ulimit in the shell that execs node: the limit is vipd's alone, not the test runner's.
       vipd = spawn('ip', ['netns', 'exec', NS, 'sh', '-c', `ulimit -n ${FD_LIMIT} && exec "$0" "$@"`, process.execPath, BIN, 'run', '--config', configFile], {
         stdio: ['ignore', 'ignore', 'inherit'],

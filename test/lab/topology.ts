@@ -227,7 +227,10 @@ class VipdLab implements Lab {
 
   vipdConfig(lb: string, overrides: Record<string, unknown> = {}): Record<string, unknown> {
     this.balancer(lb);
-    return mergeConfig(vipdConfigFromLayout(this.layout, lb, this.backends.length), overrides);
+    // The drain state lives in the lab's own dir: a drain left by one run never reaches another, and a
+    // vipd restarted within the same lab finds its drains (T34).
+    const perLab = { stateDir: path.join(this.dir, 'vipd-state') };
+    return mergeConfig(mergeConfig(vipdConfigFromLayout(this.layout, lb, this.backends.length), perLab), overrides);
   }
 
   writeVipdConfig(lb: string, overrides: Record<string, unknown> = {}, file?: string): string {
