@@ -4,6 +4,7 @@ import type { Config, PoolConfig } from './config/config';
 import { AdminServer } from './control/admin-server';
 import { AdminInputError, type AdminActions, type DaemonStatus, type DrainOrigin } from './control/control';
 import type { CheckSpec, PoolHealth } from './health/health';
+import { parseProbeBytes } from './health/check-files';
 import { createPoolHealth } from './health/pool-health';
 import { systemClock, sleep, type Clock } from './lib/clock';
 import { VipdError, errorMessage } from './lib/errors';
@@ -560,18 +561,30 @@ function toPoolSpec(name: string, p: PoolConfig): PoolSpec {
 }
 
 function toCheckSpec(c: Config['pools'][string]['check']): CheckSpec {
+  const tls = c.tls;
   return {
     kind: c.kind,
     intervalMs: c.interval,
     timeoutMs: c.timeout,
+    ...(c.fastInterval !== undefined ? { fastIntervalMs: c.fastInterval } : {}),
+    ...(c.downInterval !== undefined ? { downIntervalMs: c.downInterval } : {}),
     rise: c.rise,
     fall: c.fall,
-    path: c.path,
-    expectStatus: c.expectStatus,
-    insecureSkipVerify: c.tls.insecureSkipVerify,
+    path: c.path ?? '/',
+    expectStatus: c.expectStatus ?? [200],
+    insecureSkipVerify: tls?.insecureSkipVerify ?? false,
+    tls: tls !== undefined,
     ...(c.host !== undefined ? { host: c.host } : {}),
-    ...(c.tls.caFile !== undefined ? { caFile: c.tls.caFile } : {}),
-    ...(c.tls.serverName !== undefined ? { serverName: c.tls.serverName } : {}),
+    ...(tls?.caFile !== undefined ? { caFile: tls.caFile } : {}),
+    ...(tls?.certFile !== undefined ? { certFile: tls.certFile } : {}),
+    ...(tls?.keyFile !== undefined ? { keyFile: tls.keyFile } : {}),
+    ...(tls?.serverName !== undefined ? { serverName: tls.serverName } : {}),
+    ...(c.expectBody !== undefined ? { expectBody: c.expectBody } : {}),
+    ...(c.expectJson !== undefined ? { expectJson: c.expectJson } : {}),
+    ...(c.send !== undefined ? { send: parseProbeBytes(c.send)! } : {}),
+    ...(c.expect !== undefined ? { expect: parseProbeBytes(c.expect)! } : {}),
+    ...(c.service !== undefined ? { service: c.service } : {}),
+    ...(c.command !== undefined ? { command: c.command } : {}),
   };
 }
 

@@ -21,6 +21,10 @@ export interface BackendCheckerOptions {
   readonly backend: Endpoint;
   readonly probe: Probe;
   readonly intervalMs: number;
+  /** HAProxy's fastinter: the interval while a transition is pending (changePending); intervalMs when unset. */
+  readonly fastIntervalMs?: number | undefined;
+  /** HAProxy's downinter: the interval while unhealthy and not on the way up; intervalMs when unset. */
+  readonly downIntervalMs?: number | undefined;
   readonly timeoutMs: number;
   readonly rise: number;
   readonly fall: number;
@@ -46,10 +50,16 @@ export const DEFAULT_JITTER_FRACTION = 0.1;
  * intervalMs×jitter of start(); consecutive probe starts are at most intervalMs apart when probes
  * finish within intervalMs (otherwise back to back); no result is ever later than timeoutMs after its
  * probe started, even from a probe that breaks its own contract. So a backend that stops answering
- * is marked down within intervalMs×fall + timeoutMs (when timeoutMs ≤ intervalMs).
+ * is marked down within intervalMs×fall + timeoutMs (when timeoutMs ≤ intervalMs; a fastIntervalMs
+ * below intervalMs only shortens it).
+ *
+ * Which interval applies after each result (HAProxy's inter/fastinter/downinter): fastIntervalMs while
+ * the thresholds have a change pending (including every result in 'unknown', which is a change pending
+ * by definition), downIntervalMs while unhealthy with nothing pending, intervalMs otherwise.
  */
 export class BackendChecker {
   private memory: ThresholdMemory = initialMemory;
+  private lastOutcome: CheckOutcome = 'unchanged';
   private readonly lifecycle: StateMachine<CheckerLifecycle>;
   private timer: TimerHandle | undefined;
   private attemptGuard: TimerHandle | undefined;
@@ -114,7 +124,15 @@ export class BackendChecker {
    * intervalMs×fall + timeoutMs, the bound the reliability scenarios (T02, T03) hold us to.
    */
   private nextWait(): number {
-    return this.options.intervalMs * (1 - this.jitterFraction * this.random());
+    return this.currentIntervalMs() * (1 - this.jitterFraction * this.random());
+  }
+
+  /** The interval the next wait is based on, from the last judged result. */
+  currentIntervalMs(): number {
+    const { intervalMs, fastIntervalMs, downIntervalMs } = this.options;
+    if (this.lastOutcome === 'changePending') return fastIntervalMs ?? intervalMs;
+    if (this.memory.state === 'unhealthy') return downIntervalMs ?? intervalMs;
+    return intervalMs;
   }
 
   private schedule(delayMs: number): void {
@@ -176,6 +194,7 @@ export class BackendChecker {
     const from = this.memory.state;
     const { memory, outcome } = applyResult(this.memory, result.ok, this.options);
     this.memory = memory;
+    this.lastOutcome = outcome;
     this.options.onResult({ backend: this.options.backend, result, at: this.options.clock.wallNow(), from, to: memory.state, outcome });
   }
 }

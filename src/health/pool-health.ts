@@ -71,6 +71,8 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
       backend,
       probe,
       intervalMs: check.intervalMs,
+      fastIntervalMs: check.fastIntervalMs,
+      downIntervalMs: check.downIntervalMs,
       timeoutMs: check.timeoutMs,
       rise: check.rise,
       fall: check.fall,
@@ -112,6 +114,8 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
     if (lifecycle.transition(['idle', 'running'], 'closed', `${how}()`)) {
       listeners.clear();
       closed = Promise.all(checkers.map((checker) => (how === 'close' ? checker.close() : checker.destroy()))).then(() => {
+        // Only the probe this pool built is its to close; an injected one belongs to its owner.
+        if (options.probe === undefined) probe.close?.();
         if (wasRunning) log.info({ event: 'healthStop' }, 'health checks stopped');
       });
     } else if (how === 'destroy') {
@@ -179,6 +183,10 @@ function validate(pool: string, backends: readonly Endpoint[], check: CheckSpec)
   if (!(Number.isInteger(check.fall) && check.fall >= 1)) problems.push(`fall must be an integer ≥ 1, got ${check.fall}`);
   if (!(check.intervalMs > 0 && Number.isFinite(check.intervalMs))) problems.push(`intervalMs must be > 0, got ${check.intervalMs}`);
   if (!(check.timeoutMs > 0 && Number.isFinite(check.timeoutMs))) problems.push(`timeoutMs must be > 0, got ${check.timeoutMs}`);
+  for (const key of ['fastIntervalMs', 'downIntervalMs'] as const) {
+    const value = check[key];
+    if (value !== undefined && !(value > 0 && Number.isFinite(value))) problems.push(`${key} must be > 0, got ${value}`);
+  }
   const seen = new Set<string>();
   for (const backend of backends) {
     if (seen.has(backend.key)) problems.push(`backend ${backend.key} is listed twice`);
