@@ -143,7 +143,7 @@ export class GrpcProbe implements Probe {
         (client as unknown as { Check: CheckCall }).Check({ service }, { deadline: new Date(Date.now() + timeoutMs) }, (err, response) => {
           if (err) {
             const code = grpcStatus[err.code] ?? String(err.code);
-            resolve(done(false, err.code === grpcStatus.DEADLINE_EXCEEDED ? `timeout after ${timeoutMs}ms (grpc)` : `grpc ${code}: ${oneLine(err.details)}`));
+            resolve(done(false, err.code === grpcStatus.DEADLINE_EXCEEDED ? `timeout after ${timeoutMs}ms (grpc)` : `grpc ${code}: ${describeDetails(err.details)}`));
             return;
           }
           const status = response?.status ?? 0;
@@ -180,6 +180,18 @@ export class GrpcProbe implements Probe {
     }
     return client;
   }
+}
+
+/**
+ * grpc-js wraps the cause in "No connection established. Last error: …" with OpenSSL's error stack in
+ * it; the operator wants the cause: "tls tlsv13 alert certificate required", "connect ECONNREFUSED".
+ */
+function describeDetails(details: string): string {
+  const ssl = /SSL routines:[^:]*:([^:\n]+)/.exec(details);
+  if (ssl) return `tls ${oneLine(ssl[1]!)}`;
+  const connect = /connect (E[A-Z]+)/.exec(details);
+  if (connect) return `connect ${connect[1]}`;
+  return oneLine(details);
 }
 
 function oneLine(text: string): string {

@@ -136,7 +136,8 @@ export class HttpProbe implements Probe {
       req.on('error', (err) => {
         if (status !== undefined && judge === undefined) finishWithStatus();
         else if (status !== undefined) finish(false, `status ${status}, ${describeFailure('body', err)}`);
-        else finish(false, describeFailure(phase, err));
+        // TLS 1.3 sends a client-certificate refusal after the handshake: still a TLS failure, not a request's.
+        else finish(false, describeFailure(isTlsError(err) ? 'tls' : phase, err));
       });
       req.end();
     });
@@ -175,4 +176,9 @@ function nameForSni(hostHeader: string | undefined): string | undefined {
   if (hostHeader === undefined || hostHeader.startsWith('[')) return undefined;
   const name = hostHeader.includes(':') && isIP(hostHeader) === 0 ? hostHeader.slice(0, hostHeader.lastIndexOf(':')) : hostHeader;
   return name === '' || isIP(name) !== 0 ? undefined : name;
+}
+
+function isTlsError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && (code.startsWith('ERR_SSL_') || code.includes('CERT') || code.startsWith('ERR_TLS_'));
 }

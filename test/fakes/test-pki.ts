@@ -21,5 +21,16 @@ export function makePki(dir: string) {
       '-out', `${name}.pem`, '-days', days, '-extfile', 'server.ext');
     return { key: readFileSync(join(dir, `${name}.key`)), cert: readFileSync(join(dir, `${name}.pem`)) };
   };
-  return { caFile: join(dir, 'ca.pem'), server: issue('server', '2'), expired: issue('expired', '-1') };
+  writeFileSync(join(dir, 'client.ext'), ['basicConstraints=CA:FALSE', 'keyUsage=critical,digitalSignature', 'extendedKeyUsage=clientAuth'].join('\n'));
+  // A client certificate (etcd's healthcheck-client), and a second key that belongs to no certificate.
+  openssl('req', ...ec, '-keyout', 'client.key', '-out', 'client.csr', '-subj', '/CN=vipd-healthcheck');
+  openssl('x509', '-req', '-in', 'client.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'client.pem', '-days', '2', '-extfile', 'client.ext');
+  openssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-out', 'stranger.key');
+  return {
+    caFile: join(dir, 'ca.pem'),
+    server: issue('server', '2'),
+    expired: issue('expired', '-1'),
+    client: { certFile: join(dir, 'client.pem'), keyFile: join(dir, 'client.key') },
+    strangerKeyFile: join(dir, 'stranger.key'),
+  };
 }
