@@ -188,7 +188,11 @@ export class GrpcProbe implements Probe {
  */
 function describeDetails(details: string): string {
   const ssl = /SSL routines:[^:]*:([^:\n]+)/.exec(details);
-  if (ssl) return `tls ${oneLine(ssl[1]!)}`;
+  if (ssl) {
+    const reason = oneLine(ssl[1]!);
+    const wantsClientCert = /certificate required|bad certificate/.test(reason);
+    return `tls ${reason}${wantsClientCert ? ' (the server requires a client certificate, or refused it: check tls.certFile and tls.keyFile)' : ''}`;
+  }
   const connect = /connect (E[A-Z]+)/.exec(details);
   if (connect) return `connect ${connect[1]}`;
   return oneLine(details);

@@ -24,14 +24,15 @@ export class GrpcHealthServer {
   readonly seenServices: string[] = [];
   private readonly server = new Server();
 
-  constructor() {
+  /** `statusOf` replaces the map lookup (a lab backend reads its status from a file per call). */
+  constructor(private readonly statusOf?: (service: string) => ServingStatus | undefined) {
     const definition = loadPackageDefinition(loadSync(healthProtoFile(), { enums: String, defaults: true })) as unknown as {
       grpc: { health: { v1: { Health: { service: Parameters<Server['addService']>[0] } } } };
     };
     this.server.addService(definition.grpc.health.v1.Health.service, {
       Check: (call: ServerUnaryCall<{ service: string }, unknown>, callback: sendUnaryData<{ status: ServingStatus }>) => {
         this.seenServices.push(call.request.service);
-        const known = this.statuses.get(call.request.service);
+        const known = this.statusOf ? this.statusOf(call.request.service) : this.statuses.get(call.request.service);
         if (known === undefined) callback({ code: status.NOT_FOUND, details: 'unknown service' });
         else callback(null, { status: known });
       },

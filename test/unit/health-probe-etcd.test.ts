@@ -129,7 +129,7 @@ describe('etcd check over TLS with --client-cert-auth (a CA and client certifica
     const result = await createProbe({ ...base, tls: true, caFile: pki.caFile }).check(target, 1000);
     console.log(`etcd over TLS without client cert: ok=${result.ok} "${result.detail}"`);
     assert.equal(result.ok, false);
-    assert.match(result.detail, /^tls ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED$/);
+    assert.equal(result.detail, 'tls ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED (the server requires a client certificate: set tls.certFile and tls.keyFile)');
     assert.doesNotMatch(result.detail, /timeout/);
   });
 
