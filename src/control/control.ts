@@ -15,6 +15,8 @@ export interface DaemonStatus {
     readonly detail: string;
     readonly since: string;
     readonly listeners: ReadonlyArray<{ readonly id: string; readonly port: number; readonly pool: string; readonly bound: boolean; readonly activeSessions: number }>;
+    /** Per BGP peer: `announced` only when the path is in that peer's adj-RIB-out; otherwise why not. */
+    readonly peers: ReadonlyArray<VipPeerAnnounce>;
   }>;
   readonly pools: ReadonlyArray<{
     readonly name: string;
@@ -31,7 +33,23 @@ export interface DaemonStatus {
       readonly drained: boolean;
     }>;
   }>;
-  readonly peers: ReadonlyArray<{ readonly address: string; readonly asn: number; readonly state: string; readonly since: string }>;
+  readonly peers: ReadonlyArray<{
+    readonly address: string;
+    readonly asn: number;
+    readonly state: string;
+    readonly since: string;
+    /** Address families the session carries (ipv4-unicast, ipv6-unicast). */
+    readonly families: readonly string[];
+    /** Prefixes in this peer's adj-RIB-out. */
+    readonly advertised: readonly string[];
+  }>;
+}
+
+export interface VipPeerAnnounce {
+  readonly peer: string;
+  readonly state: 'announced' | 'withdrawn';
+  /** Set when withdrawn: the VIP's own reason, or sessionDown, familyNotCarried, notInAdjRibOut. */
+  readonly reason?: string;
 }
 
 /** An admin request the daemon refuses; the message names what is wrong. Nothing was changed. */

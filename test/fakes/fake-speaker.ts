@@ -46,7 +46,11 @@ export class FakeSpeaker implements Speaker {
   async close(): Promise<void> {
     this.closed = true;
   }
-  destroy(): void {
+  async destroy(): Promise<void> {
     this.closed = true;
+  }
+  /** Every pushed prefix counts as sent to one peer, "fake". */
+  advertised(): ReadonlyMap<string, readonly string[]> {
+    return new Map([['fake', this.current]]);
   }
 }

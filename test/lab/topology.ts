@@ -129,7 +129,7 @@ export function vipdConfigFromLayout(layout: Layout, lb: string, backendCount?: 
       driver: 'gobgp',
       asn: Number(labelOf(node, 'asn')),
       routerId: hostOf(addrOn(node, 4, up.local.iface)),
-      gobgp: { manage: true, api: '127.0.0.1:50051' },
+      gobgp: { manage: true },
       peers: [{ address: hostOf(addrOn(tor, 4, up.remote.iface)), asn: torAsn }],
     },
     vips: [

@@ -25,12 +25,15 @@ export interface StaleDirProbes {
   readonly isRunning?: (pid: number) => boolean;
   /** How long a connect to a leftover API socket may take before it counts as dead. */
   readonly socketTimeoutMs?: number;
+  /** Owners besides this process's user whose directories may be removed: gobgpd's own user, which owns them. */
+  readonly owners?: readonly number[];
 }
 
 /**
  * Removes the private directories of vipd instances that are gone. A directory is removed only when
  * all of these hold, so that nothing another vipd still uses is touched:
- * - its name is vipd-gobgpd-<pid>-<mkdtemp suffix>, it is a real directory (not a symlink) owned by this user;
+ * - its name is vipd-gobgpd-<pid>-<mkdtemp suffix>, it is a real directory (not a symlink) owned by this
+ *   user or by gobgpd's user (`owners`), to whom vipd hands it;
  * - no process has that pid;
  * - its API socket, if there is one, refuses connections. This covers a vipd in another PID
  *   namespace sharing the directory, whose pid means nothing here: its gobgpd still answers. (With
@@ -48,6 +51,7 @@ export async function removeStaleDirs(runtimeDir: string, probes: StaleDirProbes
     return [];
   }
   const uid = process.getuid?.();
+  const owners = new Set([uid, ...(probes.owners ?? [])]);
   const removed: StaleDir[] = [];
   for (const name of names) {
     const match = PRIVATE_DIR.exec(name);
@@ -56,7 +60,7 @@ export async function removeStaleDirs(runtimeDir: string, probes: StaleDirProbes
     if (ownerPid === process.pid || isRunning(ownerPid)) continue;
     const dir = path.join(runtimeDir, name);
     const stat = await fs.promises.lstat(dir).catch(() => undefined);
-    if (stat === undefined || !stat.isDirectory() || (uid !== undefined && stat.uid !== uid)) continue;
+    if (stat === undefined || !stat.isDirectory() || (uid !== undefined && !owners.has(stat.uid))) continue;
     if (await socketAnswers(path.join(dir, 'api.sock'), socketTimeoutMs)) continue;
     await fs.promises.rm(dir, { recursive: true, force: true });
     removed.push({ dir, ownerPid });

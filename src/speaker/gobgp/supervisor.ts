@@ -6,9 +6,12 @@ import path from 'node:path';
 import { Backoff } from '../../lib/backoff';
 import type { Clock, TimerHandle } from '../../lib/clock';
 import { VipdError, errorMessage } from '../../lib/errors';
+import { ListenerSet } from '../../lib/listener-set';
 import type { Logger } from '../../lib/logger';
 import type { Metrics } from '../../lib/metrics';
+import { StateMachine } from '../../lib/transition';
 import { renderGobgpdConfig, type GobgpdConfig } from './gobgpd-config';
+import { lookupGobgpdUser, setprivArgs, type GobgpdIdentity } from './gobgpd-user';
 import { HangWatchdog } from './hang-watchdog';
 import { privateDirPrefix, removeStaleDirs } from './runtime-dir';
 
@@ -25,15 +28,23 @@ import { privateDirPrefix, removeStaleDirs } from './runtime-dir';
  * loses its only reader, and gobgpd's "stopping gobgpd server" line then kills it with SIGPIPE
  * before it can send the Cease (Go dies on EPIPE on stdout even with SIGPIPE ignored). Measured: the
  * router saw "read-failed" instead of "cease" until this was changed.
+ *
+ * gobgpd runs as an unprivileged user (gobgpd-user.ts) with no capabilities. Its private directory and
+ * config file belong to that user, mode 0700 and 0600: gobgpd can read its config and create its API
+ * socket there, vipd (root) can use both, and no other user can reach the API.
  */
 
 export interface GobgpdSupervisorOptions {
   readonly config: GobgpdConfig;
   /**
    * API address as the client dials it: a loopback "127.0.0.1:PORT" / "[::1]:PORT" or
-   * "unix:/absolute/path". Default: a unix socket inside the private directory (root-only).
+   * "unix:/absolute/path". Default: a unix socket inside the private directory (gobgpd's user and root only).
    */
   readonly api?: string;
+  /** A TCP api is refused unless this is set: gobgpd's gRPC API is unauthenticated. */
+  readonly allowTcpApi?: boolean;
+  /** The user gobgpd runs as (default `nobody`); must exist. */
+  readonly user?: string;
   readonly gobgpdPath?: string;
   readonly setprivPath?: string;
   /** Run gobgpd under another command that execs it, e.g. ["ip", "netns", "exec", "blue"]. */
@@ -65,6 +76,8 @@ export type SupervisorEvent =
 
 type SupervisorState = 'new' | 'running' | 'closing' | 'closed';
 
+const NOT_CLOSED: readonly SupervisorState[] = ['new', 'running', 'closing'];
+
 const GOBGPD_LEVELS: Record<string, 'debug' | 'info' | 'warn' | 'error' | 'fatal'> = {
   trace: 'debug',
   debug: 'debug',
@@ -79,8 +92,11 @@ function processError(message: string, cause?: unknown): VipdError {
   return new VipdError('VIPD_ERR_GOBGP_PROCESS', message, cause === undefined ? undefined : { cause });
 }
 
-/** gobgpd's --api-hosts syntax for a client address; refuses anything reachable from outside the host. */
-export function gobgpdApiHost(address: string): string {
+/**
+ * gobgpd's --api-hosts syntax for a client address; refuses anything reachable from outside the host,
+ * and a TCP address at all unless `allowTcp` (any local user could drive an unauthenticated API).
+ */
+export function gobgpdApiHost(address: string, allowTcp = true): string {
   if (address.startsWith('unix:')) {
     const socketPath = address.replace(/^unix:(\/\/)?/, '');
     if (!path.isAbsolute(socketPath)) throw processError(`api ${address}: unix socket path must be absolute`);
@@ -92,6 +108,7 @@ export function gobgpdApiHost(address: string): string {
   const host = m?.[1] ?? '';
   const loopback = (net.isIPv4(host) && host.startsWith('127.')) || host === '::1';
   if (!m || !loopback) throw processError(`api ${address}: must be a loopback address or a unix socket; gobgpd's API has no authentication`);
+  if (!allowTcp) throw processError(`api ${address}: a TCP API lets any local user drive gobgpd (its gRPC API is unauthenticated); use a unix socket or set allowTcpApi`);
   return address;
 }
 
@@ -100,7 +117,9 @@ function unixSocketPath(address: string): string | undefined {
 }
 
 export class GobgpdSupervisor {
-  private state: SupervisorState = 'new';
+  private readonly machine: StateMachine<SupervisorState>;
+  private identity: GobgpdIdentity | undefined;
+  private destroying: Promise<void> | undefined;
   private dir: string | undefined;
   private configFile = '';
   private api = '';
@@ -112,7 +131,7 @@ export class GobgpdSupervisor {
   private logTail: GobgpdLogTail | undefined;
   private closing: Promise<void> | undefined;
   private readonly exitWaiters: Array<() => void> = [];
-  private readonly listeners = new Set<(event: SupervisorEvent) => void>();
+  private readonly listeners: ListenerSet<SupervisorEvent>;
   private readonly backoff: Backoff;
   private readonly log: Logger;
   private readonly daemonLog: Logger;
@@ -122,6 +141,17 @@ export class GobgpdSupervisor {
     this.backoff = new Backoff(b.initialMs, b.maxMs);
     this.log = options.logger;
     this.daemonLog = options.logger.child({ component: 'gobgpd' });
+    this.machine = new StateMachine<SupervisorState>('new', { machine: 'supervisor', logger: options.logger, level: 'info' });
+    this.listeners = new ListenerSet((err) => this.log.error({ event: 'daemon', err: errorMessage(err) }, 'supervisor listener failed'));
+  }
+
+  private get state(): SupervisorState {
+    return this.machine.state;
+  }
+
+  /** The user gobgpd runs as, once start() has looked it up. */
+  get user(): GobgpdIdentity | undefined {
+    return this.identity;
   }
 
   /** Where the client reaches the API. Valid once start() has resolved. */
@@ -140,54 +170,67 @@ export class GobgpdSupervisor {
   }
 
   onEvent(listener: (event: SupervisorEvent) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.add(listener);
   }
 
   /** Writes the config, checks it with `gobgpd --dry-run`, and spawns gobgpd. */
   async start(): Promise<void> {
-    if (this.state !== 'new') throw processError(`supervisor already ${this.state}`);
-    this.state = 'running';
+    if (!this.machine.transition(['new'], 'running', 'start')) throw processError(`supervisor already ${this.state}`);
     try {
       const config = renderGobgpdConfig(this.options.config);
+      if (this.options.api !== undefined) gobgpdApiHost(this.options.api, this.options.allowTcpApi ?? false);
+      const identity = await lookupGobgpdUser(this.options.user ?? 'nobody');
+      this.identity = identity;
+      // Fails here, before anything is spawned, when vipd cannot switch to that user.
+      this.setprivOptions();
       const runtimeDir = this.options.runtimeDir ?? os.tmpdir();
-      await this.removeStaleDirs(runtimeDir);
+      await this.removeStaleDirs(runtimeDir, identity.uid);
       this.dir = await fs.promises.mkdtemp(privateDirPrefix(runtimeDir));
       this.configFile = path.join(this.dir, 'gobgpd.toml');
       // The config may hold MD5 passwords: owner-only, like the directory mkdtemp made.
       await fs.promises.writeFile(this.configFile, config, { mode: 0o600 });
+      // gobgpd's user owns its directory (it creates the API socket there) and reads its config; root
+      // (vipd) reaches both anyway, and nobody else gets in (0700).
+      if (process.geteuid?.() === 0) {
+        await fs.promises.chown(this.dir, identity.uid, identity.gid);
+        await fs.promises.chown(this.configFile, identity.uid, identity.gid);
+      }
       this.api = this.options.api ?? `unix:${path.join(this.dir, 'api.sock')}`;
-      gobgpdApiHost(this.api);
+      gobgpdApiHost(this.api, this.options.allowTcpApi ?? false);
       this.logTail = new GobgpdLogTail(path.join(this.dir, 'gobgpd.log'), this.daemonLog, this.options.clock);
       await this.dryRun();
       await this.spawnDaemon(false);
     } catch (err) {
-      this.destroy();
+      await this.destroy();
       throw err instanceof VipdError ? err : processError(`cannot start gobgpd: ${errorMessage(err)}`, err);
     }
   }
 
-  /** SIGTERM (gobgpd sends a Cease to its peers), SIGKILL after stopTimeoutMs. Idempotent. */
+  /**
+   * SIGTERM (gobgpd sends a Cease to its peers), SIGKILL after stopTimeoutMs. Idempotent; resolves once
+   * gobgpd has exited and its directory is gone.
+   */
   close(): Promise<void> {
-    if (this.closing) return this.closing;
-    this.closing = this.stop();
+    this.closing ??= this.stop();
     return this.closing;
   }
 
-  /** SIGKILL at once. Idempotent. */
-  destroy(): void {
-    if (this.state === 'closed') return;
-    this.state = 'closed';
+  /** SIGKILL at once (no Cease: the peers notice by hold timer). Idempotent; resolves once gobgpd has exited. */
+  destroy(): Promise<void> {
+    if (this.destroying) return this.destroying;
+    const child = this.pid !== undefined ? this.child : undefined;
+    const exited = this.waitForExit();
+    if (!this.machine.transition(NOT_CLOSED, 'closed', 'destroy')) return (this.destroying = this.closing ?? Promise.resolve());
     this.restartTimer?.cancel();
     this.stopWatchdog();
-    this.child?.kill('SIGKILL');
+    child?.kill('SIGKILL');
     this.logTail?.stop();
-    this.removeDirectory();
+    this.destroying = exited.then(() => this.removeDirectory());
+    return this.destroying;
   }
 
   private async stop(): Promise<void> {
-    if (this.state === 'closed') return;
-    this.state = 'closing';
+    if (!this.machine.transition(['new', 'running'], 'closing', 'close')) return this.destroying;
     this.restartTimer?.cancel();
     const child = this.child;
     this.stopWatchdog();
@@ -207,7 +250,8 @@ export class GobgpdSupervisor {
         await exited;
       }
     }
-    this.state = 'closed';
+    // destroy() may have run meanwhile; it cleans up itself.
+    if (!this.machine.transition(['closing'], 'closed', 'gobgpd stopped')) return;
     await this.logTail?.drain();
     this.logTail?.stop();
     this.removeDirectory();
@@ -219,9 +263,9 @@ export class GobgpdSupervisor {
   }
 
   /** Directories that vipd instances killed by SIGKILL left behind (runtime-dir.ts); never fatal. */
-  private async removeStaleDirs(runtimeDir: string): Promise<void> {
+  private async removeStaleDirs(runtimeDir: string, gobgpdUid: number): Promise<void> {
     try {
-      for (const stale of await removeStaleDirs(runtimeDir)) {
+      for (const stale of await removeStaleDirs(runtimeDir, { owners: [gobgpdUid] })) {
         this.log.info({ event: 'daemon', op: 'removeStale', dir: stale.dir, ownerPid: stale.ownerPid }, 'removed the gobgpd directory of a vipd that is gone');
       }
     } catch (err) {
@@ -236,6 +280,12 @@ export class GobgpdSupervisor {
     } catch (err) {
       this.log.warn({ event: 'daemon', dir: this.dir, err: errorMessage(err) }, 'cannot remove gobgpd directory');
     }
+  }
+
+  /** Unprivileged user, no capabilities (CAP_NET_BIND_SERVICE only for a BGP port below 1024), parent-death signal. */
+  private setprivOptions(): string[] {
+    const port = this.options.config.listenPort;
+    return setprivArgs({ identity: this.identity!, vipdUid: process.geteuid?.() ?? 0, bindPrivilegedPort: port >= 1 && port <= 1023 });
   }
 
   private gobgpdArgs(): string[] {
@@ -266,8 +316,7 @@ export class GobgpdSupervisor {
     const argv = [
       ...prefix,
       this.options.setprivPath ?? 'setpriv',
-      '--pdeathsig',
-      'TERM',
+      ...this.setprivOptions(),
       '--',
       this.options.gobgpdPath ?? 'gobgpd',
       ...this.gobgpdArgs(),
@@ -352,13 +401,7 @@ export class GobgpdSupervisor {
   }
 
   private emit(event: SupervisorEvent): void {
-    for (const listener of [...this.listeners]) {
-      try {
-        listener(event);
-      } catch (err) {
-        this.log.error({ event: 'daemon', err: errorMessage(err) }, 'supervisor listener failed');
-      }
-    }
+    this.listeners.emit(event);
   }
 }
 
