@@ -160,7 +160,8 @@ describe('managed gobgpd on loopback', () => {
   before(async () => {
     port = await freeLoopbackPort();
     api = `127.0.0.1:${port}`;
-    const options = speakerOptions({ api, peers: [], restartBackoff: { initialMs: 500, maxMs: 5000 } });
+    // A TCP API so that the gobgp CLI can reach it: the escape hatch, which a shipped config never uses.
+    const options = speakerOptions({ api, allowTcpApi: true, peers: [], restartBackoff: { initialMs: 500, maxMs: 5000 } });
     metrics = options.metrics;
     speaker = createGobgpSpeaker(options);
     speaker.onEvent((e) => events.push(e));
