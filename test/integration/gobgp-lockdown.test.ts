@@ -141,7 +141,7 @@ test('T23: the API is a unix socket in a 0700 directory of gobgpd\'s user; anoth
   assert.equal(r.stdout.trim(), 'EACCES', `another user must not reach gobgpd's API: ${r.stdout}${r.stderr}`);
 });
 
-test('defect 9: gobgpd runs as nobody with no capabilities and no supplementary groups', async () => {
+test('defect 9: gobgpd runs as nobody with no capabilities, no supplementary groups and no_new_privs', async () => {
   const pid = await theGobgpd();
   const s = procStatus(pid);
   record(`defect 9: gobgpd pid ${pid} Uid "${s.Uid}" Gid "${s.Gid}" Groups "${s.Groups}" CapEff ${s.CapEff} CapPrm ${s.CapPrm} CapBnd ${s.CapBnd} CapAmb ${s.CapAmb} NoNewPrivs ${s.NoNewPrivs}`);
@@ -149,6 +149,7 @@ test('defect 9: gobgpd runs as nobody with no capabilities and no supplementary 
   assert.deepEqual(s.Gid!.split(/\s+/).map(Number), [nobody.gid, nobody.gid, nobody.gid, nobody.gid]);
   assert.equal(s.Groups, '');
   for (const set of ['CapEff', 'CapPrm', 'CapInh', 'CapAmb', 'CapBnd']) assert.equal(BigInt(`0x${s[set]}`), 0n, `${set} is empty`);
+  assert.equal(s.NoNewPrivs, '1', 'no_new_privs: no way back to a privilege through exec');
 });
 
 test('T17 still holds: the hang watchdog (root) stops the unprivileged gobgpd of a SIGSTOPped vipd; route gone <= 3 s', async () => {

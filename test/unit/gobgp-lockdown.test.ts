@@ -122,7 +122,7 @@ describe('gobgpd without root (defect 9)', () => {
       name: 'root vipd: switch user, no groups, no capabilities in any set, parent-death signal',
       vipdUid: 0,
       bind: false,
-      want: ['--reuid=65534', '--regid=65534', '--clear-groups', '--bounding-set=-all', '--inh-caps=-all', '--ambient-caps=-all', '--pdeathsig', 'TERM'],
+      want: ['--reuid=65534', '--regid=65534', '--clear-groups', '--bounding-set=-all', '--inh-caps=-all', '--ambient-caps=-all', '--no-new-privs', '--pdeathsig', 'TERM'],
     },
     {
       name: 'root vipd, BGP port below 1024: CAP_NET_BIND_SERVICE only, ambient',
@@ -135,11 +135,12 @@ describe('gobgpd without root (defect 9)', () => {
         '--bounding-set=-all,+net_bind_service',
         '--inh-caps=-all,+net_bind_service',
         '--ambient-caps=-all,+net_bind_service',
+        '--no-new-privs',
         '--pdeathsig',
         'TERM',
       ],
     },
-    { name: 'unprivileged vipd running gobgpd as itself: no switch', vipdUid: 65534, bind: false, want: ['--inh-caps=-all', '--ambient-caps=-all', '--pdeathsig', 'TERM'] },
+    { name: 'unprivileged vipd running gobgpd as itself: no switch', vipdUid: 65534, bind: false, want: ['--inh-caps=-all', '--ambient-caps=-all', '--no-new-privs', '--pdeathsig', 'TERM'] },
     { name: 'unprivileged vipd asked for another user: refused, naming the key', vipdUid: 1000, bind: false, want: /speaker\.gobgp\.user "nobody" \(uid 65534\): vipd runs as uid 1000 and cannot switch users/ },
   ];
   for (const c of cases) {

@@ -72,6 +72,7 @@ export function setprivArgs(o: SetprivOptions): string[] {
         `run vipd as root, or set speaker.gobgp.user to vipd's own user`,
     );
   }
-  args.push(`--inh-caps=${caps}`, `--ambient-caps=${caps}`, '--pdeathsig', 'TERM');
+  // no_new_privs: gobgpd can never gain a privilege back by exec'ing a setuid or file-capability binary.
+  args.push(`--inh-caps=${caps}`, `--ambient-caps=${caps}`, '--no-new-privs', '--pdeathsig', 'TERM');
   return args;
 }
