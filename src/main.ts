@@ -286,6 +286,7 @@ export class Daemon implements AdminActions {
         state: p.state,
         since: iso(p.since),
         families: p.families,
+        ...(p.negotiated ? { negotiated: p.negotiated } : {}),
         advertised: advertised.get(p.address) ?? [],
       })),
     };

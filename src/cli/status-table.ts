@@ -43,8 +43,8 @@ export function renderStatus(s: DaemonStatus): string {
   }
   lines.push(
     table(
-      ['PEER', 'ASN', 'STATE', 'SINCE', 'FAMILIES', 'PATHS SENT'],
-      s.peers.map((p) => [p.address, String(p.asn), p.state, p.since, (p.families ?? []).join(','), String(p.advertised?.length ?? 0)]),
+      ['PEER', 'ASN', 'STATE', 'SINCE', 'FAMILIES', 'NEGOTIATED', 'PATHS SENT'],
+      s.peers.map((p) => [p.address, String(p.asn), p.state, p.since, (p.families ?? []).join(','), p.negotiated?.join(',') ?? '-', String(p.advertised?.length ?? 0)]),
     ),
     '',
   );

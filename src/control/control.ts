@@ -38,8 +38,10 @@ export interface DaemonStatus {
     readonly asn: number;
     readonly state: string;
     readonly since: string;
-    /** Address families the session carries (ipv4-unicast, ipv6-unicast). */
+    /** Address families the session is configured to carry (ipv4-unicast, ipv6-unicast). */
     readonly families: readonly string[];
+    /** Of those, the ones the peer accepted in its OPEN; absent until read. */
+    readonly negotiated?: readonly string[];
     /** Prefixes in this peer's adj-RIB-out. */
     readonly advertised: readonly string[];
   }>;
@@ -48,7 +50,7 @@ export interface DaemonStatus {
 export interface VipPeerAnnounce {
   readonly peer: string;
   readonly state: 'announced' | 'withdrawn';
-  /** Set when withdrawn: the VIP's own reason, or sessionDown, familyNotCarried, notInAdjRibOut. */
+  /** Set when withdrawn: the VIP's own reason, or sessionDown, familyNotCarried, familyNotNegotiated, notInAdjRibOut. */
   readonly reason?: string;
 }
 

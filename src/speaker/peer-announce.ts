@@ -3,7 +3,7 @@ import { Address6 } from 'ip-address';
 import type { AddressFamily, PeerStatus } from './speaker';
 
 /** Why a VIP is not in one peer's adj-RIB-out, when vipd wants it announced. */
-export type PeerWithdrawReason = 'sessionDown' | 'familyNotCarried' | 'notInAdjRibOut';
+export type PeerWithdrawReason = 'sessionDown' | 'familyNotCarried' | 'familyNotNegotiated' | 'notInAdjRibOut';
 
 export interface PeerAnnounce {
   readonly peer: string;
@@ -24,7 +24,8 @@ export function samePrefixText(prefix: string): string {
  * The announce state of one VIP towards each peer, from what the speaker reports (peers() and
  * advertised()). Pure. `announced` only where the prefix is in that peer's adj-RIB-out; a VIP that vipd
  * withdrew keeps its own reason; otherwise the first that applies of: the session is not established,
- * it does not carry the VIP's family, or the daemon has not (yet) put the path in its adj-RIB-out.
+ * it is not configured for the VIP's family, the peer did not accept that family in its OPEN, or the
+ * daemon has not (yet) put the path in its adj-RIB-out.
  */
 export function peerAnnounceStates(
   prefix: string,
@@ -38,7 +39,14 @@ export function peerAnnounceStates(
     const sent = (advertised.get(p.address) ?? []).some((a) => samePrefixText(a) === wanted);
     if (sent) return { peer: p.address, state: 'announced' };
     if (vip.state === 'withdrawn') return { peer: p.address, state: 'withdrawn', reason: vip.reason };
-    const reason: PeerWithdrawReason = p.state !== 'established' ? 'sessionDown' : !p.families.includes(family) ? 'familyNotCarried' : 'notInAdjRibOut';
+    const reason: PeerWithdrawReason =
+      p.state !== 'established'
+        ? 'sessionDown'
+        : !p.families.includes(family)
+          ? 'familyNotCarried'
+          : p.negotiated && !p.negotiated.includes(family)
+            ? 'familyNotNegotiated'
+            : 'notInAdjRibOut';
     return { peer: p.address, state: 'withdrawn', reason };
   });
 }

@@ -27,6 +27,8 @@ export interface PeerStatus {
   readonly since: number;
   /** What the session is configured to carry; a path of another family never reaches this peer. */
   readonly families: readonly AddressFamily[];
+  /** Of those, what the peer's OPEN accepted (MP-BGP capabilities); unset until vipd has read it. */
+  readonly negotiated?: readonly AddressFamily[];
 }
 
 export type SpeakerEvent =

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { after, before, test } from 'node:test';
 import type { DaemonStatus } from '../../src/control/control';
 import { requirePrerequisites } from '../fakes/prerequisites';
@@ -86,7 +87,7 @@ async function startVipd(peerAddress: string, vips: Array<{ name: string; addres
 }
 
 before(async () => {
-  requirePrerequisites(['gobgpd', 'setpriv', 'vtysh', 'ip']);
+  requirePrerequisites(['gobgpd', 'gobgp', 'setpriv', 'vtysh', 'ip']);
   lab = await createLab({ balancers: 1, backends: 'none', ipv6: true, mpBgp: true });
   lab.spawn('be1', [process.execPath, '-e', ECHO], { name: 'echo' });
 });
@@ -94,6 +95,53 @@ before(async () => {
 after(async () => {
   if (figures.length) console.log(`\nfigures (address-families.test.ts):\n${figures.join('\n')}`);
   await lab?.destroy();
+});
+
+test("the fact behind the default next hop: gobgpd's own ::ffff:a.b.c.d is best in FRR 8.4 but never reaches its kernel", async () => {
+  const lb1 = lab.balancer('lb1');
+  const prefix6 = `${lab.vip6}/128`;
+  // A plain gobgpd (not vipd) with IPv6 unicast on its IPv4 session and no next-hop policy.
+  const toml = [
+    '[global.config]',
+    `  as = ${lb1.asn}`,
+    `  router-id = "${lb1.routerId}"`,
+    '  port = -1',
+    '[[neighbors]]',
+    '  [neighbors.config]',
+    `    neighbor-address = "${lb1.torV4}"`,
+    `    peer-as = ${lab.torAsn}`,
+    '  [neighbors.timers.config]',
+    '    connect-retry = 1',
+    '    hold-time = 3',
+    '    keepalive-interval = 1',
+    '  [[neighbors.afi-safis]]',
+    '    [neighbors.afi-safis.config]',
+    '      afi-safi-name = "ipv4-unicast"',
+    '  [[neighbors.afi-safis]]',
+    '    [neighbors.afi-safis.config]',
+    '      afi-safi-name = "ipv6-unicast"',
+  ].join('\n');
+  const file = `${lab.dir}/plain-gobgpd.toml`;
+  fs.writeFileSync(file, toml + '\n');
+  const api = ['-u', '127.0.0.1', '-p', '50061'];
+  const gobgpd = lab.spawn('lb1', ['gobgpd', '-f', file, '-t', 'toml', '--api-hosts', '127.0.0.1:50061', '--pprof-disable'], { name: 'plain-gobgpd' });
+  try {
+    await waitFor(async () => (await lab.exec('lb1', ['gobgp', ...api, 'global'])).code === 0, 10_000, 50, 'plain gobgpd API');
+    const add = await lab.exec('lb1', ['gobgp', ...api, 'global', 'rib', 'add', '-a', 'ipv6', prefix6]);
+    assert.equal(add.code, 0, add.stderr);
+    const ms = await waitFor(async () => (await lab.tor.bgpRoute(prefix6))?.paths.some((p) => p.best && p.valid) ?? false, CONVERGE_MS, 50, `${prefix6} best at the ToR`);
+    // Give zebra ample time (several times what a good next hop needs) to install it, if it ever would.
+    await new Promise((r) => setTimeout(r, 3000));
+    const path = (await lab.tor.bgpRoute(prefix6))!.paths[0]!;
+    const kernel = await torKernelRoute(prefix6);
+    record(`fact (FRR 8.4): ${prefix6} from gobgpd's default over IPv4: BGP next hop ${path.nexthop}, valid ${path.valid}, best ${path.best} after ${ms} ms; ToR kernel 3 s later: ${kernel ? JSON.stringify(kernel) : 'no route'}`);
+    assert.match(path.nexthop, /^::ffff:/i, "gobgpd's own next hop is IPv4-mapped");
+    assert.ok(path.valid && path.best);
+    assert.equal(kernel, undefined, 'never installed: traffic to the VIP would never arrive');
+  } finally {
+    await gobgpd.stop(3000);
+  }
+  await waitFor(async () => (await lab.tor.bgpRoute(prefix6)) === null, 10_000, 50, `${prefix6} gone after the plain gobgpd stopped`);
 });
 
 test('T33: an IPv6 VIP over an IPv4-only session: the ToR kernel installs the /128 and a client connects through it', async () => {
@@ -143,6 +191,7 @@ test('T33: a peer that does not take IPv6 on its IPv4 session: status never says
     record(`T33: router without IPv6 on the IPv4 session: /128 gone from the ToR after ${goneMs} ms; ToR kernel now ${tor ? 'HAS' : 'has no'} ${prefix6}; status cp6 -> ${lb1.torV4}: ${cp6}; cp4: ${announcedTo(s, 'cp4', lb1.torV4)}`);
     assert.equal(tor, undefined);
     assert.notEqual(cp6, 'announced', 'status must not say announced for a path the peer was not sent');
+    assert.equal(cp6, 'withdrawn (familyNotNegotiated)', 'and says why');
     assert.equal(s.vips.find((v) => v.name === 'cp6')?.state, 'announced', 'vipd still wants it announced (it is healthy): only the peer view differs');
   } finally {
     await lab.tor.vtysh('configure terminal', `router bgp ${lab.torAsn}`, 'address-family ipv6 unicast', 'neighbor LB4 activate', 'neighbor LB4 route-map LB-IN6 in', 'neighbor LB4 route-map LB-OUT out', 'exit-address-family');

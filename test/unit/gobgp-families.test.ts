@@ -274,6 +274,9 @@ describe('GobgpSpeaker.advertised(): the adj-RIB-out of negotiated families of e
     const { speaker } = await start(['ipv4']);
     await speaker.setAdvertisements([V4, V6]);
     assert.deepEqual(speaker.advertised().get('198.18.1.1'), ['198.19.0.10/32']);
+    assert.deepEqual(speaker.peers()[0]!.negotiated, ['ipv4-unicast']);
+    const states = peerAnnounceStates(V6.prefix, { state: 'announced', reason: 'healthy' }, speaker.peers(), speaker.advertised());
+    assert.deepEqual(states, [{ peer: '198.18.1.1', state: 'withdrawn', reason: 'familyNotNegotiated' }]);
   });
 
   test('a session that leaves established has nothing advertised at once; it is read again when it is back', async () => {

@@ -141,6 +141,8 @@ class GobgpSpeaker implements Speaker {
   private destroyPromise: Promise<void> | undefined;
   /** By peer: what its adj-RIB-out holds, for the families its session negotiated (advertised()). */
   private adjOut: ReadonlyMap<string, readonly string[]> = new Map();
+  /** By established peer: the configured families its OPEN accepted. */
+  private negotiated: ReadonlyMap<string, readonly AddressFamily[]> = new Map();
   private desired = new Map<string, RibRoute>();
   /** What vipd itself last put into gobgpd: tells a repair from an intended change. */
   private readonly applied = new Map<string, RibRoute>();
@@ -205,7 +207,10 @@ class GobgpSpeaker implements Speaker {
   }
 
   peers(): readonly PeerStatus[] {
-    return this.peerTable.list();
+    return this.peerTable.list().map((p) => {
+      const negotiated = p.state === 'established' ? this.negotiated.get(p.address) : undefined;
+      return negotiated ? { ...p, negotiated } : p;
+    });
   }
 
   advertised(): ReadonlyMap<string, readonly string[]> {
@@ -502,6 +507,7 @@ class GobgpSpeaker implements Speaker {
     const client = this.client;
     if (!client || trigger === 'close') return;
     const next = new Map<string, readonly string[]>();
+    const negotiated = new Map<string, readonly AddressFamily[]>();
     for (const peer of this.peerTable.list()) {
       if (peer.state !== 'established') {
         next.set(peer.address, []);
@@ -511,6 +517,7 @@ class GobgpSpeaker implements Speaker {
       try {
         const [info] = await client.listPeer(peer.address);
         const offered = offeredFamilies(info?.state?.remote_cap ?? []);
+        negotiated.set(peer.address, peer.families.filter((f) => offered.includes(RIB_FAMILY[f])));
         for (const family of peer.families) {
           const rib = RIB_FAMILY[family];
           if (!offered.includes(rib)) continue;
@@ -523,6 +530,7 @@ class GobgpSpeaker implements Speaker {
       next.set(peer.address, prefixes.sort());
     }
     this.adjOut = next;
+    this.negotiated = negotiated;
   }
 
   /** Locally originated paths of the global RIB, by canonical prefix; undefined when unreadable. */
