@@ -105,6 +105,16 @@ describe('gobgpd without root (defect 9)', () => {
     assert.equal(r.line, 9);
   });
 
+  test('vipd check-config refuses a gobgpd user that does not exist on this host, naming the key', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vipd-lockdown-'));
+    const file = join(dir, 'no-user.yaml');
+    writeFileSync(file, config('', '    user: vipd-no-such-user\n'));
+    const bin = join(packageRoot, 'dist', 'src', 'cli', 'bin.js');
+    const res = spawnSync(process.execPath, [bin, 'check-config', file], { encoding: 'utf8' });
+    assert.equal(res.status, 2, res.stdout + res.stderr);
+    assert.match(res.stderr, /no-user\.yaml: speaker\.gobgp\.user: speaker\.gobgp\.user "vipd-no-such-user" does not exist on this host/);
+  });
+
   test('getent lines are parsed strictly', () => {
     assert.deepEqual(parsePasswdLine('nobody', 'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n'), { user: 'nobody', uid: 65534, gid: 65534 });
     assert.throws(() => parsePasswdLine('nobody', 'other:x:1:1::/:/bin/sh'), /unexpected passwd entry/);
