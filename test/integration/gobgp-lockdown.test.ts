@@ -24,6 +24,8 @@ let lab: Lab;
 let vipd: LabProcess | undefined;
 let nobody: { uid: number; gid: number };
 let other: { name: string; uid: number; gid: number };
+/** The private directory of the gobgpd whose vipd the T16 test SIGKILLs (it cannot clean up). */
+let killedDir = '';
 const figures: string[] = [];
 
 function record(line: string): void {
@@ -59,6 +61,11 @@ function procStatus(pid: number): Record<string, string> {
     if (i > 0) out[line.slice(0, i)] = line.slice(i + 1).trim();
   }
   return out;
+}
+
+function privateDirOf(pid: number): string {
+  const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  return path.dirname(cmdline[cmdline.indexOf('--api-hosts') + 1]!.replace(/^unix:\/\//, ''));
 }
 
 async function torHasVip(): Promise<boolean> {
@@ -175,6 +182,7 @@ test('T17 still holds: the hang watchdog (root) stops the unprivileged gobgpd of
 
 test('T16 still holds: SIGKILL of vipd, its unprivileged gobgpd dies with it (parent-death signal), path gone <= 1 s', async () => {
   const pid = await theGobgpd();
+  killedDir = privateDirOf(pid);
   assert.ok(await torHasVip());
   const t0 = performance.now();
   vipd!.kill('SIGKILL');
@@ -202,4 +210,6 @@ test('listenPort below 1024: gobgpd keeps CAP_NET_BIND_SERVICE only (ambient) an
   assert.equal(Number(s.Uid!.split(/\s+/)[1]), nobody.uid);
   assert.ok(listeners.some((l) => l?.endsWith(':179')), 'bound the privileged BGP port');
   assert.ok(!listeners.some((l) => /:(50051|6060)$/.test(l ?? '')), 'still no API or pprof port');
+  // The directory the SIGKILLed vipd left belongs to gobgpd's user, not vipd's: it is removed all the same.
+  assert.ok(killedDir !== '' && !fs.existsSync(killedDir), `stale directory ${killedDir} (owned by nobody) removed at start`);
 });

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import type os from 'node:os';
 import { afterEach, describe, test } from 'node:test';
+import { renderStatus } from '../../src/cli/status-table';
 import { parseConfig } from '../../src/config/config';
+import type { DaemonStatus } from '../../src/control/control';
 import { sessionFamilies } from '../../src/config/schema';
 import { ConfigError, VipdError } from '../../src/lib/errors';
 import { silentLogger } from '../../src/lib/logger';
@@ -229,6 +231,27 @@ describe('status per VIP and per peer', () => {
       assert.deepEqual(got, c.want);
     });
   }
+});
+
+test('vipd status shows each peer with its families and what it was sent, and each VIP per peer with the reason', () => {
+  const vip = (name: string, prefix: string, peers: DaemonStatus['vips'][number]['peers']) =>
+    ({ name, prefix, state: 'announced', reason: 'healthy', detail: '', since: 't', listeners: [], peers }) as const;
+  const s: DaemonStatus = {
+    node: 'lb1',
+    version: 't',
+    drained: false,
+    shuttingDown: false,
+    vips: [
+      vip('cp4', '198.19.0.10/32', [{ peer: '198.18.1.1', state: 'announced' }]),
+      vip('cp6', '2001:db8:100::10/128', [{ peer: '198.18.1.1', state: 'withdrawn', reason: 'familyNotNegotiated' }]),
+    ],
+    pools: [],
+    peers: [{ address: '198.18.1.1', asn: 65000, state: 'established', since: 't', families: ['ipv4-unicast', 'ipv6-unicast'], negotiated: ['ipv4-unicast'], advertised: ['198.19.0.10/32'] }],
+  };
+  const text = renderStatus(s);
+  assert.match(text, /^198\.18\.1\.1 +65000 +established +t +ipv4-unicast,ipv6-unicast +ipv4-unicast +1$/m);
+  assert.match(text, /^cp4 +198\.18\.1\.1 +announced$/m);
+  assert.match(text, /^cp6 +198\.18\.1\.1 +withdrawn +familyNotNegotiated$/m);
 });
 
 describe('GobgpSpeaker.advertised(): the adj-RIB-out of negotiated families of established sessions', () => {
