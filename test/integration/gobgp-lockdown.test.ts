@@ -58,7 +58,7 @@ function procStatus(pid: number): Record<string, string> {
   const out: Record<string, string> = {};
   for (const line of fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
     const i = line.indexOf(':');
-    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1).trim();
+    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1).trim().replace(/\s+/g, ' ');
   }
   return out;
 }

@@ -535,6 +535,33 @@ describe('gobgpd supervisor', () => {
     }
   });
 
+  test('close() and destroy() are idempotent and awaitable; destroy() during close() ends both at once', async () => {
+    const supervisor = new GobgpdSupervisor(supervisorOptions({ stopTimeoutMs: 10_000 }));
+    await supervisor.start();
+    const pid = supervisor.pid!;
+    const dir = supervisor.directory!;
+    try {
+      await waitFor('gobgpd to open its API socket', 10_000, () => (fs.existsSync(path.join(dir, 'api.sock')) ? true : undefined));
+      // Hung: close() alone would wait 10 s for SIGTERM to work; destroy() must not.
+      process.kill(pid, 'SIGSTOP');
+      const t0 = performance.now();
+      const closing = supervisor.close();
+      assert.equal(supervisor.close(), closing, 'a second close() is the same promise');
+      const destroying = supervisor.destroy();
+      assert.equal(supervisor.destroy(), destroying, 'a second destroy() is the same promise');
+      await Promise.all([closing, destroying]);
+      const ms = Math.round(performance.now() - t0);
+      console.log(`supervisor: destroy() during a close() of a hung gobgpd ended both after ${ms} ms`);
+      assert.ok(ms < 2000, `${ms} ms`);
+      assert.equal(isAlive(pid), false);
+      assert.equal(fs.existsSync(dir), false);
+      await supervisor.close();
+      await assert.rejects(supervisor.start(), { code: 'VIPD_ERR_GOBGP_PROCESS', message: /already closed/ });
+    } finally {
+      if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+    }
+  });
+
   test('a gobgpd binary that cannot run fails start() with VIPD_ERR_GOBGP_PROCESS', async () => {
     const supervisor = new GobgpdSupervisor(supervisorOptions({ gobgpdPath: '/nonexistent/gobgpd' }));
     await assert.rejects(supervisor.start(), { code: 'VIPD_ERR_GOBGP_PROCESS', message: /cannot run \/nonexistent\/gobgpd/ });
