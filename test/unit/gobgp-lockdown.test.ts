@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { parseConfig } from '../../src/config/config';
 import { ConfigError, VipdError } from '../../src/lib/errors';
 import { packageRoot } from '../../src/lib/version';
-import { lookupGobgpdUser, parsePasswdLine, setprivArgs } from '../../src/speaker/gobgp/gobgpd-user';
+import { checkSearchableBy, lookupGobgpdUser, parsePasswdLine, setprivArgs } from '../../src/speaker/gobgp/gobgpd-user';
 import { gobgpdApiHost } from '../../src/speaker/gobgp/supervisor';
 
 /**
@@ -160,4 +160,21 @@ describe('gobgpd without root (defect 9)', () => {
       else assert.deepEqual(run(), c.want);
     });
   }
+
+  test('a runtimeDir that gobgpd\'s user cannot enter is refused before anything is spawned, naming the key', async () => {
+    const base = mkdtempSync(join(tmpdir(), 'vipd-rundir-'));
+    const closed = join(base, 'closed');
+    mkdirSync(join(closed, 'inner'), { recursive: true });
+    chmodSync(base, 0o755);
+    chmodSync(closed, 0o700);
+    // A uid and gid that own nothing here: only the "other" bits apply to it.
+    const stranger = { user: 'stranger', uid: 4_000_000_001, gid: 4_000_000_001 };
+    try {
+      await assert.rejects(checkSearchableBy(join(closed, 'inner'), stranger), (e: unknown) => e instanceof VipdError && /speaker\.gobgp\.runtimeDir: .*closed \(mode 0700, uid \d+\) cannot be entered by gobgpd's user "stranger"/.test(e.message));
+      chmodSync(closed, 0o711);
+      await checkSearchableBy(join(closed, 'inner'), stranger);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
+  });
 });

@@ -1,4 +1,6 @@
 import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { VipdError } from '../../lib/errors';
 
 /**
@@ -75,4 +77,24 @@ export function setprivArgs(o: SetprivOptions): string[] {
   // no_new_privs: gobgpd can never gain a privilege back by exec'ing a setuid or file-capability binary.
   args.push(`--inh-caps=${caps}`, `--ambient-caps=${caps}`, '--no-new-privs', '--pdeathsig', 'TERM');
   return args;
+}
+
+/**
+ * gobgpd, as its own user, must be able to walk down to its private directory: a runtimeDir (or a parent)
+ * closed to it (say a 0700 /run/vipd owned by root) would let vipd write the config and gobgpd never read
+ * it. Checked before anything is spawned, with the key to change.
+ */
+export async function checkSearchableBy(dir: string, identity: GobgpdIdentity): Promise<void> {
+  if (identity.uid === 0) return;
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    const st = await fs.promises.stat(d);
+    const bit = st.uid === identity.uid ? 0o100 : st.gid === identity.gid ? 0o010 : 0o001;
+    if ((st.mode & bit) === 0) {
+      throw userError(
+        `speaker.gobgp.runtimeDir: ${d} (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}, uid ${st.uid}) cannot be entered by gobgpd's user ` +
+          `"${identity.user}" (uid ${identity.uid}), so gobgpd could not read its config; make it searchable (o+x) or choose another runtimeDir`,
+      );
+    }
+    if (path.dirname(d) === d) return;
+  }
 }

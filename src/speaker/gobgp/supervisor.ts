@@ -11,7 +11,7 @@ import type { Logger } from '../../lib/logger';
 import type { Metrics } from '../../lib/metrics';
 import { StateMachine } from '../../lib/transition';
 import { renderGobgpdConfig, type GobgpdConfig } from './gobgpd-config';
-import { lookupGobgpdUser, setprivArgs, type GobgpdIdentity } from './gobgpd-user';
+import { checkSearchableBy, lookupGobgpdUser, setprivArgs, type GobgpdIdentity } from './gobgpd-user';
 import { HangWatchdog } from './hang-watchdog';
 import { privateDirPrefix, removeStaleDirs } from './runtime-dir';
 
@@ -184,6 +184,7 @@ export class GobgpdSupervisor {
       // Fails here, before anything is spawned, when vipd cannot switch to that user.
       this.setprivOptions();
       const runtimeDir = this.options.runtimeDir ?? os.tmpdir();
+      await checkSearchableBy(runtimeDir, identity);
       await this.removeStaleDirs(runtimeDir, identity.uid);
       this.dir = await fs.promises.mkdtemp(privateDirPrefix(runtimeDir));
       this.configFile = path.join(this.dir, 'gobgpd.toml');
