@@ -65,7 +65,7 @@ function procStatus(pid: number): Record<string, string> {
 
 function privateDirOf(pid: number): string {
   const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-  return path.dirname(cmdline[cmdline.indexOf('--api-hosts') + 1]!.replace(/^unix:\/\//, ''));
+  return path.dirname(path.dirname(cmdline[cmdline.indexOf('--api-hosts') + 1]!.replace(/^unix:\/\//, '')));
 }
 
 async function torHasVip(): Promise<boolean> {
@@ -121,26 +121,31 @@ test('T23: the managed gobgpd listens on no TCP port (no API on 50051, no pprof 
   assert.ok(cmdline.includes('--pprof-disable'), 'pprof is off');
 });
 
-test('T23: the API is a unix socket in a 0700 directory of gobgpd\'s user; another local user cannot connect', async () => {
+test("T23: the API is a unix socket in a 0700 directory of gobgpd's user; another local user cannot connect", async () => {
   const pid = await theGobgpd();
   const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
   const api = cmdline[cmdline.indexOf('--api-hosts') + 1] ?? '';
   assert.match(api, /^unix:\/\/\//, `API is a unix socket, not ${api}`);
   const socketPath = api.replace(/^unix:\/\//, '');
-  const dir = path.dirname(socketPath);
-  const socketStat = fs.statSync(socketPath);
-  const dirStat = fs.statSync(dir);
-  const configStat = fs.statSync(path.join(dir, 'gobgpd.toml'));
-  const mode = (m: number) => (m & 0o777).toString(8).padStart(4, '0');
+  const socketDir = path.dirname(socketPath);
+  const privateDir = path.dirname(socketDir);
+  const st = (p: string) => fs.lstatSync(p);
+  const show = (p: string) => `${path.basename(p)} ${((st(p).mode & 0o777).toString(8)).padStart(4, '0')} ${st(p).uid}:${st(p).gid}`;
   record(
-    `T23: API socket ${socketPath} mode ${mode(socketStat.mode)} uid ${socketStat.uid}; directory mode ${mode(dirStat.mode)} uid ${dirStat.uid}; ` +
-      `gobgpd.toml mode ${mode(configStat.mode)} uid ${configStat.uid} (bound: socket <= 0660 or in a 0700 directory)`,
+    `T23: ${privateDir}: ${show(privateDir)}; ${show(socketDir)}; ${show(socketPath)}; ${show(path.join(privateDir, 'gobgpd.toml'))}; ${show(path.join(privateDir, 'gobgpd.log'))} ` +
+      '(bound: socket <= 0660 or in a 0700 directory)',
   );
-  assert.ok(socketStat.isSocket());
-  assert.equal(dirStat.mode & 0o777, 0o700, 'private directory is 0700');
-  assert.equal(dirStat.uid, nobody.uid, "the directory belongs to gobgpd's user");
-  assert.equal(configStat.mode & 0o777, 0o600, 'config (MD5 passwords) is 0600');
-  assert.equal(configStat.uid, nobody.uid);
+  assert.ok(st(socketPath).isSocket());
+  assert.equal(st(socketDir).mode & 0o777, 0o700, 'the socket is in a 0700 directory');
+  assert.equal(st(socketDir).uid, nobody.uid, "that directory is gobgpd's user's (it creates the socket)");
+  // Everything root (vipd) opens stays root's, in a directory gobgpd's user cannot write: no symlink games.
+  assert.equal(st(privateDir).uid, 0);
+  assert.equal(st(privateDir).mode & 0o022, 0, 'private directory not writable by group or others');
+  assert.equal(st(path.join(privateDir, 'gobgpd.log')).uid, 0);
+  const config = st(path.join(privateDir, 'gobgpd.toml'));
+  assert.equal(config.uid, 0, 'gobgpd cannot rewrite its own config');
+  assert.equal(config.gid, nobody.gid);
+  assert.equal(config.mode & 0o777, 0o640, 'config (MD5 passwords) readable by root and gobgpd only');
   // From outside, as another unprivileged user: the connect must fail for lack of permission.
   const probe = `require('net').connect(${JSON.stringify(socketPath)}).on('connect', () => { console.log('CONNECTED'); process.exit(0); }).on('error', (e) => { console.log(e.code); process.exit(0); });`;
   const r = await lab.exec('lb1', ['setpriv', `--reuid=${other.uid}`, `--regid=${other.gid}`, '--clear-groups', process.execPath, '-e', probe]);
@@ -210,6 +215,6 @@ test('listenPort below 1024: gobgpd keeps CAP_NET_BIND_SERVICE only (ambient) an
   assert.equal(Number(s.Uid!.split(/\s+/)[1]), nobody.uid);
   assert.ok(listeners.some((l) => l?.endsWith(':179')), 'bound the privileged BGP port');
   assert.ok(!listeners.some((l) => /:(50051|6060)$/.test(l ?? '')), 'still no API or pprof port');
-  // The directory the SIGKILLed vipd left belongs to gobgpd's user, not vipd's: it is removed all the same.
-  assert.ok(killedDir !== '' && !fs.existsSync(killedDir), `stale directory ${killedDir} (owned by nobody) removed at start`);
+  // The directory the SIGKILLed vipd left (with gobgpd's api/ inside) is removed at the next start.
+  assert.ok(killedDir !== '' && !fs.existsSync(killedDir), `stale directory ${killedDir} removed at start`);
 });

@@ -519,7 +519,7 @@ describe('gobgpd supervisor', () => {
       assert.ok(fs.existsSync(path.join(dir, 'gobgpd.toml')));
       // start() returns once gobgpd is spawned, maybe before it has installed its SIGTERM handler; until
       // then SIGTERM is fatal even to a stopped process. Its API socket comes after the handler.
-      await waitFor('gobgpd to open its API socket', 10_000, () => (fs.existsSync(path.join(dir, 'api.sock')) ? true : undefined));
+      await waitFor('gobgpd to open its API socket', 10_000, () => (fs.existsSync(supervisor.apiAddress.replace(/^unix:/, '')) ? true : undefined));
       // A stopped process cannot act on SIGTERM: the stand-in for a hung gobgpd.
       process.kill(pid, 'SIGSTOP');
       const t0 = performance.now();
@@ -541,7 +541,7 @@ describe('gobgpd supervisor', () => {
     const pid = supervisor.pid!;
     const dir = supervisor.directory!;
     try {
-      await waitFor('gobgpd to open its API socket', 10_000, () => (fs.existsSync(path.join(dir, 'api.sock')) ? true : undefined));
+      await waitFor('gobgpd to open its API socket', 10_000, () => (fs.existsSync(supervisor.apiAddress.replace(/^unix:/, '')) ? true : undefined));
       // Hung: close() alone would wait 10 s for SIGTERM to work; destroy() must not.
       process.kill(pid, 'SIGSTOP');
       const t0 = performance.now();

@@ -13,7 +13,7 @@ import { StateMachine } from '../../lib/transition';
 import { renderGobgpdConfig, type GobgpdConfig } from './gobgpd-config';
 import { checkSearchableBy, lookupGobgpdUser, setprivArgs, type GobgpdIdentity } from './gobgpd-user';
 import { HangWatchdog } from './hang-watchdog';
-import { privateDirPrefix, removeStaleDirs } from './runtime-dir';
+import { API_SOCKET_DIR, privateDirPrefix, removeStaleDirs } from './runtime-dir';
 
 /**
  * Runs gobgpd as vipd's child. gobgpd forgets API paths when it exits and keeps them while it lives,
@@ -29,9 +29,12 @@ import { privateDirPrefix, removeStaleDirs } from './runtime-dir';
  * before it can send the Cease (Go dies on EPIPE on stdout even with SIGPIPE ignored). Measured: the
  * router saw "read-failed" instead of "cease" until this was changed.
  *
- * gobgpd runs as an unprivileged user (gobgpd-user.ts) with no capabilities. Its private directory and
- * config file belong to that user, mode 0700 and 0600: gobgpd can read its config and create its API
- * socket there, vipd (root) can use both, and no other user can reach the API.
+ * gobgpd runs as an unprivileged user (gobgpd-user.ts) with no capabilities. The private directory stays
+ * root's (0711) and so do the files vipd opens as root (the log): a directory gobgpd's user could write
+ * would let any process of that user swap gobgpd.log for a symlink to a file root would then append to.
+ * gobgpd reads gobgpd.toml (root:gobgpd's group, 0640: it can read, not change it) and creates its API
+ * socket in `api/`, the one directory it owns (0700): root (vipd) and gobgpd's user reach the API, nobody
+ * else.
  */
 
 export interface GobgpdSupervisorOptions {
@@ -77,6 +80,7 @@ export type SupervisorEvent =
 type SupervisorState = 'new' | 'running' | 'closing' | 'closed';
 
 const NOT_CLOSED: readonly SupervisorState[] = ['new', 'running', 'closing'];
+
 
 const GOBGPD_LEVELS: Record<string, 'debug' | 'info' | 'warn' | 'error' | 'fatal'> = {
   trace: 'debug',
@@ -185,18 +189,21 @@ export class GobgpdSupervisor {
       this.setprivOptions();
       const runtimeDir = this.options.runtimeDir ?? os.tmpdir();
       await checkSearchableBy(runtimeDir, identity);
-      await this.removeStaleDirs(runtimeDir, identity.uid);
+      await this.removeStaleDirs(runtimeDir);
       this.dir = await fs.promises.mkdtemp(privateDirPrefix(runtimeDir));
       this.configFile = path.join(this.dir, 'gobgpd.toml');
-      // The config may hold MD5 passwords: owner-only, like the directory mkdtemp made.
+      const socketDir = path.join(this.dir, API_SOCKET_DIR);
+      // The config may hold MD5 passwords: nobody but root and gobgpd's group reads it.
       await fs.promises.writeFile(this.configFile, config, { mode: 0o600 });
-      // gobgpd's user owns its directory (it creates the API socket there) and reads its config; root
-      // (vipd) reaches both anyway, and nobody else gets in (0700).
-      if (process.geteuid?.() === 0) {
-        await fs.promises.chown(this.dir, identity.uid, identity.gid);
-        await fs.promises.chown(this.configFile, identity.uid, identity.gid);
+      await fs.promises.mkdir(socketDir, { mode: 0o700 });
+      if (process.geteuid?.() === 0 && identity.uid !== 0) {
+        await fs.promises.chown(this.configFile, 0, identity.gid);
+        await fs.promises.chmod(this.configFile, 0o640);
+        await fs.promises.chown(socketDir, identity.uid, identity.gid);
+        // Searchable, not listable, so that gobgpd can reach its config and socket directory.
+        await fs.promises.chmod(this.dir, 0o711);
       }
-      this.api = this.options.api ?? `unix:${path.join(this.dir, 'api.sock')}`;
+      this.api = this.options.api ?? `unix:${path.join(socketDir, 'api.sock')}`;
       gobgpdApiHost(this.api, this.options.allowTcpApi ?? false);
       this.logTail = new GobgpdLogTail(path.join(this.dir, 'gobgpd.log'), this.daemonLog, this.options.clock);
       await this.dryRun();
@@ -264,9 +271,9 @@ export class GobgpdSupervisor {
   }
 
   /** Directories that vipd instances killed by SIGKILL left behind (runtime-dir.ts); never fatal. */
-  private async removeStaleDirs(runtimeDir: string, gobgpdUid: number): Promise<void> {
+  private async removeStaleDirs(runtimeDir: string): Promise<void> {
     try {
-      for (const stale of await removeStaleDirs(runtimeDir, { owners: [gobgpdUid] })) {
+      for (const stale of await removeStaleDirs(runtimeDir)) {
         this.log.info({ event: 'daemon', op: 'removeStale', dir: stale.dir, ownerPid: stale.ownerPid }, 'removed the gobgpd directory of a vipd that is gone');
       }
     } catch (err) {
