@@ -222,7 +222,8 @@ export class Daemon implements AdminActions {
     }
     await withTimeout(this.speaker.close(), 5000).catch((err) => {
       log.warn({ err: errorMessage(err) }, 'speaker did not close cleanly; destroying');
-      this.speaker.destroy();
+      // Bounded: a SIGKILLed gobgpd is gone at once.
+      return withTimeout(this.speaker.destroy(), 2000).catch(() => undefined);
     });
     if (this.config.net.manageAddresses) {
       for (const vip of this.config.vips) {
