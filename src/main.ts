@@ -18,7 +18,9 @@ import { createProcessConnectionLimits } from './proxy/limits';
 import { createListener } from './proxy/listener';
 import type { ListenerSpec, PoolLoad, PoolSpec, ProxyLimitsSpec, ProxyListener } from './proxy/proxy';
 import { WorkerPool } from './proxy/worker-pool';
+import { sessionFamilies } from './config/schema';
 import { createGobgpSpeaker } from './speaker/gobgp/gobgp-speaker';
+import { peerAnnounceStates } from './speaker/peer-announce';
 import { NullSpeaker, type Speaker } from './speaker/speaker';
 import { DrainStateFile } from './state/drain-state-file';
 import type { BackendDrainMark, DrainMark, DrainState, DrainStateStore } from './state/state';
@@ -284,7 +286,8 @@ export class Daemon implements AdminActions {
     }
     await withTimeout(this.speaker.close(), 5000).catch((err) => {
       log.warn({ err: errorMessage(err) }, 'speaker did not close cleanly; destroying');
-      this.speaker.destroy();
+      // Bounded: a SIGKILLed gobgpd is gone at once.
+      return withTimeout(this.speaker.destroy(), 2000).catch(() => undefined);
     });
     if (this.config.net.manageAddresses) {
       for (const vip of this.config.vips) {
@@ -301,6 +304,8 @@ export class Daemon implements AdminActions {
   status(): DaemonStatus {
     const iso = (ms: number) => new Date(ms).toISOString();
     const announce = this.reconciler.status();
+    const peers = this.speaker.peers();
+    const advertised = this.speaker.advertised();
     return {
       node: this.config.node.name,
       version: vipdVersion,
@@ -317,6 +322,7 @@ export class Daemon implements AdminActions {
         listeners: this.listeners
           .filter((l) => l.vip === a.vip)
           .map((l) => ({ id: l.listener.spec.id, port: l.port, pool: l.pool, bound: l.listener.bound(), activeSessions: l.listener.stats().active })),
+        peers: peerAnnounceStates(a.prefix, a, peers, advertised),
       })),
       pools: [...this.pools.values()].map((p) => {
         const snap = p.health.snapshot();
@@ -341,7 +347,15 @@ export class Daemon implements AdminActions {
           }),
         };
       }),
-      peers: this.speaker.peers().map((p) => ({ address: p.address, asn: p.asn, state: p.state, since: iso(p.since) })),
+      peers: peers.map((p) => ({
+        address: p.address,
+        asn: p.asn,
+        state: p.state,
+        since: iso(p.since),
+        families: p.families,
+        ...(p.negotiated ? { negotiated: p.negotiated } : {}),
+        advertised: advertised.get(p.address) ?? [],
+      })),
     };
   }
 
@@ -471,19 +485,25 @@ export class Daemon implements AdminActions {
   private buildSpeaker(): Speaker {
     const s = this.config.speaker;
     if (s.driver === 'none') return new NullSpeaker();
+    const families = sessionFamilies(s, this.config.vips.map((v) => v.address));
     return createGobgpSpeaker({
       asn: s.asn!,
       routerId: s.routerId!,
       manage: s.gobgp.manage,
       ...(s.gobgp.api !== undefined ? { api: s.gobgp.api } : {}),
+      allowTcpApi: s.gobgp.allowTcpApi,
+      user: s.gobgp.user,
       ...(s.gobgp.runtimeDir !== undefined ? { runtimeDir: s.gobgp.runtimeDir } : {}),
       hangTimeoutMs: s.gobgp.hangTimeout,
       gobgpdPath: s.gobgp.binary,
       listenPort: s.gobgp.listenPort,
       reconcileIntervalMs: s.gobgp.reconcileInterval,
-      peers: s.peers.map((p) => ({
+      peers: s.peers.map((p, i) => ({
         address: p.address,
         asn: p.asn,
+        families: families[i]!,
+        ...(p.nextHopIpv6 !== undefined ? { nextHopIpv6: p.nextHopIpv6 } : {}),
+        ...(p.nextHopIpv4 !== undefined ? { nextHopIpv4: p.nextHopIpv4 } : {}),
         holdTimeS: p.holdTime / 1000,
         keepaliveS: p.keepalive / 1000,
         connectRetryS: p.connectRetry / 1000,

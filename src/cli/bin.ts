@@ -5,6 +5,7 @@ import type { DaemonStatus } from '../control/control';
 import { ConfigError, VipdError, errorMessage } from '../lib/errors';
 import { createLogger } from '../lib/logger';
 import { vipdVersion } from '../lib/version';
+import { lookupGobgpdUser } from '../speaker/gobgp/gobgpd-user';
 import { adminRequest } from './admin-client';
 import { renderStatus } from './status-table';
 
@@ -68,9 +69,16 @@ program
   .description('validate a config file and exit: 0 valid, 2 invalid')
   .argument('[file]', 'config file (YAML)')
   .option('-c, --config <file>', 'config file (YAML)')
-  .action((file: string | undefined, opts: { config?: string }) => {
+  .action(async (file: string | undefined, opts: { config?: string }) => {
     const path = configFileOf(file, opts);
     const config = loadOrExit(path);
+    // The one host fact that is cheap to check here: the user a managed gobgpd will run as.
+    if (config.speaker.driver === 'gobgp' && config.speaker.gobgp.manage) {
+      await lookupGobgpdUser(config.speaker.gobgp.user).catch((err: unknown) => {
+        process.stderr.write(`${path}: speaker.gobgp.user: ${errorMessage(err)}\n`);
+        process.exit(2);
+      });
+    }
     const listeners = config.vips.reduce((n, v) => n + v.listeners.length, 0);
     const backends = Object.values(config.pools).reduce((n, p) => n + p.backends.length, 0);
     process.stdout.write(`${path}: ok (${config.vips.length} VIPs, ${listeners} listeners, ${Object.keys(config.pools).length} pools, ${backends} backends, speaker ${config.speaker.driver})\n`);

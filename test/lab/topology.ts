@@ -20,6 +20,8 @@ export interface LabOptions {
   ipv6?: boolean;
   /** Run bfdd on the ToR with BFD on every balancer session; true means 300 ms x 3. Default off. */
   bfd?: boolean | BfdProfile;
+  /** The ToR's sessions also carry the other family (MP-BGP), for IPv6 VIPs over IPv4 sessions and the reverse. Default false. */
+  mpBgp?: boolean;
   etcd?: EtcdOptions;
   /** Default containerlab/vipd-lab.clab.yml. */
   clabFile?: string;
@@ -129,7 +131,7 @@ export function vipdConfigFromLayout(layout: Layout, lb: string, backendCount?: 
       driver: 'gobgp',
       asn: Number(labelOf(node, 'asn')),
       routerId: hostOf(addrOn(node, 4, up.local.iface)),
-      gobgp: { manage: true, api: '127.0.0.1:50051' },
+      gobgp: { manage: true },
       peers: [{ address: hostOf(addrOn(tor, 4, up.remote.iface)), asn: torAsn }],
     },
     vips: [
@@ -151,7 +153,7 @@ export function vipdConfigFromLayout(layout: Layout, lb: string, backendCount?: 
 }
 
 /** The ToR's FRR settings for the given balancers, from the layout's labels and addresses. */
-export function torConfigFromLayout(layout: Layout, balancers: readonly string[], opts: { ipv6: boolean; bfd?: BfdProfile | false }): TorConfigOptions {
+export function torConfigFromLayout(layout: Layout, balancers: readonly string[], opts: { ipv6: boolean; bfd?: BfdProfile | false; mpBgp?: boolean }): TorConfigOptions {
   const tor = nodesByRole(layout, 'tor')[0];
   if (!tor) throw new Error(`${layout.file} has no node with vipd.lab/role: tor`);
   const peers = balancers.flatMap((name) => {
@@ -172,6 +174,7 @@ export function torConfigFromLayout(layout: Layout, balancers: readonly string[]
     acceptV6: labelOf(tor, 'accept-v6'),
     peers,
     bfd: opts.bfd ?? false,
+    ...(opts.mpBgp ? { mpBgp: true } : {}),
   };
 }
 
@@ -361,7 +364,7 @@ export async function createLab(options: LabOptions = {}): Promise<Lab> {
     lab.vip6 = labelOf(firstLb, 'vip6');
 
     const bfd = options.bfd === true ? { intervalMs: 300, multiplier: 3 } : options.bfd || false;
-    lab.tor = await Tor.start(netns, lab.torNode.name, torConfigFromLayout(layout, lab.balancers.map((b) => b.name), { ipv6, bfd }));
+    lab.tor = await Tor.start(netns, lab.torNode.name, torConfigFromLayout(layout, lab.balancers.map((b) => b.name), { ipv6, bfd, mpBgp: options.mpBgp ?? false }));
 
     if ((options.backends ?? 'etcd') === 'etcd') {
       lab.etcd = await EtcdCluster.start(
