@@ -1,5 +1,6 @@
 import { AnnounceReconciler, type VipSource } from './announce/reconciler';
 import type { Config, PoolConfig } from './config/config';
+import { adminSocketPath } from './config/schema';
 import { AdminServer } from './control/admin-server';
 import { AdminInputError, type AdminActions, type DaemonStatus } from './control/control';
 import type { CheckSpec, PoolHealth } from './health/health';
@@ -175,7 +176,14 @@ export class Daemon implements AdminActions {
       metrics: this.metrics,
       holdDownMs: config.announce.holdDown,
     });
-    this.admin = new AdminServer(config.admin.listen, this, this.logger.child({ component: 'admin' }), this.metrics);
+    this.admin = new AdminServer({
+      listen: config.admin.listen,
+      socket: { path: adminSocketPath(config), ...(config.admin.socketGroup !== undefined ? { group: config.admin.socketGroup } : {}) },
+      ...(config.admin.tokenFile !== undefined ? { tokenFile: config.admin.tokenFile } : {}),
+      actions: this,
+      logger: this.logger.child({ component: 'admin' }),
+      metrics: this.metrics,
+    });
   }
 
   async start(): Promise<void> {
@@ -195,7 +203,7 @@ export class Daemon implements AdminActions {
       pool.health.start();
     }
     this.reconciler.evaluate();
-    log.info({ event: 'started', admin: this.config.admin.listen.key }, 'vipd running');
+    log.info({ event: 'started', admin: this.config.admin.listen.key, adminSocket: adminSocketPath(this.config) }, 'vipd running');
   }
 
   /** Graceful stop: withdraw, let the router move traffic away, then stop serving. Idempotent. */
@@ -279,17 +287,17 @@ export class Daemon implements AdminActions {
     };
   }
 
-  async drain(): Promise<void> {
+  async drain(_source: string): Promise<void> {
     this.setDrained(true);
     await this.reconciler.idle();
   }
 
-  async undrain(): Promise<void> {
+  async undrain(_source: string): Promise<void> {
     this.setDrained(false);
     await this.reconciler.idle();
   }
 
-  async drainBackend(poolName: string, backend: string, drained: boolean): Promise<void> {
+  async drainBackend(poolName: string, backend: string, drained: boolean, _source: string): Promise<void> {
     const pool = this.pools.get(poolName);
     if (!pool) throw new AdminInputError(404, `no pool "${poolName}"; pools: ${[...this.pools.keys()].join(', ')}`);
     const configured = this.config.pools[poolName]!.backends.map((b) => b.endpoint.key);

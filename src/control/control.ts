@@ -37,7 +37,7 @@ export interface DaemonStatus {
 /** An admin request the daemon refuses; the message names what is wrong. Nothing was changed. */
 export class AdminInputError extends Error {
   constructor(
-    readonly status: 400 | 404 | 409,
+    readonly status: 400 | 404 | 409 | 413,
     message: string,
   ) {
     super(message);
@@ -45,11 +45,22 @@ export class AdminInputError extends Error {
   }
 }
 
+/**
+ * Mutations name their `source`: where the request came from, for people reading status and logs
+ * (`admin socket /run/vipd/lb1.sock`, `admin tcp 127.0.0.1:9180 (token)`).
+ */
 export interface AdminActions {
   status(): DaemonStatus;
-  drain(): Promise<void>;
-  undrain(): Promise<void>;
+  drain(source: string): Promise<void>;
+  undrain(source: string): Promise<void>;
   /** Stops (drained=true) or resumes new connections to one backend; established ones carry on. Throws AdminInputError for an unknown pool or backend. */
-  drainBackend(pool: string, backend: string, drained: boolean): Promise<void>;
+  drainBackend(pool: string, backend: string, drained: boolean, source: string): Promise<void>;
   metricsText(): Promise<{ contentType: string; body: string }>;
 }
+
+/**
+ * Admin connections open at once, over both transports together. Their descriptors are reserved in
+ * the proxy's fd budget (proxy/limits.ts FD_HEADROOM), so a flood of idle admin connections can never
+ * take the descriptors health probes need.
+ */
+export const ADMIN_MAX_CONNECTIONS = 64;
