@@ -67,7 +67,9 @@ export function allowedHosts(listenHost: string, port: number): ReadonlySet<stri
 }
 
 /** Host check on TCP (DNS rebinding): 421 unless Host names this listener. HTTP/1.0 may omit it. */
-export function checkHost(headers: IncomingHttpHeaders, httpVersion: string, hosts: ReadonlySet<string>): AdminRefusal | undefined {
+export function checkHost(headers: IncomingHttpHeaders, httpVersion: string, hosts: ReadonlySet<string>, hostHeaders = 1): AdminRefusal | undefined {
+  // Node keeps the first of several; a proxy in between might use another. Ambiguous is refused.
+  if (hostHeaders > 1) return { status: 421, reason: 'host', message: 'more than one Host header' };
   const host = headers.host;
   if (host === undefined || host === '') {
     if (httpVersion === '1.0') return undefined;

@@ -219,7 +219,20 @@ export class AdminServer {
     server.timeout = t.idleMs;
     server.on('connection', (socket: Socket) => this.admitConnection(socket));
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
+    // Without these listeners Node drops CONNECT and Upgrade requests without a word.
+    server.on('connect', (req: IncomingMessage, socket: Socket) =>
+      this.answerRaw(socket, { status: 405, reason: 'method', message: `${ROUTE_LIST} take GET or POST; CONNECT is not supported` }, req.url),
+    );
+    server.on('upgrade', (req: IncomingMessage, socket: Socket) =>
+      this.answerRaw(socket, { status: 400, reason: 'malformed', message: 'protocol upgrades are not supported' }, req.url),
+    );
     return server;
+  }
+
+  private answerRaw(socket: Socket, refusal: AdminRefusal, target: string | undefined): void {
+    this.options.metrics.adminRequests.inc({ route: 'unknown', code: String(refusal.status) });
+    this.refuse(refusal.reason, refusal.message, { path: truncate(target ?? '') });
+    writeRawRefusal(socket, refusal);
   }
 
   private admitConnection(socket: Socket): void {
@@ -248,26 +261,19 @@ export class AdminServer {
           : { status: 400, reason: 'malformed', message: `malformed HTTP request (${code || err.message})` };
     this.options.metrics.adminRequests.inc({ route: 'unknown', code: String(refusal.status) });
     this.refuse(refusal.reason, refusal.message);
-    if (socket.writable && !this.responding.has(socket)) {
-      const body = JSON.stringify({ error: refusal.message }) + '\n';
-      socket.end(
-        `HTTP/1.1 ${refusal.status} ${STATUS_TEXT[refusal.status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-      );
-      // A client that never reads must not keep the descriptor.
-      setTimeout(() => socket.destroy(), 1000).unref();
-    } else {
-      socket.destroy();
-    }
+    if (!this.responding.has(socket)) writeRawRefusal(socket, refusal);
+    else socket.destroy();
   }
 
   private async dispatch(req: IncomingMessage, res: ServerResponse, transport: Transport): Promise<void> {
     let routeLabel = 'unknown';
     try {
+      if (req.httpVersionMajor !== 1) return this.answerRefusal(req, res, routeLabel, { status: 400, reason: 'malformed', message: `HTTP/${quoted(req.httpVersion, 8)} is not supported; speak HTTP/1.1` });
       const target = requestPath(req.url);
       if ('status' in target) return this.answerRefusal(req, res, routeLabel, target);
       const path = target.path;
       if (transport.kind === 'tcp') {
-        const badHost = checkHost(req.headers, req.httpVersion, transport.hosts);
+        const badHost = checkHost(req.headers, req.httpVersion, transport.hosts, countHeader(req.rawHeaders, 'host'));
         if (badHost) return this.answerRefusal(req, res, routeLabel, badHost);
       }
       const badOrigin = checkOrigin(req.headers, transport.kind === 'tcp' ? transport.hosts : undefined);
@@ -364,6 +370,17 @@ export class AdminServer {
   }
 }
 
+/** A refusal written on the raw socket (below HTTP: parse errors, CONNECT, upgrades), then the connection closed. */
+function writeRawRefusal(socket: Socket, refusal: AdminRefusal): void {
+  if (!socket.writable) return void socket.destroy();
+  const body = JSON.stringify({ error: refusal.message }) + '\n';
+  socket.end(
+    `HTTP/1.1 ${refusal.status} ${STATUS_TEXT[refusal.status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+  // A client that never reads must not keep the descriptor.
+  setTimeout(() => socket.destroy(), 1000).unref();
+}
+
 function listenOn(server: Server, listen: (cb: () => void) => void): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -372,6 +389,12 @@ function listenOn(server: Server, listen: (cb: () => void) => void): Promise<voi
       resolve();
     });
   });
+}
+
+function countHeader(rawHeaders: readonly string[], name: string): number {
+  let n = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]!.toLowerCase() === name) n++;
+  return n;
 }
 
 function expectNoFields(body: Record<string, unknown>): void {
