@@ -138,10 +138,11 @@ stream {
  * first exchange, and the bench must not measure vipd's timeout instead of its memory. JSON is valid
  * YAML, so the config is written as JSON and needs no YAML library here.
  */
-export function vipdConfig(workers: number, adminPort: number): Record<string, unknown> {
+export function vipdConfig(workers: number, adminPort: number, adminSocket: string): Record<string, unknown> {
   return {
     node: { name: 'bench' },
-    admin: { listen: `127.0.0.1:${adminPort}` },
+    // The socket in the bench's own directory: parallel runs never meet on /run/vipd.
+    admin: { listen: `127.0.0.1:${adminPort}`, socket: adminSocket },
     net: { interface: 'lo', manageAddresses: false },
     shutdown: { grace: '0s' },
     speaker: { driver: 'none' },

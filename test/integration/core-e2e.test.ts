@@ -153,9 +153,9 @@ test('drain: withdrawn within 1 s with 0 failed new client connections; undrain 
   const load = traffic(100, 4000);
   try {
     await new Promise((r) => setTimeout(r, 1000));
-    // Timed with curl against the admin API: the CLI's own Node start-up is not part of the drain.
+    // Timed with curl against the admin socket: the CLI's own Node start-up is not part of the drain.
     const t0 = performance.now();
-    const drained = await lab.exec('lb2', ['curl', '-sS', '-f', '-X', 'POST', 'http://127.0.0.1:9180/drain']);
+    const drained = await lab.exec('lb2', ['curl', '-sS', '-f', '--unix-socket', lab.adminSocket('lb2'), '-X', 'POST', '-H', 'content-type: application/json', 'http://localhost/drain']);
     assert.equal(drained.code, 0, drained.stderr);
     await lab.tor.waitNexthops(PREFIX, 2, 5000, 10);
     const drainMs = performance.now() - t0;
