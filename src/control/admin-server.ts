@@ -58,6 +58,8 @@ interface Route {
   handle(res: ServerResponse, body: Record<string, unknown>, source: string): Promise<void>;
 }
 
+/** Connections of the cap that only the unix socket may use. */
+export const SOCKET_RESERVED = 16;
 /** Bodies are small JSON objects. Past this, 413. */
 const MAX_BODY_BYTES = 16 * 1024;
 /** A body this far past the limit is not drained to the end: the connection is cut after the 413. */
@@ -85,7 +87,7 @@ export class AdminServer {
   private unix: Server | undefined;
   private unixIno: number | undefined;
   private token: string | undefined;
-  private openConnections = 0;
+  private readonly open = { tcp: 0, socket: 0 };
   /** Sockets whose current request has a response in progress: a parse error there must not write a second status line. */
   private readonly responding = new WeakSet<Socket>();
   private readonly routes: ReadonlyMap<string, Route>;
@@ -125,7 +127,7 @@ export class AdminServer {
       if (listen) {
         // Known once bound (port 0 in tests); until then no Host matches.
         let hosts: ReadonlySet<string> = new Set();
-        const server = this.createHttpServer(() => ({ kind: 'tcp', hosts, source: `admin tcp ${listen.key} (token)` }));
+        const server = this.createHttpServer('tcp', () => ({ kind: 'tcp', hosts, source: `admin tcp ${listen.key} (token)` }));
         this.tcp = server;
         await listenOn(server, (cb) => server.listen(listen.port, listen.host, cb));
         hosts = allowedHosts(listen.host, this.port());
@@ -133,7 +135,7 @@ export class AdminServer {
       if (socket) {
         await prepareSocketPath(socket.path, gid);
         const transport: Transport = { kind: 'socket', source: `admin socket ${socket.path}` };
-        const server = this.createHttpServer(() => transport);
+        const server = this.createHttpServer('socket', () => transport);
         this.unix = server;
         await listenOn(server, (cb) => server.listen(socket.path, cb));
         restrictSocket(socket.path, gid);
@@ -194,7 +196,7 @@ export class AdminServer {
     this.unixIno = undefined;
   }
 
-  private createHttpServer(transport: () => Transport): Server {
+  private createHttpServer(kind: Transport['kind'], transport: () => Transport): Server {
     const t = this.timeouts;
     const server = createServer(
       {
@@ -217,7 +219,7 @@ export class AdminServer {
       },
     );
     server.timeout = t.idleMs;
-    server.on('connection', (socket: Socket) => this.admitConnection(socket));
+    server.on('connection', (socket: Socket) => this.admitConnection(kind, socket));
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
     // Without these listeners Node drops CONNECT and Upgrade requests without a word.
     server.on('connect', (req: IncomingMessage, socket: Socket) =>
@@ -235,17 +237,23 @@ export class AdminServer {
     writeRawRefusal(socket, refusal);
   }
 
-  private admitConnection(socket: Socket): void {
-    if (this.openConnections >= this.maxConnections) {
-      this.refuse('connectionLimit', `admin connection refused: ${this.maxConnections} already open (admin.maxConnections is fixed; the fd budget reserves that many)`);
+  /**
+   * The cap is over both listeners; TCP may take all but SOCKET_RESERVED of it, so a flood of idle TCP
+   * connections (any local user, any web page) never locks the operators on the socket out.
+   */
+  private admitConnection(kind: Transport['kind'], socket: Socket): void {
+    const total = this.open.tcp + this.open.socket;
+    const tcpCap = Math.max(1, this.maxConnections - SOCKET_RESERVED);
+    if (total >= this.maxConnections || (kind === 'tcp' && this.open.tcp >= tcpCap)) {
+      this.refuse('connectionLimit', `admin ${kind} connection refused: ${total} open (cap ${this.maxConnections}, of which TCP may hold ${tcpCap})`);
       socket.destroy();
       return;
     }
-    this.openConnections++;
-    this.options.metrics.adminConnections.set(this.openConnections);
+    this.open[kind]++;
+    this.options.metrics.adminConnections.set(total + 1);
     socket.once('close', () => {
-      this.openConnections--;
-      this.options.metrics.adminConnections.set(this.openConnections);
+      this.open[kind]--;
+      this.options.metrics.adminConnections.set(this.open.tcp + this.open.socket);
     });
   }
 

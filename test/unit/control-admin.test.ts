@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { AdminServer, type AdminServerOptions } from '../../src/control/admin-server';
+import { AdminServer, SOCKET_RESERVED, type AdminServerOptions } from '../../src/control/admin-server';
 import { ADMIN_MAX_CONNECTIONS, AdminInputError, type AdminActions, type DaemonStatus } from '../../src/control/control';
 import { silentLogger } from '../../src/lib/logger';
 import { createMetrics, type Metrics } from '../../src/lib/metrics';
@@ -232,32 +232,52 @@ describe('admin lock-down', () => {
     assert.match(text, /vipd_admin_requests_total\{route="unknown",code="421"\}/);
   });
 
-  it(`caps connections at ${ADMIN_MAX_CONNECTIONS} across both listeners; the next is closed at once and counted`, async () => {
+  it(`caps connections at ${ADMIN_MAX_CONNECTIONS} across both listeners, ${SOCKET_RESERVED} kept for the socket; the next is closed at once and counted`, async () => {
     const { tcp, unix, metrics } = ctx;
-    const held = [];
-    for (let i = 0; i < ADMIN_MAX_CONNECTIONS; i++) {
-      const s = openRaw(i % 2 ? tcp : unix);
-      s.on('error', () => {});
-      await new Promise((r) => s.once('connect', r));
-      held.push(s);
-    }
-    // The server counts a connection when it accepts it: wait until all are in.
-    for (let i = 0; i < 50 && (await metrics.adminConnections.get()).values[0]?.value !== ADMIN_MAX_CONNECTIONS; i++) await new Promise((r) => setTimeout(r, 20));
-    try {
-      for (const target of [tcp, unix]) {
-        const over = await send(target, 'GET', '/status');
-        assert.equal(over.status, undefined, 'over the cap: no answer');
-        assert.ok(over.ending === 'closed' || over.ending === 'reset', over.ending);
-        assert.ok(over.ms < 500, `closed at once (${Math.round(over.ms)} ms)`);
+    const refusedBefore = await refusedCount(metrics, 'connectionLimit');
+    const open = async (target: RawTarget, n: number) => {
+      const held = [];
+      for (let i = 0; i < n; i++) {
+        const s = openRaw(target);
+        s.on('error', () => {});
+        await new Promise((r) => s.once('connect', r));
+        held.push(s);
       }
-      assert.match(await metrics.registry.metrics(), /vipd_admin_refused_total\{reason="connectionLimit"\} 2/);
+      return held;
+    };
+    const connections = async () => (await metrics.adminConnections.get()).values[0]?.value ?? 0;
+    const settle = async (n: number) => {
+      // The server counts a connection when it accepts it.
+      for (let i = 0; i < 100 && (await connections()) !== n; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(await connections(), n);
+    };
+    const tcpHeld = await open(tcp, ADMIN_MAX_CONNECTIONS - SOCKET_RESERVED);
+    await settle(ADMIN_MAX_CONNECTIONS - SOCKET_RESERVED);
+    const held = [...tcpHeld];
+    try {
+      const tcpOver = await send(tcp, 'GET', '/status');
+      assert.equal(tcpOver.status, undefined, 'TCP over its share: no answer');
+      assert.ok(tcpOver.ending === 'closed' || tcpOver.ending === 'reset', tcpOver.ending);
+      assert.ok(tcpOver.ms < 500, `closed at once (${Math.round(tcpOver.ms)} ms)`);
+      assert.equal((await send(unix, 'GET', '/status')).status, 200, 'the socket still answers while TCP is full');
+
+      held.push(...(await open(unix, SOCKET_RESERVED)));
+      await settle(ADMIN_MAX_CONNECTIONS);
+      const socketOver = await send(unix, 'GET', '/status');
+      assert.equal(socketOver.status, undefined, 'over the total cap: no answer');
+      assert.ok(socketOver.ms < 500, `closed at once (${Math.round(socketOver.ms)} ms)`);
+      assert.equal((await refusedCount(metrics, 'connectionLimit')) - refusedBefore, 2);
     } finally {
       for (const s of held) s.destroy();
     }
-    for (let i = 0; i < 50 && (await metrics.adminConnections.get()).values[0]?.value !== 0; i++) await new Promise((r) => setTimeout(r, 20));
+    await settle(0);
     assert.equal((await send(tcp, 'GET', '/status')).status, 200, 'served again once they are gone');
   });
 });
+
+async function refusedCount(metrics: Metrics, reason: string): Promise<number> {
+  return (await metrics.adminRefused.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
+}
 
 describe('admin socket and token files', () => {
   it('the socket is 0660 in a directory created 0750, with the configured group; its file goes at close', async () => {
