@@ -4,8 +4,11 @@ import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { parseConfig } from '../../src/config/config';
+import { adminSocketPath } from '../../src/config/schema';
 import { AdminServer, SOCKET_RESERVED, type AdminServerOptions } from '../../src/control/admin-server';
 import { ADMIN_MAX_CONNECTIONS, AdminInputError, type AdminActions, type DaemonStatus } from '../../src/control/control';
+import { ConfigError } from '../../src/lib/errors';
 import { silentLogger } from '../../src/lib/logger';
 import { createMetrics, type Metrics } from '../../src/lib/metrics';
 import { endpoint } from '../../src/net/endpoint';
@@ -350,6 +353,49 @@ describe('admin socket and token files', () => {
       assert.ok(truncated.status === undefined || (truncated.status >= 400 && truncated.status < 500), `truncated: ${truncated.status}`);
     } finally {
       await server.close();
+    }
+  });
+});
+
+describe('admin config', () => {
+  const config = (admin: string) => `node:
+  name: lb7
+${admin}
+speaker:
+  driver: none
+vips:
+  - name: api
+    address: 198.19.0.10
+    listeners: [{ port: 6443, pool: web }]
+pools:
+  web:
+    backends: ["198.18.21.2:6443"]
+`;
+
+  it('the socket defaults to /run/vipd/<node.name>.sock; socket, socketGroup and tokenFile are read', () => {
+    assert.equal(adminSocketPath(parseConfig(config(''), 'a.yaml')), '/run/vipd/lb7.sock');
+    const c = parseConfig(config('admin:\n  socket: /var/run/x/admin.sock\n  socketGroup: vipd-admin\n  tokenFile: /etc/vipd/admin.token'), 'b.yaml');
+    assert.equal(adminSocketPath(c), '/var/run/x/admin.sock');
+    assert.equal(c.admin.socketGroup, 'vipd-admin');
+    assert.equal(c.admin.tokenFile, '/etc/vipd/admin.token');
+    assert.equal(parseConfig(config('admin:\n  socketGroup: 998'), 'c.yaml').admin.socketGroup, 998);
+  });
+
+  it('refuses a relative or overlong socket path, a bad group name and a relative token file, naming key and line', () => {
+    const cases: Array<[string, RegExp]> = [
+      ['admin:\n  socket: run/lb1.sock', /c\.yaml:4:11: admin\.socket: must be an absolute path/],
+      [`admin:\n  socket: /${'x'.repeat(120)}.sock`, /admin\.socket: a unix socket path is at most 107 bytes/],
+      ['admin:\n  socketGroup: "bad group"', /admin\.socketGroup: /],
+      ['admin:\n  tokenFile: token', /admin\.tokenFile: must be an absolute path/],
+      ['admin:\n  listen: 0.0.0.0:9180', /admin\.listen: .*must be a loopback IP:PORT/],
+      ['admin:\n  token: abc', /admin\.token: unknown key/],
+    ];
+    for (const [admin, message] of cases) {
+      assert.throws(() => parseConfig(config(admin), 'c.yaml'), (err: Error) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.match(err.message, message);
+        return true;
+      });
     }
   });
 });
