@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Endpoint } from '../net/endpoint';
-import { errorMessage } from '../lib/errors';
+import { errorMessage, VipdError } from '../lib/errors';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
 import {
@@ -129,7 +129,7 @@ export class AdminServer {
         let hosts: ReadonlySet<string> = new Set();
         const server = this.createHttpServer('tcp', () => ({ kind: 'tcp', hosts, source: `admin tcp ${listen.key} (token)` }));
         this.tcp = server;
-        await listenOn(server, (cb) => server.listen(listen.port, listen.host, cb));
+        await listenOn(server, `admin.listen ${listen.key}`, (cb) => server.listen(listen.port, listen.host, cb));
         hosts = allowedHosts(listen.host, this.port());
       }
       if (socket) {
@@ -137,7 +137,7 @@ export class AdminServer {
         const transport: Transport = { kind: 'socket', source: `admin socket ${socket.path}` };
         const server = this.createHttpServer('socket', () => transport);
         this.unix = server;
-        await listenOn(server, (cb) => server.listen(socket.path, cb));
+        await listenOn(server, `admin.socket ${socket.path}`, (cb) => server.listen(socket.path, cb));
         restrictSocket(socket.path, gid);
         this.unixIno = fs.statSync(socket.path).ino;
       }
@@ -219,6 +219,10 @@ export class AdminServer {
       },
     );
     server.timeout = t.idleMs;
+    // After listen(), a server error is an accept(2) failure (EMFILE...): logged, never an uncaught 'error' that ends the process.
+    server.on('error', (err: NodeJS.ErrnoException) => {
+      if (server.listening) this.options.logger.error({ event: 'adminError', transport: kind, err: err.code ?? err.message }, `admin ${kind} listener: ${err.message}`);
+    });
     server.on('connection', (socket: Socket) => this.admitConnection(kind, socket));
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
     // Without these listeners Node drops CONNECT and Upgrade requests without a word.
@@ -389,11 +393,13 @@ function writeRawRefusal(socket: Socket, refusal: AdminRefusal): void {
   setTimeout(() => socket.destroy(), 1000).unref();
 }
 
-function listenOn(server: Server, listen: (cb: () => void) => void): Promise<void> {
+/** listen(), with an error that names the config key (`admin.listen 127.0.0.1:9180: EADDRINUSE`). */
+function listenOn(server: Server, what: string, listen: (cb: () => void) => void): Promise<void> {
   return new Promise((resolve, reject) => {
-    server.once('error', reject);
+    const fail = (err: NodeJS.ErrnoException) => reject(new VipdError('VIPD_ERR_ADMIN', `${what}: cannot listen: ${err.code ?? err.message}`, { cause: err }));
+    server.once('error', fail);
     listen(() => {
-      server.off('error', reject);
+      server.off('error', fail);
       resolve();
     });
   });

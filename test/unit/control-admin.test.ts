@@ -325,7 +325,7 @@ describe('admin socket and token files', () => {
     assert.equal(fs.readFileSync(p, 'utf8'), 'not a socket', 'left alone');
   });
 
-  it('a missing group, a world-readable or short token file are start errors naming the key', async () => {
+  it('a missing group, a world-readable or short token file, a port in use are start errors naming the key', async () => {
     const dir = tempDir();
     const base = { actions: recordingActions().actions, logger: silentLogger(), metrics: createMetrics() };
     await assert.rejects(new AdminServer({ ...base, socket: { path: path.join(dir, 'a.sock'), group: 'no-such-group-vipd' } }).start(), /admin.socketGroup: no group "no-such-group-vipd"/);
@@ -337,6 +337,13 @@ describe('admin socket and token files', () => {
     fs.writeFileSync(short, 'abc\n', { mode: 0o600 });
     await assert.rejects(new AdminServer({ ...base, listen: endpoint('127.0.0.1', 0), tokenFile: short }).start(), /admin.tokenFile: .* shorter than 16/);
     await assert.rejects(new AdminServer({ ...base, listen: endpoint('127.0.0.1', 0), tokenFile: path.join(dir, 'none') }).start(), /admin.tokenFile: cannot read .* ENOENT/);
+    const first = new AdminServer({ ...base, listen: endpoint('127.0.0.1', 0) });
+    await first.start();
+    try {
+      await assert.rejects(new AdminServer({ ...base, listen: endpoint('127.0.0.1', first.port()) }).start(), new RegExp(`admin\\.listen 127\\.0\\.0\\.1:${first.port()}: cannot listen: EADDRINUSE`));
+    } finally {
+      await first.close();
+    }
   });
 
   it('idle and slow connections are closed by the timeouts', async () => {
