@@ -9,6 +9,8 @@ import { openRaw, rawExchange, type RawTarget } from './admin-raw-client';
  *                               can, and reports how many the server closed at once (refused over its
  *                               cap), how many it held, the most held at one time, and when it closed
  *                               the last one (its header timeout)
+ *   hold <host> <port> <count>  opens <count> client connections through the proxy, one HTTP request on
+ *                               each, and keeps the served ones open until it is killed
  *   fuzz <port> <socket> <seed> <cases> <concurrency> <deadlineMs>
  *                               the seeded fuzz of test/fakes/admin-fuzz-cases.ts over both transports,
  *                               with GET /status over both after every <concurrency> cases
@@ -101,9 +103,31 @@ async function fuzz(port: number, socketPath: string, seed: number, cases: numbe
   process.exit(0);
 }
 
+/** Opens `count` client connections through a proxy, one HTTP request each, and keeps the served ones open until killed. */
+async function hold(host: string, port: number, count: number): Promise<void> {
+  let served = 0;
+  let refused = 0;
+  const sockets = [];
+  for (let i = 0; i < count; i++) {
+    const socket = openRaw({ host, port });
+    sockets.push(socket);
+    const outcome = await new Promise<'served' | 'refused'>((resolve) => {
+      socket.on('error', () => resolve('refused'));
+      socket.once('close', () => resolve('refused'));
+      socket.once('data', () => resolve('served'));
+      socket.once('connect', () => socket.write(`GET / HTTP/1.1\r\nHost: ${host}\r\n\r\n`));
+      setTimeout(() => resolve('refused'), 3000);
+    });
+    if (outcome === 'served') served++;
+    else refused++;
+  }
+  emit('held', { count, served, refused });
+}
+
 if (mode === 'idle') void idle(Number(args[0]), Number(args[1]));
+else if (mode === 'hold') void hold(args[0]!, Number(args[1]), Number(args[2]));
 else if (mode === 'fuzz') void fuzz(Number(args[0]), args[1]!, Number(args[2]), Number(args[3]), Number(args[4]), Number(args[5]));
 else {
-  process.stderr.write('usage: admin-flood-runner idle <port> <count> | fuzz <port> <socket> <seed> <cases> <concurrency> <deadlineMs>\n');
+  process.stderr.write('usage: admin-flood-runner idle <port> <count> | hold <host> <port> <count> | fuzz <port> <socket> <seed> <cases> <concurrency> <deadlineMs>\n');
   process.exit(2);
 }

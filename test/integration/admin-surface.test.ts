@@ -34,6 +34,12 @@ const FALL = 2;
 /** T02's bound for a backend that stops passing its checks: interval × fall + timeout. */
 const MARK_DOWN_BOUND_MS = INTERVAL_MS * FALL + TIMEOUT_MS;
 const IDLE_CONNECTIONS = 1000;
+/**
+ * vipd's RLIMIT_NOFILE here. It keeps 128 descriptors free (64 for probes, 64 for admin connections) and
+ * admits (256 - ~20 in use - 128) / 2 = 54 client sessions; with the old 64 shared by everyone it admitted
+ * 86, and 64 idle admin connections on top left the probes nothing.
+ */
+const FD_LIMIT = 256;
 /** An idle admin connection is cut by vipd's header timeout (5 s) and its 1 s sweep; opening 1,000 takes ~1 s; 1 s of slack. */
 const IDLE_CLOSED_BOUND_MS = 8000;
 const FUZZ_CASES = 400;
@@ -48,10 +54,13 @@ const http = require('http');
 const [name, port] = process.argv.slice(1);
 let healthy = true;
 process.on('SIGUSR1', () => { healthy = false; });
-http.createServer((req, res) => {
+const server = http.createServer((req, res) => {
   if (req.url === '/health') { res.statusCode = healthy ? 200 : 503; return res.end(healthy ? 'ok' : 'stopping'); }
   res.end(name);
-}).listen(Number(port), '127.0.0.1', () => console.log('ready'));
+});
+// Client connections stay open as long as the test holds them (the fd-limit scenario).
+server.keepAliveTimeout = 120000;
+server.listen(Number(port), '127.0.0.1', () => console.log('ready'));
 `;
 
 function sh(...argv: string[]): void {
@@ -166,7 +175,10 @@ describe('admin surface of a running vipd (T24, T29, T31)', { timeout: 240_000 }
         child.once('exit', (code) => reject(new Error(`backend ${b.name} exited ${code}`)));
       });
     }
-    vipd = spawn('ip', ['netns', 'exec', NS, process.execPath, BIN, 'run', '--config', configFile], { stdio: ['ignore', 'ignore', 'inherit'] });
+    // A low fd limit of vipd's own, for the scenario at the limit (the others never come near it).
+    vipd = spawn('ip', ['netns', 'exec', NS, 'sh', '-c', `ulimit -n ${FD_LIMIT} && exec "$0" "$@"`, process.execPath, BIN, 'run', '--config', configFile], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
     // Ready when a client reaches all three backends through the VIP.
     const until = Date.now() + 20_000;
     let seen: string[] = [];
@@ -213,6 +225,11 @@ describe('admin surface of a running vipd (T24, T29, T31)', { timeout: 240_000 }
     const undrained = inNs([process.execPath, BIN, 'undrain-backend', 'web', '127.0.0.1:7103', '--config', configFile, '--token-file', tokenFile]);
     assert.equal(undrained.code, 0, undrained.stderr);
     assert.ok(reached(6).includes('b3'), 'undrained over TCP with the token');
+
+    const rootStatus = inNs([process.execPath, BIN, 'status', '--config', configFile]);
+    assert.equal(rootStatus.code, 0, rootStatus.stderr);
+    assert.equal(rootStatus.stderr, '', 'root reads status over the socket, no fallback');
+    assert.match(rootStatus.stdout, /127\.0\.0\.1:7103/);
 
     const elsewhere = path.join(dir, 'elsewhere.yaml');
     fs.writeFileSync(elsewhere, fs.readFileSync(configFile, 'utf8').replace(socketPath, path.join(dir, 'run', 'none.sock')));
@@ -338,6 +355,50 @@ describe('admin surface of a running vipd (T24, T29, T31)', { timeout: 240_000 }
       assert.equal((clients.b1 ?? 0) + (clients.b3 ?? 0), 20, `no fuzz case changed the pool: ${JSON.stringify(clients)}`);
     } finally {
       clearInterval(sampler);
+    }
+  });
+
+  it(`T29 at the fd limit (${FD_LIMIT}): client sessions at their cap plus ${IDLE_CONNECTIONS} idle admin connections leave the probes their descriptors`, async () => {
+    const pid = vipd!.pid!;
+    let maxFds = openFds(pid);
+    const sampler = setInterval(() => {
+      try {
+        maxFds = Math.max(maxFds, openFds(pid));
+      } catch {
+        // vipd gone: asserted below
+      }
+    }, 50);
+    const holder = runnerEvents(['hold', VIP, String(VIP_PORT), '120']);
+    try {
+      const held = await holder.next('held', 60_000);
+      const fdsWithSessions = openFds(pid);
+      const flood = runnerEvents(['idle', String(ADMIN_PORT), String(IDLE_CONNECTIONS)]);
+      await flood.next('idle-opened', 30_000);
+      // b3 starts failing its checks while every session and every admin slot is taken: only a probe that
+      // still gets a descriptor can tell (and b1's probes must keep passing, or b1 goes down too).
+      const t0 = performance.now();
+      backends.get('b3')!.kill('SIGUSR1');
+      await new Promise((r) => setTimeout(r, MARK_DOWN_BOUND_MS + 500));
+      const flipWindowMs = performance.now() - t0;
+      const idleDone = await flood.next('idle-done', 70_000);
+      clearInterval(sampler);
+      holder.child.kill('SIGKILL');
+      await new Promise((r) => setTimeout(r, 500));
+      const clients = tally(reached(20));
+      const metrics = curl([`http://127.0.0.1:${ADMIN_PORT}/metrics`]).body;
+      const fdRefusals = metricValue(metrics, 'vipd_proxy_listener_refused_total{listener="api:6443",reason="fdLimit"}');
+      const capacity = metricValue(metrics, 'vipd_proxy_fd_session_capacity');
+      console.log(
+        `T29 at the fd limit ${FD_LIMIT}: session capacity ${capacity}; held ${String(held.served)} client sessions (${String(held.refused)} refused, ${fdRefusals} counted fdLimit), vipd fds ${fdsWithSessions}; + ${IDLE_CONNECTIONS} idle admin connections (${String(idleDone.closedAtOnce)} closed at once): max ${maxFds} fds of ${FD_LIMIT}; b3 failing its checks for ${Math.round(flipWindowMs)} ms while sessions and admin slots were full; clients afterwards ${JSON.stringify(clients)}`,
+      );
+      assert.equal(vipd!.exitCode, null, 'vipd never exited');
+      assert.equal(held.served, capacity, 'client sessions were admitted up to the fd budget');
+      assert.ok(maxFds <= FD_LIMIT - 32, `descriptors to spare at the worst moment: ${maxFds} of ${FD_LIMIT}`);
+      assert.equal(clients.b3, undefined, `b3 was marked down by probes that ran during the flood: ${JSON.stringify(clients)}`);
+      assert.equal(clients.b1, 20, `b1's probes kept passing, so it still serves every client: ${JSON.stringify(clients)}`);
+    } finally {
+      clearInterval(sampler);
+      holder.child.kill('SIGKILL');
     }
   });
 });
