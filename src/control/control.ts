@@ -37,7 +37,7 @@ export interface DaemonStatus {
 /** An admin request the daemon refuses; the message names what is wrong. Nothing was changed. */
 export class AdminInputError extends Error {
   constructor(
-    readonly status: 400 | 404 | 409 | 413,
+    readonly status: 400 | 404 | 409,
     message: string,
   ) {
     super(message);
