@@ -212,6 +212,10 @@ describe('admin surface of a running vipd (T24, T29, T31)', { timeout: 240_000 }
     const getDrain = inNs(['curl', '-sS', '-i', '-m', '5', `http://127.0.0.1:${ADMIN_PORT}/drain`]);
     assert.match(getDrain.stdout, /^HTTP\/1\.1 405 /);
     assert.match(getDrain.stdout, /\r\nallow: POST\r\n/i);
+    // Defect 1 of issue 9: this one GET used to end the daemon.
+    const slashes = curl(['--path-as-is', `http://127.0.0.1:${ADMIN_PORT}//`]);
+    assert.equal(slashes.status, 404, slashes.body);
+    assert.equal(vipd!.exitCode, null, 'vipd still runs after GET //');
     assert.equal(curl([`http://127.0.0.1:${ADMIN_PORT}/status`]).status, 200);
     assert.equal(curl([`http://127.0.0.1:${ADMIN_PORT}/metrics`]).status, 200);
     const afterRefusals = tally(reached(30));
@@ -236,7 +240,7 @@ describe('admin surface of a running vipd (T24, T29, T31)', { timeout: 240_000 }
     const notRunning = inNs([process.execPath, BIN, 'drain', '--config', elsewhere]);
     assert.equal(notRunning.code, 1);
     assert.equal(notRunning.stderr.trim(), `vipd: no vipd answering on ${path.join(dir, 'run', 'none.sock')}`);
-    console.log(`T24: TCP mutation without token ${noToken.status}, wrong token ${wrongToken.status}, GET /drain 405 (Allow: POST); clients after the refusals ${JSON.stringify(afterRefusals)}; drain-backend over the socket took b3 out ${JSON.stringify(whileDrained)}`);
+    console.log(`T24: GET // ${slashes.status} (vipd running); TCP mutation without token ${noToken.status}, wrong token ${wrongToken.status}, GET /drain 405 (Allow: POST); clients after the refusals ${JSON.stringify(afterRefusals)}; drain-backend over the socket took b3 out ${JSON.stringify(whileDrained)}`);
   });
 
   it('T31: foreign Origin 403, text/plain 415, foreign Host 421, a user outside the socket group gets EACCES; nothing changes; all counted', () => {
