@@ -1,6 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import { AnnounceReconciler, type VipSource } from './announce/reconciler';
 import type { Config, PoolConfig } from './config/config';
+import { adminSocketPath } from './config/schema';
 import { AdminServer } from './control/admin-server';
 import { AdminInputError, type AdminActions, type DaemonStatus, type DrainOrigin } from './control/control';
 import type { CheckSpec, PoolHealth } from './health/health';
@@ -195,7 +196,14 @@ export class Daemon implements AdminActions {
       metrics: this.metrics,
       holdDownMs: config.announce.holdDown,
     });
-    this.admin = new AdminServer(config.admin.listen, this, this.logger.child({ component: 'admin' }), this.metrics);
+    this.admin = new AdminServer({
+      listen: config.admin.listen,
+      socket: { path: adminSocketPath(config), ...(config.admin.socketGroup !== undefined ? { group: config.admin.socketGroup } : {}) },
+      ...(config.admin.tokenFile !== undefined ? { tokenFile: config.admin.tokenFile } : {}),
+      actions: this,
+      logger: this.logger.child({ component: 'admin' }),
+      metrics: this.metrics,
+    });
   }
 
   async start(): Promise<void> {
@@ -219,7 +227,7 @@ export class Daemon implements AdminActions {
       pool.health.start();
     }
     this.reconciler.evaluate();
-    log.info({ event: 'started', admin: this.config.admin.listen.key }, 'vipd running');
+    log.info({ event: 'started', admin: this.config.admin.listen.key, adminSocket: adminSocketPath(this.config) }, 'vipd running');
   }
 
   /**

@@ -113,6 +113,36 @@ const loopbackListen = z.string().transform((text, ctx) => {
   return ep;
 });
 
+/** A unix socket path must fit sockaddr_un.sun_path (108 bytes with its NUL). */
+const MAX_SOCKET_PATH_BYTES = 107;
+
+/**
+ * The admin API. Mutations go over the unix socket (file permissions are the authentication) or over
+ * TCP with the bearer token; TCP without the token is read-only. See docs/admin.md.
+ */
+const adminSchema = z
+  .object({
+    /** Loopback TCP: /status and /metrics for anyone on the node; mutations only with the token. */
+    listen: loopbackListen.default('127.0.0.1:9180'),
+    /** Default /run/vipd/<node.name>.sock (adminSocketPath). */
+    socket: z
+      .string()
+      .startsWith('/', 'must be an absolute path')
+      .refine((s) => Buffer.byteLength(s) <= MAX_SOCKET_PATH_BYTES, `a unix socket path is at most ${MAX_SOCKET_PATH_BYTES} bytes`)
+      .optional(),
+    /** Group owning the socket (name or gid): its members may drain. Unset: vipd's own group. */
+    socketGroup: z.union([z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]*\$?$/, 'not a group name'), z.number().int().min(0).max(4294967294)]).optional(),
+    /** File holding the bearer token that allows mutations over TCP (must not be world-readable). */
+    tokenFile: z.string().startsWith('/', 'must be an absolute path').optional(),
+  })
+  .strict()
+  .default({});
+
+/** Where the admin socket is: `admin.socket`, or /run/vipd/<node.name>.sock. */
+export function adminSocketPath(config: { readonly node: { readonly name: string }; readonly admin: { readonly socket?: string | undefined } }): string {
+  return config.admin.socket ?? `/run/vipd/${config.node.name}.sock`;
+}
+
 const gobgpApi = z.string().refine((s) => {
   if (s.startsWith('unix:/')) return true;
   const ep = parseEndpoint(s);
@@ -389,7 +419,7 @@ export const configSchema = z
       .min(1)
       .refine((p) => p.startsWith('/'), 'must be an absolute path')
       .default('/var/lib/vipd'),
-    admin: z.object({ listen: loopbackListen.default('127.0.0.1:9180') }).strict().default({}),
+    admin: adminSchema,
     net: z
       .object({
         interface: z.string().regex(/^[A-Za-z0-9_.:-]{1,15}$/, 'not an interface name').default('lo'),

@@ -76,6 +76,10 @@ export class AdminInputError extends Error {
   }
 }
 
+/**
+ * Mutations name their `source`: where the request came from, for people reading status and logs
+ * (`admin socket /run/vipd/lb1.sock`, `admin tcp 127.0.0.1:9180 (token)`).
+ */
 export interface AdminActions {
   status(): DaemonStatus;
   /**
@@ -91,3 +95,10 @@ export interface AdminActions {
   drainBackend(pool: string, backend: string, drained: boolean, source: string): Promise<void>;
   metricsText(): Promise<{ contentType: string; body: string }>;
 }
+
+/**
+ * Admin connections open at once, over both transports together. Their descriptors are reserved in
+ * the proxy's fd budget (proxy/limits.ts FD_HEADROOM), so a flood of idle admin connections can never
+ * take the descriptors health probes need.
+ */
+export const ADMIN_MAX_CONNECTIONS = 64;

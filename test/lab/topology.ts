@@ -77,6 +77,8 @@ export interface Lab {
 
   /** The vipd config for a balancer in the contract shape, with overrides deep-merged (arrays replace, null deletes). */
   vipdConfig(lb: string, overrides?: Record<string, unknown>): Record<string, unknown>;
+  /** Where a balancer's vipd puts its admin socket (inside the lab's temp dir). */
+  adminSocket(lb: string): string;
   /** Writes vipdConfig() as YAML to <dir>/vipd/<file or lb.yaml> (overwriting, for reload tests) and returns the path. */
   writeVipdConfig(lb: string, overrides?: Record<string, unknown>, file?: string): string;
   /** Spawns `node dist/src/cli/bin.js run --config FILE` in the balancer's namespace; log in <dir>/logs/<lb>.vipd.log. */
@@ -126,7 +128,7 @@ export function vipdConfigFromLayout(layout: Layout, lb: string, backendCount?: 
   const backends = nodesByRole(layout, 'backend').slice(0, backendCount);
   return {
     node: { name: lb },
-    admin: { listen: '127.0.0.1:9180' },
+    admin: { listen: '127.0.0.1:9180', socket: `/run/vipd/${lb}.sock` },
     speaker: {
       driver: 'gobgp',
       asn: Number(labelOf(node, 'asn')),
@@ -230,10 +232,15 @@ class VipdLab implements Lab {
 
   vipdConfig(lb: string, overrides: Record<string, unknown> = {}): Record<string, unknown> {
     this.balancer(lb);
-    // The drain state lives in the lab's own dir: a drain left by one run never reaches another, and a
-    // vipd restarted within the same lab finds its drains (T34).
-    const perLab = { stateDir: path.join(this.dir, 'vipd-state') };
+    // The drain state and the admin socket live in the lab's own dir: a drain left by one run never reaches
+    // another, a vipd restarted within the same lab finds its drains (T34), and parallel labs never meet on
+    // /run/vipd/<lb>.sock.
+    const perLab = { stateDir: path.join(this.dir, 'vipd-state'), admin: { socket: this.adminSocket(lb) } };
     return mergeConfig(mergeConfig(vipdConfigFromLayout(this.layout, lb, this.backends.length), perLab), overrides);
+  }
+
+  adminSocket(lb: string): string {
+    return path.join(this.dir, 'vipd', `${lb}.sock`);
   }
 
   writeVipdConfig(lb: string, overrides: Record<string, unknown> = {}, file?: string): string {
