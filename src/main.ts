@@ -1,6 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import { AnnounceReconciler, type VipSource } from './announce/reconciler';
 import type { Config, PoolConfig } from './config/config';
+import { adminSocketPath } from './config/schema';
 import { AdminServer } from './control/admin-server';
 import { AdminInputError, type AdminActions, type DaemonStatus, type DrainOrigin } from './control/control';
 import type { CheckSpec, PoolHealth } from './health/health';
@@ -19,7 +20,9 @@ import { createProcessConnectionLimits } from './proxy/limits';
 import { createListener } from './proxy/listener';
 import type { ListenerSpec, PoolLoad, PoolSpec, ProxyLimitsSpec, ProxyListener } from './proxy/proxy';
 import { WorkerPool } from './proxy/worker-pool';
+import { sessionFamilies } from './config/schema';
 import { createGobgpSpeaker } from './speaker/gobgp/gobgp-speaker';
+import { peerAnnounceStates } from './speaker/peer-announce';
 import { NullSpeaker, type Speaker } from './speaker/speaker';
 import { DrainStateFile } from './state/drain-state-file';
 import type { BackendDrainMark, DrainMark, DrainState, DrainStateStore } from './state/state';
@@ -194,7 +197,14 @@ export class Daemon implements AdminActions {
       metrics: this.metrics,
       holdDownMs: config.announce.holdDown,
     });
-    this.admin = new AdminServer(config.admin.listen, this, this.logger.child({ component: 'admin' }), this.metrics);
+    this.admin = new AdminServer({
+      listen: config.admin.listen,
+      socket: { path: adminSocketPath(config), ...(config.admin.socketGroup !== undefined ? { group: config.admin.socketGroup } : {}) },
+      ...(config.admin.tokenFile !== undefined ? { tokenFile: config.admin.tokenFile } : {}),
+      actions: this,
+      logger: this.logger.child({ component: 'admin' }),
+      metrics: this.metrics,
+    });
   }
 
   async start(): Promise<void> {
@@ -218,7 +228,7 @@ export class Daemon implements AdminActions {
       pool.health.start();
     }
     this.reconciler.evaluate();
-    log.info({ event: 'started', admin: this.config.admin.listen.key }, 'vipd running');
+    log.info({ event: 'started', admin: this.config.admin.listen.key, adminSocket: adminSocketPath(this.config) }, 'vipd running');
   }
 
   /**
@@ -285,7 +295,8 @@ export class Daemon implements AdminActions {
     }
     await withTimeout(this.speaker.close(), 5000).catch((err) => {
       log.warn({ err: errorMessage(err) }, 'speaker did not close cleanly; destroying');
-      this.speaker.destroy();
+      // Bounded: a SIGKILLed gobgpd is gone at once.
+      return withTimeout(this.speaker.destroy(), 2000).catch(() => undefined);
     });
     if (this.config.net.manageAddresses) {
       for (const vip of this.config.vips) {
@@ -302,6 +313,8 @@ export class Daemon implements AdminActions {
   status(): DaemonStatus {
     const iso = (ms: number) => new Date(ms).toISOString();
     const announce = this.reconciler.status();
+    const peers = this.speaker.peers();
+    const advertised = this.speaker.advertised();
     return {
       node: this.config.node.name,
       version: vipdVersion,
@@ -318,6 +331,7 @@ export class Daemon implements AdminActions {
         listeners: this.listeners
           .filter((l) => l.vip === a.vip)
           .map((l) => ({ id: l.listener.spec.id, port: l.port, pool: l.pool, bound: l.listener.bound(), activeSessions: l.listener.stats().active })),
+        peers: peerAnnounceStates(a.prefix, a, peers, advertised),
       })),
       pools: [...this.pools.values()].map((p) => {
         const snap = p.health.snapshot();
@@ -342,7 +356,15 @@ export class Daemon implements AdminActions {
           }),
         };
       }),
-      peers: this.speaker.peers().map((p) => ({ address: p.address, asn: p.asn, state: p.state, since: iso(p.since) })),
+      peers: peers.map((p) => ({
+        address: p.address,
+        asn: p.asn,
+        state: p.state,
+        since: iso(p.since),
+        families: p.families,
+        ...(p.negotiated ? { negotiated: p.negotiated } : {}),
+        advertised: advertised.get(p.address) ?? [],
+      })),
     };
   }
 
@@ -472,19 +494,25 @@ export class Daemon implements AdminActions {
   private buildSpeaker(): Speaker {
     const s = this.config.speaker;
     if (s.driver === 'none') return new NullSpeaker();
+    const families = sessionFamilies(s, this.config.vips.map((v) => v.address));
     return createGobgpSpeaker({
       asn: s.asn!,
       routerId: s.routerId!,
       manage: s.gobgp.manage,
       ...(s.gobgp.api !== undefined ? { api: s.gobgp.api } : {}),
+      allowTcpApi: s.gobgp.allowTcpApi,
+      user: s.gobgp.user,
       ...(s.gobgp.runtimeDir !== undefined ? { runtimeDir: s.gobgp.runtimeDir } : {}),
       hangTimeoutMs: s.gobgp.hangTimeout,
       gobgpdPath: s.gobgp.binary,
       listenPort: s.gobgp.listenPort,
       reconcileIntervalMs: s.gobgp.reconcileInterval,
-      peers: s.peers.map((p) => ({
+      peers: s.peers.map((p, i) => ({
         address: p.address,
         asn: p.asn,
+        families: families[i]!,
+        ...(p.nextHopIpv6 !== undefined ? { nextHopIpv6: p.nextHopIpv6 } : {}),
+        ...(p.nextHopIpv4 !== undefined ? { nextHopIpv4: p.nextHopIpv4 } : {}),
         holdTimeS: p.holdTime / 1000,
         keepaliveS: p.keepalive / 1000,
         connectRetryS: p.connectRetry / 1000,
