@@ -35,6 +35,11 @@ export interface BackendCheckerOptions {
   readonly jitterFraction?: number;
   /** Called for every result, in order, after the state has been updated. */
   readonly onResult: (record: CheckRecord) => void;
+  /**
+   * When the first probe starts, from start(); within intervalMs×jitterFraction at random when unset.
+   * A pool of many backends sets it to spread their first probes (and so every later one) over the interval.
+   */
+  readonly firstDelayMs?: number | undefined;
   /** Logs the checker's own life cycle (start, close) at debug. */
   readonly logger?: Logger;
 }
@@ -47,7 +52,7 @@ export const DEFAULT_JITTER_FRACTION = 0.1;
  * Schedules the probes of one backend and runs their results through the rise/fall thresholds.
  *
  * Promises: at most one probe of the backend is in flight; the first probe starts within
- * intervalMs×jitter of start(); consecutive probe starts are at most intervalMs apart when probes
+ * intervalMs×jitter of start() (or at firstDelayMs); consecutive probe starts are at most intervalMs apart when probes
  * finish within intervalMs (otherwise back to back); no result is ever later than timeoutMs after its
  * probe started, even from a probe that breaks its own contract. So a backend that stops answering
  * is marked down within intervalMs×fall + timeoutMs (when timeoutMs ≤ intervalMs; a fastIntervalMs
@@ -86,7 +91,7 @@ export class BackendChecker {
   start(): void {
     if (!this.lifecycle.transition(['idle'], 'running', 'start()')) return;
     // Prompt, but spread: many checkers started together must not probe in lockstep.
-    this.schedule(this.options.intervalMs * this.jitterFraction * this.random());
+    this.schedule(this.options.firstDelayMs ?? this.options.intervalMs * this.jitterFraction * this.random());
   }
 
   /**

@@ -2,10 +2,10 @@ import type { Clock } from '../lib/clock';
 import { VipdError } from '../lib/errors';
 import { ListenerSet } from '../lib/listener-set';
 import type { Logger } from '../lib/logger';
-import type { Metrics } from '../lib/metrics';
+import { onCollect, type Metrics } from '../lib/metrics';
 import { StateMachine } from '../lib/transition';
 import type { Endpoint } from '../net/endpoint';
-import { BackendChecker, type CheckerLifecycle, type CheckRecord } from './checker';
+import { BackendChecker, DEFAULT_JITTER_FRACTION, type CheckerLifecycle, type CheckRecord } from './checker';
 import type {
   BackendStatus,
   CheckSpec,
@@ -33,6 +33,7 @@ export interface PoolHealthOptions {
 }
 
 const STATES: readonly HealthState[] = ['unknown', 'healthy', 'unhealthy'];
+const FIRST_PROBE_SPACING_MS = 1;
 
 type TransitionListener = (snapshot: PoolSnapshot, transition: HealthTransition) => void;
 type Change = { readonly snapshot: PoolSnapshot; readonly transition: HealthTransition };
@@ -52,8 +53,11 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
   const createdAt = clock.wallNow();
   const states: HealthState[] = backends.map(() => 'unknown');
   const since: number[] = backends.map(() => createdAt);
-  const lastResults: Array<(ProbeResult & { readonly at: number }) | undefined> = backends.map(() => undefined);
-  let current = buildSnapshot(pool, 0, backends, states, since, lastResults);
+  // Per probe only these two slots change: the status object with `at` is built when a snapshot is (rarely).
+  const lastResults: Array<ProbeResult | undefined> = backends.map(() => undefined);
+  const lastResultAt: number[] = backends.map(() => 0);
+  const build = (version: number): PoolSnapshot => buildSnapshot(pool, version, backends, states, since, lastResults, lastResultAt);
+  let current = build(0);
   /** A probe result arrived that `current` does not show yet; rebuilt lazily, since most are never read. */
   let resultsNewerThanSnapshot = false;
   // One faulty subscriber must not stop the others from hearing about the change, nor the checks.
@@ -65,11 +69,38 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
 
   backends.forEach((backend, index) => setStateGauge(metrics, pool, backend, states[index]!));
 
+  // Counted in plain arrays and folded into the metric when it is read: a labelled inc() hashes its
+  // labels on every call, 1,000 times a second at 1,000 backends (bench "checks").
+  const unfolded = { ok: backends.map(() => 0), fail: backends.map(() => 0) };
+  const stopFolding = onCollect(metrics.healthChecks, () => {
+    backends.forEach((backend, index) => {
+      for (const result of ['ok', 'fail'] as const) {
+        const count = unfolded[result][index]!;
+        if (count === 0) continue;
+        metrics.healthChecks.inc({ pool, backend: backend.key, result }, count);
+        unfolded[result][index] = 0;
+      }
+    });
+  });
+  const durations = metrics.healthCheckDuration.labels({ pool });
+  const probeDebug = log.isLevelEnabled('debug');
+
+  // HAProxy spreads the first checks of a backend list over the interval; so do we, but only as far as
+  // needed for about one probe start per FIRST_PROBE_SPACING_MS: three backends still start at once (a
+  // node becomes ready as fast as before), 1,000 at 1 s start 1 ms apart instead of 1,000 within the
+  // 100 ms of start-up jitter, where they would stay bunched (every later wait is relative to the last)
+  // and an http burst of 1,000 probes would hold the event loop past their timeouts (bench "checks").
+  const random = options.random ?? Math.random;
+  const spreadMs = Math.min(check.intervalMs, backends.length * FIRST_PROBE_SPACING_MS);
+  const firstDelay = (index: number): number | undefined =>
+    spreadMs <= check.intervalMs * DEFAULT_JITTER_FRACTION ? undefined : (spreadMs * (index + random())) / backends.length;
+
   const checkers = backends.map((backend, index) => {
     const backendLog = log.child({ backend: backend.key });
     return new BackendChecker({
       backend,
       probe,
+      firstDelayMs: firstDelay(index),
       intervalMs: check.intervalMs,
       fastIntervalMs: check.fastIntervalMs,
       downIntervalMs: check.downIntervalMs,
@@ -77,7 +108,7 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
       rise: check.rise,
       fall: check.fall,
       clock,
-      random: options.random,
+      random,
       logger: backendLog,
       onResult: (record) => onResult(index, record, backendLog),
     });
@@ -85,17 +116,19 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
 
   function onResult(index: number, record: CheckRecord, backendLog: Logger): void {
     const { backend, result, from, to, outcome } = record;
-    const labels = { pool, backend: backend.key };
-    metrics.healthChecks.inc({ ...labels, result: result.ok ? 'ok' : 'fail' });
-    metrics.healthCheckDuration.observe({ pool }, result.durationMs / 1000);
-    lastResults[index] = Object.freeze({ ...result, at: record.at });
+    unfolded[result.ok ? 'ok' : 'fail'][index]!++;
+    durations.observe(result.durationMs / 1000);
+    lastResults[index] = result;
+    lastResultAt[index] = record.at;
     resultsNewerThanSnapshot = true;
-    backendLog.debug({ event: 'healthProbe', ok: result.ok, detail: result.detail, durationMs: result.durationMs, outcome, state: to }, 'probe');
+    // The object would be built (and thrown away) per probe even with debug off.
+    if (probeDebug) backendLog.debug({ event: 'healthProbe', ok: result.ok, detail: result.detail, durationMs: result.durationMs, outcome, state: to }, 'probe');
     if (outcome !== 'changed') return;
+    const labels = { pool, backend: backend.key };
 
     states[index] = to;
     since[index] = record.at;
-    current = buildSnapshot(pool, current.version + 1, backends, states, since, lastResults);
+    current = build(current.version + 1);
     resultsNewerThanSnapshot = false;
     setStateGauge(metrics, pool, backend, to);
     metrics.healthTransitions.inc({ ...labels, to });
@@ -114,6 +147,8 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
     if (lifecycle.transition(['idle', 'running'], 'closed', `${how}()`)) {
       listeners.clear();
       closed = Promise.all(checkers.map((checker) => (how === 'close' ? checker.close() : checker.destroy()))).then(() => {
+        // Counts stay exact for a last scrape: fold what is pending before letting go of the hook.
+        void metrics.healthChecks.get().finally(stopFolding);
         // Only the probe this pool built is its to close; an injected one belongs to its owner.
         if (options.probe === undefined) probe.close?.();
         if (wasRunning) log.info({ event: 'healthStop' }, 'health checks stopped');
@@ -141,7 +176,7 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
     snapshot(): PoolSnapshot {
       if (resultsNewerThanSnapshot) {
         // Same version: states are unchanged, only lastResult is fresher (status pages want the latest probe).
-        current = buildSnapshot(pool, current.version, backends, states, since, lastResults);
+        current = build(current.version);
         resultsNewerThanSnapshot = false;
       }
       return current;
@@ -158,10 +193,12 @@ function buildSnapshot(
   backends: readonly Endpoint[],
   states: readonly HealthState[],
   since: readonly number[],
-  lastResults: ReadonlyArray<(ProbeResult & { readonly at: number }) | undefined>,
+  lastResults: ReadonlyArray<ProbeResult | undefined>,
+  lastResultAt: readonly number[],
 ): PoolSnapshot {
   const statuses: BackendStatus[] = backends.map((backend, index) => {
-    const lastResult = lastResults[index];
+    const result = lastResults[index];
+    const lastResult = result === undefined ? undefined : Object.freeze({ ...result, at: lastResultAt[index]! });
     return Object.freeze({ backend, state: states[index]!, since: since[index]!, ...(lastResult !== undefined ? { lastResult } : {}) });
   });
   return Object.freeze({

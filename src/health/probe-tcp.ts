@@ -12,7 +12,7 @@ export interface TcpProbeOptions {
 
 /**
  * Passes when a TCP connection to the backend is established within the timeout and, with `expect`,
- * when those bytes arrive within it. The connection is closed at once: without `send`/`expect` the
+ * when those bytes arrive within it. The connection is reset at once (RST, as HAProxy's checks do): without `send`/`expect` the
  * probe proves the backend accepts, nothing more (a hung process whose kernel still completes the
  * handshake passes; use expect, http or etcd to catch that).
  */
@@ -33,7 +33,11 @@ export class TcpProbe implements Probe {
         if (settled) return;
         settled = true;
         clearTimeout(deadline);
-        socket.destroy();
+        // As HAProxy does: an RST, not a FIN exchange, so neither side keeps the connection (no
+        // TIME_WAIT here, no FIN_WAIT/CLOSE_WAIT there) and the kernel sends half the segments.
+        // A send with nothing expected ends with a FIN instead, so its bytes are not dropped by the RST.
+        if (connected && !socket.destroyed && (send === undefined || expect !== undefined)) socket.resetAndDestroy();
+        else socket.destroy();
         resolve({ ok, detail, durationMs: Math.round(performance.now() - startedAt) });
       };
       // The deadline is I/O time, not scheduling: it must run on the real event loop even in tests.
@@ -43,8 +47,12 @@ export class TcpProbe implements Probe {
       );
       socket.once('connect', () => {
         connected = true;
+        if (send !== undefined && expect === undefined) {
+          socket.end(send, () => finish(true, `connected, sent ${send.length} bytes`));
+          return;
+        }
         if (send !== undefined) socket.write(send);
-        if (expect === undefined) finish(true, send === undefined ? 'connected' : `connected, sent ${send.length} bytes`);
+        if (expect === undefined) finish(true, 'connected');
       });
       if (expect !== undefined) {
         socket.on('data', (chunk: Buffer) => {
