@@ -38,7 +38,7 @@ describe('pool health spreads the probes of a large pool over the interval (as H
     assert.ok(first <= 25, `${first} probes in one 10 ms window`);
     assert.ok(later <= 25, `${later} probes in one 10 ms window`);
     assert.deepEqual(probe.overlaps, []);
-    await health.close();
+    await health.destroy();
   });
 
   it('3 backends still start at once, within the start-up jitter (a node gets ready as fast as before)', async () => {
@@ -47,7 +47,7 @@ describe('pool health spreads the probes of a large pool over the interval (as H
     await clock.advance(100);
     assert.equal(probe.calls.length, 3);
     assert.ok(probe.calls.every((c) => c.startedAt < 100));
-    await health.close();
+    await health.destroy();
   });
 
   it('probe counts reach the metric when it is read, exactly', async () => {
@@ -57,6 +57,6 @@ describe('pool health spreads the probes of a large pool over the interval (as H
     const values = (await metrics.healthChecks.get()).values;
     const total = values.reduce((sum, v) => sum + v.value, 0);
     assert.equal(total, probe.calls.filter((c) => c.result !== undefined).length);
-    await health.close();
+    await health.destroy();
   });
 });
