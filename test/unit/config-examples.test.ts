@@ -156,3 +156,20 @@ describe('packaging files (T25)', () => {
     for (const f of ['bin/', 'dist/src/', 'proto/']) assert.ok(pkg.files.includes(f), f);
   });
 });
+
+describe('config/grafana-vipd.json', () => {
+  it('uses only metrics vipd defines (src/lib/metrics.ts), and shows the VIP, health, proxy and BGP', async () => {
+    const { createMetrics } = await import('../../src/lib/metrics');
+    const registry = createMetrics().registry;
+    const defined = new Set((await registry.getMetricsAsJSON()).map((m) => m.name));
+    const dashboard = JSON.parse(fs.readFileSync(path.join(configDir, 'grafana-vipd.json'), 'utf8')) as { panels: Array<{ targets: Array<{ expr: string }> }>; templating: { list: Array<{ query?: unknown }> } };
+    const exprs = [...dashboard.panels.flatMap((p) => p.targets.map((t) => t.expr)), ...dashboard.templating.list.map((v) => String(v.query ?? ''))];
+    const used = new Set(exprs.flatMap((e) => e.match(/\bvipd_[a-z0-9_]+/g) ?? []));
+    // Histograms are queried through their series (_bucket, _sum, _count).
+    const base = (name: string) => name.replace(/_(bucket|sum|count)$/, '');
+    const unknown = [...used].filter((n) => !defined.has(n) && !defined.has(base(n)));
+    assert.deepEqual(unknown, [], 'every metric in the dashboard exists');
+    for (const must of ['vipd_announce_vip_announced', 'vipd_health_backend_state', 'vipd_proxy_sessions_active', 'vipd_speaker_peer_state', 'vipd_config_reloads_total']) assert.ok(used.has(must), must);
+    assert.ok(used.size >= 20, `${used.size} metrics shown`);
+  });
+});
