@@ -20,6 +20,8 @@ const PAGE_BOUND_MS = 2000;
 const ADMIN_URL = 'http://127.0.0.1:9180/';
 const REPO_ROOT = path.join(__dirname, '..', '..', '..');
 const OUTPUT_DIR = path.join(REPO_ROOT, 'tmp', 'test-output', 'status-page');
+/** node.name is free text in the config (VIP, pool and listener names are not): markup in it must show as text. */
+const HOSTILE_NODE = `lb1 <img src=x onerror="window.__owned=1"><b>&amp;</b>`;
 
 let lab: Lab;
 let config: string;
@@ -29,7 +31,7 @@ let browser: Browser | undefined;
 before(async () => {
   requirePrerequisites(['ip', 'setpriv', 'gobgpd', '/usr/lib/frr/zebra', '/usr/lib/frr/bgpd', 'etcd', '/usr/bin/chromium']);
   lab = await createLab({ balancers: 1, backends: 'etcd' });
-  config = lab.writeVipdConfig('lb1');
+  config = lab.writeVipdConfig('lb1', { node: { name: HOSTILE_NODE } });
 });
 
 after(async () => {
@@ -109,11 +111,20 @@ test('status page: live in headless Chromium; backend down shown within 2 s, dra
 
   browser = await chromium.launch({ executablePath: chromiumInNamespace(), args: ['--no-sandbox'], timeout: 60_000 });
   const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const dialogs: string[] = [];
+  page.on('dialog', (d) => void (dialogs.push(d.message()), d.dismiss()));
   await page.goto(ADMIN_URL);
-  assert.match(await text(page, 'h1'), /vipd lb1/);
+  // Escaped through the real daemon: the name is shown as the text it is, and none of it became markup.
+  assert.equal(await text(page, '#node'), HOSTILE_NODE);
+  assert.equal(await page.locator('main img, main b:has-text("&")').count(), 0, 'no element from the name');
   // Live: the script swapped the meta refresh for the event stream.
   await page.waitForFunction("document.getElementById('norefresh-if-live') === null", undefined, { timeout: 5000 });
   assert.match(await text(page, '#feed'), /live/);
+  // After a live update too (the fragment is swapped in with innerHTML: it must arrive escaped).
+  await sleep(1500);
+  assert.equal(await text(page, '#node'), HOSTILE_NODE);
+  assert.equal(await page.evaluate('window.__owned === undefined'), true, 'no script ran from the name');
+  assert.deepEqual(dialogs, []);
   const backends = (lab.vipdConfig('lb1') as { pools: { etcd: { backends: string[] } } }).pools.etcd.backends;
   const victim = backends[0]!;
   await timeUntil(page, '#pool-etcd', (t) => backends.every((b) => /healthy/.test(rowOf(t, b)) && !/unhealthy/.test(rowOf(t, b))), 10_000);
@@ -126,6 +137,10 @@ test('status page: live in headless Chromium; backend down shown within 2 s, dra
   const shownMs = await timeUntil(page, '#pool-etcd', (t) => /unhealthy/.test(rowOf(t, victim)), 10_000);
   console.log(`status page: backend ${victim} killed -> row shows unhealthy after ${Math.round(shownMs)} ms (bound ${PAGE_BOUND_MS} ms)`);
   assert.ok(shownMs <= PAGE_BOUND_MS, `shown after ${Math.round(shownMs)} ms`);
+  fs.mkdirSync(OUTPUT_DIR, { recursive: true });
+  const downShot = path.join(OUTPUT_DIR, 'status-page-backend-down.png');
+  await page.screenshot({ path: downShot, fullPage: true });
+  console.log(`status page: screenshot ${downShot}`);
   const row = rowOf(await text(page, '#pool-etcd'), victim);
   assert.match(row, /fail/, `the last check's failure is shown: ${row}`);
   assert.match(await text(page, '#timeline'), new RegExp(`health\\s+etcd/${victim.replace(/\./g, '\\.')}\\s+healthy → unhealthy`));
@@ -147,8 +162,7 @@ test('status page: live in headless Chromium; backend down shown within 2 s, dra
   assert.match(await text(page, 'header'), /DRAINED/);
   assert.match(await text(page, '#timeline'), /drain\s+node\s+drained/);
 
-  fs.mkdirSync(OUTPUT_DIR, { recursive: true });
-  const shot = path.join(OUTPUT_DIR, 'status-page-drained-backend-down.png');
+  const shot = path.join(OUTPUT_DIR, 'status-page-drained.png');
   await page.screenshot({ path: shot, fullPage: true });
   console.log(`status page: screenshot ${shot}`);
 
