@@ -9,6 +9,7 @@ import type { AdminActions, DaemonStatus } from '../../src/control/control';
 import { EventJournal, JOURNAL_CAPACITY } from '../../src/control/event-journal';
 import { escapeHtml, renderStatusPage } from '../../src/control/status-page';
 import { SSE_MAX_CLIENTS, SSE_MAX_SOCKET_CLIENTS } from '../../src/control/status-page-feed';
+import { renderTimeline } from '../../src/cli/status-table';
 import { silentLogger } from '../../src/lib/logger';
 import { createMetrics } from '../../src/lib/metrics';
 import { endpoint } from '../../src/net/endpoint';
@@ -232,5 +233,18 @@ describe('status page on the admin server', () => {
       for (const s of held) s.destroy();
       await server.close();
     }
+  });
+});
+
+describe('vipd status --watch timeline', () => {
+  it('newest first, limited to the rows asked, and terminal escapes in names shown as ?', () => {
+    const events = Array.from({ length: 20 }, (_, i) => ({ at: `2026-12-06T08:00:${String(i).padStart(2, '0')}.000Z`, kind: 'health' as const, subject: `etcd/b${i}`, from: 'healthy', to: 'unhealthy' }));
+    events.push({ at: '2026-12-06T08:01:00.000Z', kind: 'health', subject: 'etcd/\u001b[2Jx', from: 'healthy', to: 'unhealthy', reason: 'bad\u0007' } as never);
+    const out = renderTimeline(events, 5).split('\n');
+    assert.equal(out.length, 6, 'header and 5 rows');
+    assert.match(out[0]!, /LAST TRANSITIONS \(5 of 21\)/);
+    assert.match(out[1]!, /etcd\/\?\[2Jx\s+healthy -> unhealthy\s+bad\?/);
+    assert.ok(!out.join('').includes('\u001b'), 'no escape sequence reaches the terminal');
+    assert.match(out[2]!, /etcd\/b19/);
   });
 });
