@@ -133,13 +133,15 @@ describe('status page on the admin server', () => {
   async function start() {
     const dir = fs.mkdtempSync(path.join(tmpdir(), 'vipd-page-test-'));
     let current = statusWith();
-    const actions: AdminActions = {
+    // `reload` is there for the reload branch's AdminActions (an extra member is fine before it lands).
+    const actions = {
       status: () => current,
       drain: async () => {},
       undrain: async () => {},
       drainBackend: async () => {},
       metricsText: async () => ({ contentType: 'text/plain', body: '' }),
-    };
+      reload: async () => ({ result: 'unchanged' }),
+    } as AdminActions;
     const socketPath = path.join(dir, 'lb1.sock');
     const server = new AdminServer({ listen: endpoint('127.0.0.1', 0), socket: { path: socketPath }, actions, logger: silentLogger(), metrics: createMetrics() });
     await server.start();
