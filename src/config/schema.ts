@@ -252,20 +252,33 @@ const checkSchema = z
     if (c.expectBody !== undefined && c.expectJson !== undefined) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['expectJson'], message: 'use expectBody or expectJson, not both' });
     }
-    if (c.kind === 'exec') {
-      if (c.command === undefined) {
-        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['command'], message: 'kind exec needs command: [program, args...]' });
-      } else {
-        const problem = commandProblem(c.command[0]!);
-        if (problem !== undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['command', 0], message: problem });
-      }
-    }
-    // Read now, so a missing file or a key that is not the certificate's is a load error with its line.
-    const speaksTls = c.kind === 'https' || ((c.kind === 'etcd' || c.kind === 'grpc') && c.tls !== undefined);
-    if (c.tls !== undefined && speaksTls) {
-      for (const problem of tlsFileProblems(c.tls)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['tls', problem.key], message: problem.message });
+    if (c.kind === 'exec' && c.command === undefined) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['command'], message: 'kind exec needs command: [program, args...]' });
     }
   });
+
+/**
+ * What the files a config names say about it (TLS material, exec commands): read at load, so a missing
+ * file or a key that is not the certificate's is refused with its key and line, never a stream of
+ * probe failures. Apart from the schema because it depends on the machine, not on the text: config.ts
+ * runs it unless told the config is for another machine (the examples name a kubeadm node's files).
+ */
+export function checkFileProblems(config: Config): Array<{ path: Array<string | number>; message: string }> {
+  const problems: Array<{ path: Array<string | number>; message: string }> = [];
+  for (const [name, pool] of Object.entries(config.pools)) {
+    const c = pool.check;
+    const at = (...rest: Array<string | number>) => ['pools', name, 'check', ...rest];
+    if (c.kind === 'exec' && c.command !== undefined) {
+      const problem = commandProblem(c.command[0]!);
+      if (problem !== undefined) problems.push({ path: at('command', 0), message: problem });
+    }
+    const speaksTls = c.kind === 'https' || ((c.kind === 'etcd' || c.kind === 'grpc') && c.tls !== undefined);
+    if (c.tls !== undefined && speaksTls) {
+      for (const problem of tlsFileProblems(c.tls)) problems.push({ path: at('tls', problem.key), message: problem.message });
+    }
+  }
+  return problems;
+}
 
 const backendObject = z
   .object({
