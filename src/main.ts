@@ -1,6 +1,9 @@
 import { mkdir } from 'node:fs/promises';
 import { AnnounceReconciler, type VipSource } from './announce/reconciler';
-import type { Config, PoolConfig } from './config/config';
+import type { Config, PoolConfig, VipConfig } from './config/config';
+import type { ConfigChanges } from './config/diff';
+import type { ConfigIssue } from './lib/errors';
+import { ConfigReloader, type ReloadResult, type ReloadTarget } from './reload';
 import { adminSocketPath } from './config/schema';
 import { AdminServer } from './control/admin-server';
 import { AdminInputError, type AdminActions, type DaemonStatus, type DrainOrigin } from './control/control';
@@ -36,6 +39,10 @@ export interface RunOptions {
   readonly clock?: Clock;
 }
 
+/** Sessions of a listener that a reload removed get this long to end by themselves before they are cut. */
+const REMOVED_LISTENER_DRAIN_MS = 30_000;
+/** Keys outside vips, pools and peers that a reload applies in place (any other one is refused by name). */
+const APPLIED_SETTINGS: ReadonlySet<string> = new Set(['announce.holdDown', 'shutdown.grace']);
 /** How often vipd re-checks that its VIPs are still on the interface (someone may remove them). */
 const VIP_CHECK_INTERVAL_MS = 2000;
 /** How often an unbound listener retries its bind (the VIP may appear later when not managed). */
@@ -48,6 +55,8 @@ const CLOSE_DEADLINE_SLACK_MS = 15_000;
 interface PoolRuntime {
   readonly name: string;
   readonly health: PoolHealth;
+  /** The in-process tracker (absent with workers): a reload reconfigures it in place. */
+  readonly tracker?: BackendLoadTracker;
   /** In-process tracker, or the sum of the workers' trackers when proxy.workers > 1. */
   readonly load: PoolLoad & { drainBackend(backendKey: string, drained: boolean): boolean; close?(): void };
 }
@@ -60,6 +69,8 @@ interface ListenerRuntime {
   readonly port: number;
   readonly pool: string;
   readonly listener: ProxyListener;
+  /** In-process listeners only: a reload hands them their new spec. */
+  readonly reconfigure?: (spec: ListenerSpec) => void;
   retry?: { cancel(): void };
 }
 
@@ -69,7 +80,9 @@ export class Daemon implements AdminActions {
   readonly metrics: Metrics;
   private readonly addresses: VipAddressManager;
   private readonly pools = new Map<string, PoolRuntime>();
-  private readonly listeners: ListenerRuntime[] = [];
+  private listeners: ListenerRuntime[] = [];
+  private readonly connectionLimits: ReturnType<typeof createProcessConnectionLimits> | undefined;
+  private readonly reloader: ConfigReloader;
   private readonly vipBound = new Map<string, boolean>();
   private readonly speaker: Speaker;
   private readonly reconciler: AnnounceReconciler;
@@ -82,112 +95,46 @@ export class Daemon implements AdminActions {
   /** Drain changes run one at a time: each writes the whole state, so two at once could lose one. */
   private drainChanges: Promise<void> = Promise.resolve();
   private shuttingDown = false;
+  /** start() has finished: a reload before that is refused. */
+  private started = false;
   private vipCheck: { cancel(): void } | undefined;
   private closing: Promise<void> | undefined;
   private destroyed = false;
 
-  constructor(private readonly config: Config, options: RunOptions) {
+  constructor(private config: Config, options: RunOptions) {
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger.child({ node: config.node.name });
     this.metrics = createMetrics({ defaultMetrics: true });
     this.addresses = new IpAddressManager(config.net.interface);
     this.drainStore = new DrainStateFile(config.stateDir, config.node.name);
 
-    const poolSpecs = new Map(Object.entries(config.pools).map(([name, pool]) => [name, toPoolSpec(name, pool)]));
-    const healths = new Map<string, PoolHealth>();
-    for (const [name, pool] of Object.entries(config.pools)) {
-      healths.set(
-        name,
-        createPoolHealth({
-          pool: name,
-          backends: pool.backends.map((b) => b.endpoint),
-          check: toCheckSpec(pool.check),
-          clock: this.clock,
-          logger: this.logger.child({ component: 'health', pool: name }),
-          metrics: this.metrics,
-        }),
-      );
-    }
     const limits: ProxyLimitsSpec = {
       ...(config.proxy.maxConnections !== undefined ? { maxConnections: config.proxy.maxConnections } : {}),
       ...(config.proxy.maxConnectionsPerSource !== undefined ? { maxConnectionsPerSource: config.proxy.maxConnectionsPerSource } : {}),
     };
     const proxyLogger = this.logger.child({ component: 'proxy' });
+    const healths = new Map(Object.entries(config.pools).map(([name, pool]) => [name, this.buildHealth(name, pool)]));
     // With workers, health and BGP stay here and the workers carry the data plane.
     this.workerPool =
       config.proxy.workers > 1
         ? new WorkerPool({
             workers: config.proxy.workers,
-            pools: [...poolSpecs.values()].map((spec) => ({ spec, health: healths.get(spec.name)! })),
+            pools: Object.entries(config.pools).map(([name, pool]) => ({ spec: toPoolSpec(name, pool), health: healths.get(name)! })),
             limits,
             logger: proxyLogger,
             metrics: this.metrics,
             clock: this.clock,
           })
         : undefined;
-    const trackers = new Map<string, BackendLoadTracker>();
-    for (const [name, spec] of poolSpecs) {
-      const health = healths.get(name)!;
-      let load: PoolRuntime['load'];
-      if (this.workerPool) {
-        load = this.workerPool.load(name);
-      } else {
-        const tracker = new BackendLoadTracker({ spec, health, metrics: this.metrics, clock: this.clock, logger: proxyLogger.child({ pool: name }) });
-        trackers.set(name, tracker);
-        load = tracker;
-      }
-      this.pools.set(name, { name, health, load });
-    }
-
-    const connectionLimits = this.workerPool ? undefined : createProcessConnectionLimits(limits, proxyLogger, this.metrics);
+    this.connectionLimits = this.workerPool ? undefined : createProcessConnectionLimits(limits, proxyLogger, this.metrics);
+    for (const [name, pool] of Object.entries(config.pools)) this.pools.set(name, this.buildPool(name, pool, healths.get(name)!));
     for (const vip of config.vips) {
       this.vipBound.set(vip.name, false);
-      for (const l of vip.listeners) {
-        const spec: ListenerSpec = {
-          id: `${vip.name}:${l.port}`,
-          vip: vip.name,
-          address: vip.address,
-          port: l.port,
-          pool: poolSpecs.get(l.pool)!,
-          ...(l.maxConnections !== undefined ? { maxConnections: l.maxConnections } : {}),
-        };
-        const listener: ProxyListener = this.workerPool
-          ? this.workerPool.listener(spec)
-          : createListener({
-              spec,
-              load: trackers.get(l.pool)!,
-              ...(connectionLimits ? { limits: connectionLimits } : {}),
-              logger: this.logger.child({ component: 'proxy', vip: vip.name }),
-              metrics: this.metrics,
-              clock: this.clock,
-            });
-        this.listeners.push({ vip: vip.name, port: l.port, pool: l.pool, listener });
-      }
+      for (const l of vip.listeners) this.listeners.push(this.buildListener(vip, l));
     }
 
     this.speaker = this.buildSpeaker();
-    const sources: VipSource[] = config.vips.map((vip) => ({
-      name: vip.name,
-      advertisement: {
-        prefix: hostPrefix(vip.address),
-        communities: vip.communities,
-        ...(vip.nextHop !== undefined ? { nextHop: vip.nextHop } : {}),
-        ...(vip.med !== undefined ? { med: vip.med } : {}),
-      },
-      inputs: () => ({
-        vip: vip.address,
-        shuttingDown: this.shuttingDown,
-        drained: this.nodeDrain !== undefined,
-        vipBound: this.vipBound.get(vip.name) ?? false,
-        minHealthyBackends: vip.minHealthyBackends,
-        listeners: this.listeners
-          .filter((l) => l.vip === vip.name)
-          .map((l) => {
-            const pool = this.pools.get(l.pool)!;
-            return { id: l.listener.spec.id, bound: l.listener.bound(), pool: pool.health.snapshot(), ...pool.load.outOfService() };
-          }),
-      }),
-    }));
+    const sources: VipSource[] = config.vips.map((vip) => this.vipSource(vip));
     this.reconciler = new AnnounceReconciler({
       vips: sources,
       speaker: this.speaker,
@@ -204,6 +151,16 @@ export class Daemon implements AdminActions {
       logger: this.logger.child({ component: 'admin' }),
       metrics: this.metrics,
     });
+    // The reloader sees the running config and the two apply steps, nothing else of the daemon.
+    const daemon = this;
+    const target: ReloadTarget = {
+      get config() {
+        return daemon.config;
+      },
+      refusals: (next, changes) => this.refusals(next, changes),
+      apply: (next, changes) => this.apply(next, changes),
+    };
+    this.reloader = new ConfigReloader({ file: options.configPath, target, logger: this.logger.child({ component: 'reload' }), metrics: this.metrics });
   }
 
   async start(): Promise<void> {
@@ -216,16 +173,9 @@ export class Daemon implements AdminActions {
     this.speaker.onEvent(() => this.reconciler.evaluate());
     await this.speaker.start();
     await this.checkVips();
-    for (const l of this.listeners) {
-      l.listener.onBoundChange(() => this.reconciler.evaluate());
-      await this.bindListener(l);
-    }
-    for (const pool of this.pools.values()) {
-      pool.health.onChange(() => this.reconciler.evaluate());
-      // A drain or an ejection (which ends by time) changes what the pool can serve, not its health.
-      pool.load.onServiceChange(() => this.reconciler.evaluate());
-      pool.health.start();
-    }
+    for (const l of this.listeners) await this.startListener(l);
+    for (const pool of this.pools.values()) this.startPool(pool);
+    this.started = true;
     this.reconciler.evaluate();
     log.info({ event: 'started', admin: this.config.admin.listen.key, adminSocket: adminSocketPath(this.config) }, 'vipd running');
   }
@@ -305,6 +255,222 @@ export class Daemon implements AdminActions {
     this.reconciler.close();
     await this.admin.close();
     log.info({ event: 'stopped', reason }, 'vipd stopped');
+  }
+
+  // Reload (ReloadTarget): the orchestration, validation and diff are in reload.ts and config/diff.ts.
+
+  /** Re-reads the file the daemon was started with; see docs/reload.md. */
+  async reload(source: string): Promise<ReloadResult> {
+    if (!this.started || this.shuttingDown) throw new AdminInputError(409, this.shuttingDown ? 'vipd is shutting down' : 'vipd is still starting');
+    return this.reloader.reload(source);
+  }
+
+  private refusals(next: Config, changes: ConfigChanges): ConfigIssue[] {
+    const refused: ConfigIssue[] = [];
+    const at = (key: string) => ({ path: key, line: 0, col: 0 });
+    for (const key of changes.settings) {
+      if (!APPLIED_SETTINGS.has(key)) refused.push({ ...at(key), message: 'restart needed: this key is not applied in place by a reload' });
+    }
+    if (this.config.speaker.driver !== 'none') {
+      const peers = [...changes.peers.added, ...changes.peers.removed, ...changes.peers.changed];
+      if (peers.length > 0) refused.push({ ...at('speaker.peers'), message: `restart needed: BGP peers ${peers.join(', ')} changed; gobgpd's neighbors are set at its start (see docs/reload.md)` });
+    }
+    for (const vip of changes.vips.changed) {
+      const oldVip = this.config.vips.find((v) => v.name === vip.name)!;
+      const newVip = next.vips.find((v) => v.name === vip.name)!;
+      for (const l of newVip.listeners) {
+        const before = oldVip.listeners.find((o) => o.port === l.port);
+        if (before && before.pool !== l.pool) {
+          refused.push({ ...at(`vips.${vip.name}.listeners.${l.port}.pool`), message: `restart needed: listener ${vip.name}:${l.port} moves from pool ${before.pool} to ${l.pool}; its sessions belong to the old pool` });
+        }
+      }
+    }
+    if (this.workerPool) {
+      const dataPlane = [
+        ...changes.vips.added.map((v) => `vips.${v} (added)`),
+        ...changes.vips.removed.map((v) => `vips.${v} (removed)`),
+        ...changes.vips.changed.filter((v) => !v.attributesOnly).map((v) => `vips.${v.name}.${v.keys.filter((k) => k === 'listeners').join(',')}`),
+        ...changes.pools.added.map((p) => `pools.${p} (added)`),
+        ...changes.pools.removed.map((p) => `pools.${p} (removed)`),
+        ...changes.pools.changed.map((p) => `pools.${p.name}`),
+      ];
+      for (const key of dataPlane) {
+        refused.push({ ...at(key), message: `restart needed: with proxy.workers ${this.config.proxy.workers} the workers' listeners and pools are fixed at start; only peers-free attribute and announce changes reload in place` });
+      }
+    }
+    return refused;
+  }
+
+  /**
+   * Applies an accepted config in place. Order: new pools and listeners first (a new VIP serves before
+   * it is announced), then the VIP set (withdrawals of removed VIPs go out), then changed pools, then
+   * what is left over is closed after the withdrawal: removed listeners drain, removed pools stop.
+   */
+  private async apply(next: Config, changes: ConfigChanges): Promise<void> {
+    const log = this.logger.child({ component: 'reload' });
+    const previous = this.config;
+    this.config = next;
+    this.reconciler.setHoldDown(next.announce.holdDown);
+
+    for (const name of changes.pools.added) {
+      const pool = this.buildPool(name, next.pools[name]!, this.buildHealth(name, next.pools[name]!));
+      this.pools.set(name, pool);
+      this.startPool(pool);
+    }
+    for (const change of changes.pools.changed) {
+      const pool = this.pools.get(change.name)!;
+      const cfg = next.pools[change.name]!;
+      const spec = toPoolSpec(change.name, cfg);
+      // Health first: a removed backend leaves the snapshot (so no picker sees it) before its entry goes.
+      pool.health.reconfigure(cfg.backends.map((b) => b.endpoint), toCheckSpec(cfg.check));
+      const removed = pool.tracker?.reconfigure(spec) ?? [];
+      for (const l of this.listeners) {
+        if (l.pool === change.name) l.reconfigure?.({ ...l.listener.spec, pool: spec });
+      }
+      for (const r of removed) this.dropBackendDrain(change.name, r.backend, 'removed by reload');
+    }
+
+    // Listeners of kept VIPs (by id), new VIPs' listeners, and those to retire.
+    const wanted = new Map<string, { vip: VipConfig; l: VipConfig['listeners'][number] }>();
+    for (const vip of next.vips) for (const l of vip.listeners) wanted.set(`${vip.name}:${l.port}`, { vip, l });
+    const retired = this.listeners.filter((l) => !wanted.has(l.listener.spec.id));
+    const kept = this.listeners.filter((l) => wanted.has(l.listener.spec.id));
+    for (const l of kept) {
+      const { vip, l: lc } = wanted.get(l.listener.spec.id)!;
+      if (lc.maxConnections !== l.listener.spec.maxConnections) l.reconfigure?.(this.listenerSpec(vip, lc));
+    }
+    const keptIds = new Set(kept.map((l) => l.listener.spec.id));
+    const added: ListenerRuntime[] = [];
+    for (const [id, { vip, l }] of wanted) if (!keptIds.has(id)) added.push(this.buildListener(vip, l));
+    this.listeners = [...kept, ...added];
+    for (const name of changes.vips.added) this.vipBound.set(name, false);
+    if (changes.vips.added.length > 0) await this.checkVipsOnce();
+    for (const l of added) await this.startListener(l);
+
+    this.reconciler.setVips(next.vips.map((vip) => this.vipSource(vip)));
+    // Removed VIPs are withdrawn before their listeners stop and their addresses go.
+    await this.reconciler.idle();
+    for (const name of changes.vips.removed) {
+      this.vipBound.delete(name);
+      const vip = previous.vips.find((v) => v.name === name)!;
+      if (previous.net.manageAddresses) {
+        await this.addresses.remove(vip.address).catch((err) => log.warn({ vip: name, err: errorMessage(err) }, 'could not remove VIP'));
+      }
+    }
+    for (const l of retired) {
+      l.retry?.cancel();
+      log.info({ event: 'listenerRemoved', listener: l.listener.spec.id, active: l.listener.stats().active, drainMs: REMOVED_LISTENER_DRAIN_MS }, `listener ${l.listener.spec.id} removed by reload: accepts nothing new; its sessions get ${REMOVED_LISTENER_DRAIN_MS} ms`);
+      void l.listener.close(REMOVED_LISTENER_DRAIN_MS).catch(() => undefined);
+    }
+    for (const name of changes.pools.removed) {
+      const pool = this.pools.get(name)!;
+      this.pools.delete(name);
+      for (const b of previous.pools[name]!.backends) this.dropBackendDrain(name, b.endpoint.key, 'its pool was removed by reload');
+      const sessionsDone = Promise.all(retired.filter((l) => l.pool === name).map((l) => l.listener.close(REMOVED_LISTENER_DRAIN_MS).catch(() => undefined)));
+      void sessionsDone.then(() => {
+        pool.load.close?.();
+        return pool.health.close();
+      });
+    }
+    this.reconciler.evaluate();
+    await this.reconciler.idle();
+  }
+
+  /** A drain of a backend the reload removed is dropped from the running node and the state file. */
+  private dropBackendDrain(pool: string, backend: string, why: string): void {
+    const key = backendDrainKey(pool, backend);
+    const mark = this.backendDrains.get(key);
+    if (!mark) return;
+    void this.changeDrains(() => {
+      if (!this.backendDrains.has(key)) return undefined;
+      const current = this.drainState();
+      return {
+        state: { ...current, backends: current.backends.filter((b) => backendDrainKey(b.pool, b.backend) !== key) },
+        apply: () => {
+          this.backendDrains.delete(key);
+          this.logger.warn({ component: 'state', event: 'drainDropped', pool, backend, source: mark.source, file: this.drainStore.file }, `drain of ${backend} in pool ${pool} (by ${mark.source}) dropped: ${why}`);
+        },
+      };
+    }).catch((err) => this.logger.error({ component: 'state', event: 'drainDropped', pool, backend, err: errorMessage(err) }, 'could not save the drain state without the removed backend'));
+  }
+
+  private buildHealth(name: string, pool: PoolConfig): PoolHealth {
+    return createPoolHealth({
+      pool: name,
+      backends: pool.backends.map((b) => b.endpoint),
+      check: toCheckSpec(pool.check),
+      clock: this.clock,
+      logger: this.logger.child({ component: 'health', pool: name }),
+      metrics: this.metrics,
+    });
+  }
+
+  private buildPool(name: string, pool: PoolConfig, health: PoolHealth): PoolRuntime {
+    if (this.workerPool) return { name, health, load: this.workerPool.load(name) };
+    const tracker = new BackendLoadTracker({ spec: toPoolSpec(name, pool), health, metrics: this.metrics, clock: this.clock, logger: this.logger.child({ component: 'proxy', pool: name }) });
+    return { name, health, tracker, load: tracker };
+  }
+
+  private startPool(pool: PoolRuntime): void {
+    pool.health.onChange(() => this.reconciler.evaluate());
+    // A drain or an ejection (which ends by time) changes what the pool can serve, not its health.
+    pool.load.onServiceChange(() => this.reconciler.evaluate());
+    pool.health.start();
+  }
+
+  private listenerSpec(vip: VipConfig, l: VipConfig['listeners'][number]): ListenerSpec {
+    return {
+      id: `${vip.name}:${l.port}`,
+      vip: vip.name,
+      address: vip.address,
+      port: l.port,
+      pool: toPoolSpec(l.pool, this.config.pools[l.pool]!),
+      ...(l.maxConnections !== undefined ? { maxConnections: l.maxConnections } : {}),
+    };
+  }
+
+  private buildListener(vip: VipConfig, l: VipConfig['listeners'][number]): ListenerRuntime {
+    const spec = this.listenerSpec(vip, l);
+    if (this.workerPool) return { vip: vip.name, port: l.port, pool: l.pool, listener: this.workerPool.listener(spec) };
+    const listener = createListener({
+      spec,
+      load: this.pools.get(l.pool)!.tracker!,
+      ...(this.connectionLimits ? { limits: this.connectionLimits } : {}),
+      logger: this.logger.child({ component: 'proxy', vip: vip.name }),
+      metrics: this.metrics,
+      clock: this.clock,
+    });
+    return { vip: vip.name, port: l.port, pool: l.pool, listener, reconfigure: (next) => listener.reconfigure(next) };
+  }
+
+  private async startListener(l: ListenerRuntime): Promise<void> {
+    l.listener.onBoundChange(() => this.reconciler.evaluate());
+    await this.bindListener(l);
+  }
+
+  private vipSource(vip: VipConfig): VipSource {
+    return {
+      name: vip.name,
+      advertisement: {
+        prefix: hostPrefix(vip.address),
+        communities: vip.communities,
+        ...(vip.nextHop !== undefined ? { nextHop: vip.nextHop } : {}),
+        ...(vip.med !== undefined ? { med: vip.med } : {}),
+      },
+      inputs: () => ({
+        vip: vip.address,
+        shuttingDown: this.shuttingDown,
+        drained: this.nodeDrain !== undefined,
+        vipBound: this.vipBound.get(vip.name) ?? false,
+        minHealthyBackends: vip.minHealthyBackends,
+        listeners: this.listeners
+          .filter((l) => l.vip === vip.name)
+          .map((l) => {
+            const pool = this.pools.get(l.pool)!;
+            return { id: l.listener.spec.id, bound: l.listener.bound(), pool: pool.health.snapshot(), ...pool.load.outOfService() };
+          }),
+      }),
+    };
   }
 
   // AdminActions
@@ -525,6 +691,13 @@ export class Daemon implements AdminActions {
 
   /** Puts (or finds) each VIP on the interface, then re-checks periodically. */
   private async checkVips(): Promise<void> {
+    await this.checkVipsOnce();
+    if (!this.shuttingDown) {
+      this.vipCheck = this.clock.setTimeout(() => void this.checkVips(), VIP_CHECK_INTERVAL_MS);
+    }
+  }
+
+  private async checkVipsOnce(): Promise<void> {
     let changed = false;
     for (const vip of this.config.vips) {
       let bound = false;
@@ -534,6 +707,8 @@ export class Daemon implements AdminActions {
       } catch (err) {
         this.logger.error({ component: 'net', vip: vip.name, err: errorMessage(err) }, `cannot put ${vip.address} on ${this.config.net.interface}`);
       }
+      // A VIP removed by a reload while this pass ran is not brought back.
+      if (!this.vipBound.has(vip.name) || !this.config.vips.includes(vip)) continue;
       if (this.vipBound.get(vip.name) !== bound) {
         this.logger.info({ component: 'net', vip: vip.name, bound }, `${vip.address} ${bound ? 'is' : 'is NOT'} on ${this.config.net.interface}`);
         this.vipBound.set(vip.name, bound);
@@ -541,9 +716,6 @@ export class Daemon implements AdminActions {
       }
     }
     if (changed) this.reconciler.evaluate();
-    if (!this.shuttingDown) {
-      this.vipCheck = this.clock.setTimeout(() => void this.checkVips(), VIP_CHECK_INTERVAL_MS);
-    }
   }
 
   private async bindListener(l: ListenerRuntime): Promise<void> {
@@ -621,9 +793,8 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   });
 }
 
-/** Signals that are logged and ignored. SIGHUP will mean reload once reload exists. */
+/** Signals that are logged and ignored (SIGHUP reloads; see runDaemon). */
 const IGNORED_SIGNALS: ReadonlyArray<{ readonly signal: NodeJS.Signals; readonly why: string }> = [
-  { signal: 'SIGHUP', why: 'reload is not implemented yet; ignored' },
   // A listener of our own also keeps Node from opening its inspector on SIGUSR1 (its default).
   { signal: 'SIGUSR1', why: 'no meaning to vipd (and no inspector is opened); ignored' },
   { signal: 'SIGUSR2', why: 'no meaning to vipd; ignored' },
@@ -656,7 +827,7 @@ function armTestFault(log: Logger): void {
 /**
  * Runs the daemon until SIGTERM/SIGINT or a fault, then stops it and exits the process.
  * - SIGTERM, SIGINT: graceful close (withdraw, grace, stop), exit 0; a second one exits 1 at once.
- * - SIGHUP, SIGUSR1, SIGUSR2: logged and ignored.
+ * - SIGHUP: reloads the config file in place (docs/reload.md); SIGUSR1, SIGUSR2: logged and ignored.
  * - An uncaught exception or unhandled rejection: logged with its stack, then the same graceful close,
  *   exit 1. A loop that threw cannot be trusted to keep deciding, so the node must stop announcing. A
  *   second fault, or a signal, during that close destroys the daemon and exits 1 at once.
@@ -702,6 +873,13 @@ export async function runDaemon(config: Config, options: RunOptions): Promise<vo
   process.on('SIGTERM', onStopSignal);
   process.on('SIGINT', onStopSignal);
   for (const { signal, why } of IGNORED_SIGNALS) process.on(signal, () => log.warn({ event: 'signal', signal }, `${signal}: ${why}`));
+  // SIGHUP reloads the config file (docs/reload.md); the result is logged by the reloader. A SIGHUP
+  // before the daemon has started, or while it stops, is logged and changes nothing.
+  process.on('SIGHUP', () => {
+    log.info({ event: 'signal', signal: 'SIGHUP' }, `SIGHUP: reloading ${options.configPath}`);
+    if (!daemon || stopping !== undefined) return void log.warn({ event: 'signal', signal: 'SIGHUP' }, 'SIGHUP ignored: vipd is not running (starting or stopping)');
+    daemon.reload('SIGHUP').catch((err) => log.warn({ event: 'reload', source: 'SIGHUP', err: errorMessage(err) }, `SIGHUP: reload not done: ${errorMessage(err)}`));
+  });
   process.on('uncaughtException', (err) => onFault('uncaughtException', err));
   process.on('unhandledRejection', (reason) => onFault('unhandledRejection', reason));
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
+import { parse as parseYaml } from 'yaml';
+import { parseEndpoint, type Endpoint } from '../net/endpoint';
 import { loadConfigFile, type Config } from '../config/config';
 import { adminSocketPath } from '../config/schema';
 import type { DaemonStatus } from '../control/control';
@@ -91,6 +93,29 @@ function readTokenFile(file: string): string {
   }
 }
 
+/**
+ * Where the daemon's admin listens, from a config file that may be invalid elsewhere: only node.name,
+ * admin.socket and admin.listen are read. A file that cannot even say that is a usage error.
+ */
+function locateAdmin(file: string): { socket: string; listen: Endpoint } {
+  let raw: unknown;
+  try {
+    raw = parseYaml(readFileSync(file, 'utf8'));
+  } catch (err) {
+    process.stderr.write(`vipd: ${file}: cannot find the daemon's admin socket: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}\n`);
+    process.exit(EXIT_USAGE);
+  }
+  const doc = (raw ?? {}) as { node?: { name?: unknown }; admin?: { socket?: unknown; listen?: unknown } };
+  const name = doc.node?.name;
+  if (typeof name !== 'string' || name.length === 0) {
+    process.stderr.write(`vipd: ${file}: node.name is missing, so the admin socket cannot be found\n`);
+    process.exit(EXIT_USAGE);
+  }
+  const socket = adminSocketPath({ node: { name }, admin: { socket: typeof doc.admin?.socket === 'string' ? doc.admin.socket : undefined } });
+  const listen = parseEndpoint(typeof doc.admin?.listen === 'string' ? doc.admin.listen : '127.0.0.1:9180') ?? parseEndpoint('127.0.0.1:9180')!;
+  return { socket, listen };
+}
+
 const program = new Command()
   .name('vipd')
   .description('Health-gated active/active anycast VIP: TCP proxy, health checks, BGP through a managed gobgpd')
@@ -169,6 +194,39 @@ for (const [name, drained] of [['drain-backend', true], ['undrain-backend', fals
       process.stdout.write(`${pool} ${backend}: ${drained ? 'drained' : 'undrained'}\n`);
     });
 }
+
+program
+  .command('reload')
+  .description("make the running daemon re-read the config file it was started with, and apply it in place (docs/reload.md)")
+  .requiredOption('-c, --config <file>', "the daemon's config file: its node and admin sections say where the socket is")
+  .option('--token-file <file>', 'send over TCP with this bearer token instead of the unix socket')
+  .action(async (opts: { config: string; tokenFile?: string }) => {
+    // The daemon validates the file itself and names each bad key and line; the CLI only needs its socket,
+    // so a file broken elsewhere still reaches the daemon (which refuses it, counts it, and keeps serving).
+    const located = locateAdmin(opts.config);
+    let res: { status: number; body: string };
+    const target: AdminTarget = opts.tokenFile !== undefined ? { tcp: located.listen, token: readTokenFile(opts.tokenFile) } : { socket: located.socket };
+    try {
+      res = await adminRequest(target, 'POST', '/reload', undefined, 120_000);
+    } catch (err) {
+      if (err instanceof AdminUnreachableError && err.notRunning) {
+        throw new VipdError('VIPD_ERR_ADMIN', `no vipd answering on ${describeTarget(target)}: is it running? (nothing was reloaded)`, { cause: err });
+      }
+      throw err;
+    }
+    let report: { result?: string; summary?: string; reason?: string; error?: string; file?: string } = {};
+    try {
+      report = JSON.parse(res.body) as typeof report;
+    } catch {
+      // not JSON: shown as it is
+    }
+    if (res.status === 200) {
+      process.stdout.write(`reload ${report.result ?? 'done'}: ${report.summary ?? ''}\n`);
+      return;
+    }
+    process.stderr.write(`vipd: reload ${report.result ?? 'refused'} (${res.status}); the old config keeps serving:\n${(report.reason ?? report.error ?? res.body).trim()}\n`);
+    process.exit(EXIT_RUNTIME);
+  });
 
 program
   .command('version')

@@ -34,8 +34,8 @@ export interface PoolHealthOptions {
 
 const STATES: readonly HealthState[] = ['unknown', 'healthy', 'unhealthy'];
 
-type TransitionListener = (snapshot: PoolSnapshot, transition: HealthTransition) => void;
-type Change = { readonly snapshot: PoolSnapshot; readonly transition: HealthTransition };
+type TransitionListener = (snapshot: PoolSnapshot, transition: HealthTransition | undefined) => void;
+type Change = { readonly snapshot: PoolSnapshot; readonly transition: HealthTransition | undefined };
 
 /**
  * One checker per backend, folded into immutable pool snapshots. The version increments exactly when a
@@ -44,15 +44,17 @@ type Change = { readonly snapshot: PoolSnapshot; readonly transition: HealthTran
  * Throws VipdError VIPD_ERR_CONFIG on thresholds or timings no checker could honour, or a backend listed twice.
  */
 export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
-  const { pool, backends, check, clock, metrics } = options;
+  const { pool, clock, metrics } = options;
+  let backends = options.backends;
+  let check = options.check;
   validate(pool, backends, check);
-  const probe = options.probe ?? createProbe(check);
+  let probe = options.probe ?? createProbe(check);
   const log = withBindings(options.logger, { component: 'health', pool });
 
   const createdAt = clock.wallNow();
-  const states: HealthState[] = backends.map(() => 'unknown');
-  const since: number[] = backends.map(() => createdAt);
-  const lastResults: Array<(ProbeResult & { readonly at: number }) | undefined> = backends.map(() => undefined);
+  let states: HealthState[] = backends.map(() => 'unknown');
+  let since: number[] = backends.map(() => createdAt);
+  let lastResults: Array<(ProbeResult & { readonly at: number }) | undefined> = backends.map(() => undefined);
   let current = buildSnapshot(pool, 0, backends, states, since, lastResults);
   /** A probe result arrived that `current` does not show yet; rebuilt lazily, since most are never read. */
   let resultsNewerThanSnapshot = false;
@@ -65,9 +67,9 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
 
   backends.forEach((backend, index) => setStateGauge(metrics, pool, backend, states[index]!));
 
-  const checkers = backends.map((backend, index) => {
+  function createChecker(backend: Endpoint, initialState: HealthState): BackendChecker {
     const backendLog = log.child({ backend: backend.key });
-    return new BackendChecker({
+    const checker: BackendChecker = new BackendChecker({
       backend,
       probe,
       intervalMs: check.intervalMs,
@@ -77,9 +79,17 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
       clock,
       random: options.random,
       logger: backendLog,
-      onResult: (record) => onResult(index, record, backendLog),
+      initialState,
+      // By key and checker, not by index: a reload reorders and removes backends under running checkers.
+      onResult: (record) => {
+        const index = checkers.indexOf(checker);
+        if (index >= 0) onResult(index, record, backendLog);
+      },
     });
-  });
+    return checker;
+  }
+  let checkers: BackendChecker[] = [];
+  checkers = backends.map((backend) => createChecker(backend, 'unknown'));
 
   function onResult(index: number, record: CheckRecord, backendLog: Logger): void {
     const { backend, result, from, to, outcome } = record;
@@ -105,6 +115,66 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
 
     const transition: HealthTransition = Object.freeze({ pool, backend, from, to, result });
     listeners.emit({ snapshot: current, transition });
+  }
+
+  function reconfigure(nextBackends: readonly Endpoint[], nextCheck: CheckSpec): void {
+    validate(pool, nextBackends, nextCheck);
+    if (lifecycle.is('closed')) return;
+    const checkChanged = JSON.stringify(nextCheck) !== JSON.stringify(check);
+    const nextProbe = checkChanged ? (options.probe ?? createProbe(nextCheck)) : probe;
+    const running = lifecycle.is('running');
+    const oldIndex = new Map(backends.map((b, i) => [b.key, i]));
+    const nextKeys = new Set(nextBackends.map((b) => b.key));
+    const retired: BackendChecker[] = [];
+    backends.forEach((b, i) => {
+      if (nextKeys.has(b.key)) return;
+      retired.push(checkers[i]!);
+      for (const state of STATES) metrics.backendState.remove({ pool, backend: b.key, state });
+      log.info({ event: 'healthRemoved', backend: b.key, state: states[i] }, `backend ${b.key} removed by reload: no longer checked`);
+    });
+    const now = clock.wallNow();
+    const nextStates: HealthState[] = [];
+    const nextSince: number[] = [];
+    const nextResults: Array<(ProbeResult & { readonly at: number }) | undefined> = [];
+    const nextCheckers: BackendChecker[] = [];
+    // The new checkers are built with the new check and probe.
+    check = nextCheck;
+    probe = nextProbe;
+    const started: BackendChecker[] = [];
+    for (const backend of nextBackends) {
+      const i = oldIndex.get(backend.key);
+      if (i === undefined) {
+        nextStates.push('unknown');
+        nextSince.push(now);
+        nextResults.push(undefined);
+        const checker = createChecker(backend, 'unknown');
+        nextCheckers.push(checker);
+        started.push(checker);
+        setStateGauge(metrics, pool, backend, 'unknown');
+        log.info({ event: 'healthAdded', backend: backend.key }, `backend ${backend.key} added by reload: unknown until ${nextCheck.rise} passing checks`);
+        continue;
+      }
+      nextStates.push(states[i]!);
+      nextSince.push(since[i]!);
+      nextResults.push(lastResults[i]);
+      if (checkChanged) {
+        retired.push(checkers[i]!);
+        const checker = createChecker(backend, states[i]!);
+        nextCheckers.push(checker);
+        started.push(checker);
+      } else nextCheckers.push(checkers[i]!);
+    }
+    backends = nextBackends;
+    states = nextStates;
+    since = nextSince;
+    lastResults = nextResults;
+    checkers = nextCheckers;
+    for (const checker of retired) void checker.close();
+    if (checkChanged) log.info({ event: 'healthReconfigured', kind: nextProbe.kind, intervalMs: check.intervalMs, timeoutMs: check.timeoutMs, rise: check.rise, fall: check.fall }, 'check settings changed by reload; backends keep their state');
+    current = buildSnapshot(pool, current.version + 1, backends, states, since, lastResults);
+    resultsNewerThanSnapshot = false;
+    if (running) for (const checker of started) checker.start();
+    listeners.emit({ snapshot: current, transition: undefined });
   }
 
   function stop(how: 'close' | 'destroy'): Promise<void> {
@@ -145,6 +215,7 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
     onChange(listener: TransitionListener): () => void {
       return listeners.add(({ snapshot, transition }) => listener(snapshot, transition));
     },
+    reconfigure,
   };
 }
 
