@@ -195,7 +195,8 @@ function changedKeys(a: Record<string, unknown>, b: Record<string, unknown>): st
 /** Leaf paths (objects descended, arrays compared whole) where a and b differ. */
 function changedPaths(a: unknown, b: unknown, path: Array<string | number>): Array<Array<string | number>> {
   if (deepEqual(a, b)) return [];
-  if (isPlainObject(a) && isPlainObject(b)) {
+  // An endpoint (IP:PORT parsed) is one value, named by its key.
+  if (isPlainObject(a) && isPlainObject(b) && !('key' in a && 'host' in a)) {
     const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
     return [...keys].flatMap((k) => changedPaths(a[k], b[k], [...path, k]));
   }

@@ -272,7 +272,8 @@ export class BackendLoadTracker implements PoolLoad {
       removed.push({ backend: key, active: entry.active });
       // Waiters attributed to it go on waiting for any backend of the pool.
       this.log?.info({ event: 'backendRemoved', backend: key, active: entry.active, closeOnBackendDown: spec.closeOnBackendDown }, `backend ${key} removed by reload: ${spec.closeOnBackendDown ? 'its sessions are closed (closeOnBackendDown)' : 'its established sessions drain'}`);
-      if (spec.closeOnBackendDown && entry.active > 0) this.backendDown.emit(entry);
+      // Usually the health snapshot has dropped it already (PoolHealth.reconfigure first), and closed them then.
+      if (spec.closeOnBackendDown && entry.healthy && entry.active > 0) this.backendDown.emit(entry);
       this.metrics.backendQueued.remove(entry.labels);
       this.metrics.backendEjected.remove(entry.labels);
       this.metrics.backendDrained.remove(entry.labels);
