@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
-import { parse as parseYaml } from 'yaml';
+import { parseDocument } from 'yaml';
 import { parseEndpoint, type Endpoint } from '../net/endpoint';
 import { loadConfigFile, type Config } from '../config/config';
 import { adminSocketPath } from '../config/schema';
@@ -98,21 +98,31 @@ function readTokenFile(file: string): string {
  * admin.socket and admin.listen are read. A file that cannot even say that is a usage error.
  */
 function locateAdmin(file: string): { socket: string; listen: Endpoint } {
-  let raw: unknown;
+  let text: string;
   try {
-    raw = parseYaml(readFileSync(file, 'utf8'));
+    text = readFileSync(file, 'utf8');
   } catch (err) {
     process.stderr.write(`vipd: ${file}: cannot find the daemon's admin socket: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}\n`);
     process.exit(EXIT_USAGE);
   }
-  const doc = (raw ?? {}) as { node?: { name?: unknown }; admin?: { socket?: unknown; listen?: unknown } };
-  const name = doc.node?.name;
+  // Tolerant: a file with errors elsewhere still says where its daemon listens.
+  const doc = parseDocument(text, { uniqueKeys: false, prettyErrors: false });
+  const scalar = (path: string[]): unknown => {
+    try {
+      return doc.getIn(path);
+    } catch {
+      return undefined;
+    }
+  };
+  const name = scalar(['node', 'name']);
   if (typeof name !== 'string' || name.length === 0) {
-    process.stderr.write(`vipd: ${file}: node.name is missing, so the admin socket cannot be found\n`);
+    process.stderr.write(`vipd: ${file}: node.name cannot be read, so the admin socket cannot be found\n`);
     process.exit(EXIT_USAGE);
   }
-  const socket = adminSocketPath({ node: { name }, admin: { socket: typeof doc.admin?.socket === 'string' ? doc.admin.socket : undefined } });
-  const listen = parseEndpoint(typeof doc.admin?.listen === 'string' ? doc.admin.listen : '127.0.0.1:9180') ?? parseEndpoint('127.0.0.1:9180')!;
+  const socketSetting = scalar(['admin', 'socket']);
+  const listenSetting = scalar(['admin', 'listen']);
+  const socket = adminSocketPath({ node: { name }, admin: { socket: typeof socketSetting === 'string' ? socketSetting : undefined } });
+  const listen = parseEndpoint(typeof listenSetting === 'string' ? listenSetting : '127.0.0.1:9180') ?? parseEndpoint('127.0.0.1:9180')!;
   return { socket, listen };
 }
 
