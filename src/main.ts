@@ -23,7 +23,7 @@ import { createListener } from './proxy/listener';
 import type { ListenerSpec, PoolLoad, PoolSpec, ProxyLimitsSpec, ProxyListener } from './proxy/proxy';
 import { WorkerPool } from './proxy/worker-pool';
 import { sessionFamilies } from './config/schema';
-import { createGobgpSpeaker } from './speaker/gobgp/gobgp-speaker';
+import { createGobgpSpeaker, type GobgpPeerOptions } from './speaker/gobgp/gobgp-speaker';
 import { peerAnnounceStates } from './speaker/peer-announce';
 import { NullSpeaker, type Speaker } from './speaker/speaker';
 import { DrainStateFile } from './state/drain-state-file';
@@ -83,6 +83,8 @@ export class Daemon implements AdminActions {
   private listeners: ListenerRuntime[] = [];
   private readonly connectionLimits: ReturnType<typeof createProcessConnectionLimits> | undefined;
   private readonly reloader: ConfigReloader;
+  /** The gobgp speaker's peer reload (unset with speaker.driver none). */
+  private setSpeakerPeers: ((peers: readonly GobgpPeerOptions[]) => Promise<void>) | undefined;
   private readonly vipBound = new Map<string, boolean>();
   private readonly speaker: Speaker;
   private readonly reconciler: AnnounceReconciler;
@@ -271,10 +273,6 @@ export class Daemon implements AdminActions {
     for (const key of changes.settings) {
       if (!APPLIED_SETTINGS.has(key)) refused.push({ ...at(key), message: 'restart needed: this key is not applied in place by a reload' });
     }
-    if (this.config.speaker.driver !== 'none') {
-      const peers = [...changes.peers.added, ...changes.peers.removed, ...changes.peers.changed];
-      if (peers.length > 0) refused.push({ ...at('speaker.peers'), message: `restart needed: BGP peers ${peers.join(', ')} changed; gobgpd's neighbors are set at its start (see docs/reload.md)` });
-    }
     for (const vip of changes.vips.changed) {
       const oldVip = this.config.vips.find((v) => v.name === vip.name)!;
       const newVip = next.vips.find((v) => v.name === vip.name)!;
@@ -289,7 +287,7 @@ export class Daemon implements AdminActions {
       const dataPlane = [
         ...changes.vips.added.map((v) => `vips.${v} (added)`),
         ...changes.vips.removed.map((v) => `vips.${v} (removed)`),
-        ...changes.vips.changed.filter((v) => !v.attributesOnly).map((v) => `vips.${v.name}.${v.keys.filter((k) => k === 'listeners').join(',')}`),
+        ...changes.vips.changed.filter((v) => !v.attributesOnly).map((v) => `vips.${v.name}.${v.keys.join(',')}`),
         ...changes.pools.added.map((p) => `pools.${p} (added)`),
         ...changes.pools.removed.map((p) => `pools.${p} (removed)`),
         ...changes.pools.changed.map((p) => `pools.${p.name}`),
@@ -309,6 +307,12 @@ export class Daemon implements AdminActions {
   private async apply(next: Config, changes: ConfigChanges): Promise<void> {
     const log = this.logger.child({ component: 'reload' });
     const previous = this.config;
+    // Peers first: gobgpd may refuse them (its --dry-run), and then nothing else has changed yet.
+    // Compared as gobgp takes them, since a new VIP family can change a peer's families too.
+    if (this.setSpeakerPeers && JSON.stringify(gobgpPeers(previous)) !== JSON.stringify(gobgpPeers(next))) {
+      await this.setSpeakerPeers(gobgpPeers(next));
+      log.info({ event: 'peers', added: changes.peers.added, removed: changes.peers.removed, changed: changes.peers.changed }, 'BGP peers reloaded: gobgpd applies the changed ones only; unchanged sessions stay up');
+    }
     this.config = next;
     this.reconciler.setHoldDown(next.announce.holdDown);
 
@@ -659,8 +663,7 @@ export class Daemon implements AdminActions {
   private buildSpeaker(): Speaker {
     const s = this.config.speaker;
     if (s.driver === 'none') return new NullSpeaker();
-    const families = sessionFamilies(s, this.config.vips.map((v) => v.address));
-    return createGobgpSpeaker({
+    const speaker = createGobgpSpeaker({
       asn: s.asn!,
       routerId: s.routerId!,
       manage: s.gobgp.manage,
@@ -672,21 +675,13 @@ export class Daemon implements AdminActions {
       gobgpdPath: s.gobgp.binary,
       listenPort: s.gobgp.listenPort,
       reconcileIntervalMs: s.gobgp.reconcileInterval,
-      peers: s.peers.map((p, i) => ({
-        address: p.address,
-        asn: p.asn,
-        families: families[i]!,
-        ...(p.nextHopIpv6 !== undefined ? { nextHopIpv6: p.nextHopIpv6 } : {}),
-        ...(p.nextHopIpv4 !== undefined ? { nextHopIpv4: p.nextHopIpv4 } : {}),
-        holdTimeS: p.holdTime / 1000,
-        keepaliveS: p.keepalive / 1000,
-        connectRetryS: p.connectRetry / 1000,
-        ...(p.password !== undefined ? { password: p.password } : {}),
-      })),
+      peers: gobgpPeers(this.config),
       clock: this.clock,
       logger: this.logger.child({ component: 'speaker' }),
       metrics: this.metrics,
     });
+    this.setSpeakerPeers = (peers) => speaker.setPeers(peers);
+    return speaker;
   }
 
   /** Puts (or finds) each VIP on the interface, then re-checks periodically. */
@@ -727,6 +722,23 @@ export class Daemon implements AdminActions {
       l.retry = this.clock.setTimeout(() => void this.bindListener(l), BIND_RETRY_MS);
     }
   }
+}
+
+/** The speaker's peers as gobgp takes them; families depend on the VIPs too (sessionFamilies). */
+function gobgpPeers(config: Config): GobgpPeerOptions[] {
+  const s = config.speaker;
+  const families = sessionFamilies(s, config.vips.map((v) => v.address));
+  return s.peers.map((p, i) => ({
+    address: p.address,
+    asn: p.asn,
+    families: families[i]!,
+    ...(p.nextHopIpv6 !== undefined ? { nextHopIpv6: p.nextHopIpv6 } : {}),
+    ...(p.nextHopIpv4 !== undefined ? { nextHopIpv4: p.nextHopIpv4 } : {}),
+    holdTimeS: p.holdTime / 1000,
+    keepaliveS: p.keepalive / 1000,
+    connectRetryS: p.connectRetry / 1000,
+    ...(p.password !== undefined ? { password: p.password } : {}),
+  }));
 }
 
 function toPoolSpec(name: string, p: PoolConfig): PoolSpec {

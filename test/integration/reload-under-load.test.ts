@@ -180,3 +180,33 @@ test('reload adds a backend (traffic after its rise) and removes it (its flows d
   console.log(`reload -backend: once its flows ended, ${be3} holds ${afterFlows} connections from lb1 (bound 0)`);
   assert.equal(afterFlows, 0);
 });
+
+test('reload of peers: a peer added, its timers changed and removed; the ToR session of the unchanged peer never resets and receives no UPDATE', { timeout: 120_000 }, async () => {
+  assert.ok(vipd?.running, 'vipd from T21 is running');
+  const tor = lab.balancer('lb1').torV4;
+  // Nobody answers BGP there: the new session only tries; the point is the other one.
+  const extra = { address: '198.18.99.1', asn: 65000 };
+  const peersWith = (list: Array<Record<string, unknown>>) => ({ ...variant(0), speaker: { peers: [{ address: tor, asn: lab.torAsn }, ...list] } });
+  const before = await lb1Counters();
+  const steps: Array<[string, Record<string, unknown>]> = [
+    ['added 198.18.99.1', peersWith([extra])],
+    ['changed 198.18.99.1 (holdTime 9s)', peersWith([{ ...extra, holdTime: '9s', keepalive: '3s' }])],
+    ['removed 198.18.99.1', peersWith([])],
+  ];
+  for (const [what, overrides] of steps) {
+    lab.writeVipdConfig('lb1', overrides);
+    const r = await reloadCli();
+    assert.equal(r.code, 0, `${what}: ${r.stderr}\n${vipd.logTail()}`);
+    assert.match(r.stdout, /peers [+~-]198\.18\.99\.1/);
+    await sleep(1500);
+    const status = await lab.vipdCli('lb1', ['status', '--json', '--config', configPath]);
+    const listed = (JSON.parse(status.stdout) as { peers: Array<{ address: string; state: string }> }).peers.map((p) => `${p.address}:${p.state}`);
+    const now = await lb1Counters();
+    console.log(`reload peers ${what}: ${r.stdout.trim()}; ToR session of lb1: established ${before.connectionsEstablished}->${now.connectionsEstablished}, dropped ${before.connectionsDropped}->${now.connectionsDropped} (bound: unchanged), UPDATEs received +${now.updatesReceived - before.updatesReceived} (bound 0); vipd lists ${listed.join(' ')}`);
+    assert.equal(now.connectionsEstablished, before.connectionsEstablished, `${what}: the unchanged session was re-established`);
+    assert.equal(now.connectionsDropped, before.connectionsDropped, `${what}: the unchanged session dropped`);
+    assert.equal(now.updatesReceived, before.updatesReceived, `${what}: UPDATE sent for an unchanged path`);
+    assert.equal(listed.some((p) => p.startsWith('198.18.99.1:')), !what.startsWith('removed'), `${what}: vipd's peer list`);
+  }
+  assert.equal((await lab.tor.torRoute(PREFIX))?.nexthops.length, 1, 'the route is at the ToR');
+});
