@@ -2,8 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { AnnounceReconciler, type VipSource } from './announce/reconciler';
 import type { Config, PoolConfig, VipConfig } from './config/config';
 import type { ConfigChanges } from './config/diff';
-import type { ConfigIssue } from './lib/errors';
-import { ConfigReloader, type ReloadResult, type ReloadTarget } from './reload';
+import { ConfigReloader, type Refusal, type ReloadResult, type ReloadTarget } from './reload';
 import { adminSocketPath } from './config/schema';
 import { AdminServer } from './control/admin-server';
 import { AdminInputError, type AdminActions, type DaemonStatus, type DrainOrigin } from './control/control';
@@ -272,34 +271,36 @@ export class Daemon implements AdminActions {
     return this.reloader.reload(source);
   }
 
-  private refusals(next: Config, changes: ConfigChanges): ConfigIssue[] {
-    const refused: ConfigIssue[] = [];
-    const at = (key: string) => ({ path: key, line: 0, col: 0 });
+  private refusals(next: Config, changes: ConfigChanges): Refusal[] {
+    const refused: Refusal[] = [];
     for (const key of changes.settings) {
-      if (!APPLIED_SETTINGS.has(key)) refused.push({ ...at(key), message: 'restart needed: this key is not applied in place by a reload' });
+      if (!APPLIED_SETTINGS.has(key)) refused.push({ key, path: key.split('.'), message: 'restart needed: this key is not applied in place by a reload' });
     }
-    for (const vip of changes.vips.changed) {
-      const oldVip = this.config.vips.find((v) => v.name === vip.name)!;
-      const newVip = next.vips.find((v) => v.name === vip.name)!;
-      for (const l of newVip.listeners) {
+    next.vips.forEach((vip, vi) => {
+      const oldVip = this.config.vips.find((v) => v.name === vip.name);
+      if (!oldVip) return;
+      vip.listeners.forEach((l, li) => {
         const before = oldVip.listeners.find((o) => o.port === l.port);
         if (before && before.pool !== l.pool) {
-          refused.push({ ...at(`vips.${vip.name}.listeners.${l.port}.pool`), message: `restart needed: listener ${vip.name}:${l.port} moves from pool ${before.pool} to ${l.pool}; its sessions belong to the old pool` });
+          refused.push({
+            key: `vips[${vi}].listeners[${li}].pool`,
+            path: ['vips', vi, 'listeners', li, 'pool'],
+            message: `restart needed: listener ${vip.name}:${l.port} moves from pool ${before.pool} to ${l.pool}; its sessions belong to the old pool`,
+          });
         }
-      }
-    }
+      });
+    });
     if (this.workerPool) {
-      const dataPlane = [
-        ...changes.vips.added.map((v) => `vips.${v} (added)`),
-        ...changes.vips.removed.map((v) => `vips.${v} (removed)`),
-        ...changes.vips.changed.filter((v) => !v.attributesOnly).map((v) => `vips.${v.name}.${v.keys.join(',')}`),
-        ...changes.pools.added.map((p) => `pools.${p} (added)`),
-        ...changes.pools.removed.map((p) => `pools.${p} (removed)`),
-        ...changes.pools.changed.map((p) => `pools.${p.name}`),
-      ];
-      for (const key of dataPlane) {
-        refused.push({ ...at(key), message: `restart needed: with proxy.workers ${this.config.proxy.workers} the workers' listeners and pools are fixed at start; only peers-free attribute and announce changes reload in place` });
+      const why = `restart needed: with proxy.workers ${this.config.proxy.workers} the workers' listeners and pools are fixed at start; a reload applies only VIP attributes, peers and announce settings`;
+      const vipIndex = (name: string) => next.vips.findIndex((v) => v.name === name);
+      for (const name of changes.vips.added) refused.push({ key: `vips[${vipIndex(name)}] (${name}, added)`, path: ['vips', vipIndex(name)], message: why });
+      for (const name of changes.vips.removed) refused.push({ key: `vips (${name}, removed)`, path: ['vips'], message: why });
+      for (const v of changes.vips.changed.filter((c) => !c.attributesOnly)) {
+        refused.push({ key: `vips[${vipIndex(v.name)}] (${v.name}: ${v.keys.join(', ')})`, path: ['vips', vipIndex(v.name)], message: why });
       }
+      for (const name of changes.pools.added) refused.push({ key: `pools.${name} (added)`, path: ['pools', name], message: why });
+      for (const name of changes.pools.removed) refused.push({ key: `pools.${name} (removed)`, path: ['pools'], message: why });
+      for (const p of changes.pools.changed) refused.push({ key: `pools.${p.name}`, path: ['pools', p.name], message: why });
     }
     return refused;
   }

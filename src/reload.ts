@@ -18,15 +18,23 @@ export type ReloadResult =
   /** The file was accepted but applying it threw part way: logged with its stack; a restart is the safe way out. */
   | { readonly result: 'failed'; readonly reason: string };
 
+/** A valid change the running daemon cannot take in place. */
+export interface Refusal {
+  /** Dotted key as check-config names it (`vips[0].listeners[1].pool`). */
+  readonly key: string;
+  readonly path: ReadonlyArray<string | number>;
+  readonly message: string;
+}
+
 /** What the daemon offers the reloader. */
 export interface ReloadTarget {
   /** The config running now. */
   readonly config: Config;
   /**
    * Changes the running node cannot take although the file is valid (e.g. data-plane changes with
-   * proxy.workers > 1), each as an issue naming its key; empty when `apply` can take them all.
+   * proxy.workers > 1), each naming its key (`path` locates its line); empty when `apply` can take them all.
    */
-  refusals(next: Config, changes: ConfigChanges): readonly ConfigIssue[];
+  refusals(next: Config, changes: ConfigChanges): readonly Refusal[];
   /** Applies an accepted config in place; from then on `config` is `next`. */
   apply(next: Config, changes: ConfigChanges): Promise<void>;
 }
@@ -90,7 +98,7 @@ export class ConfigReloader {
 
     const changes = diffConfig(target.config, next);
     const restart: ConfigIssue[] = changes.restartNeeded.map((r) => ({ path: r.key, ...keyPosition(text, r.path), message: `restart needed: ${r.reason}` }));
-    const refused = [...restart, ...target.refusals(next, changes)];
+    const refused = [...restart, ...target.refusals(next, changes).map((r): ConfigIssue => ({ path: r.key, ...keyPosition(text, r.path), message: r.message }))];
     if (refused.length > 0) {
       return reject(refused.map((i) => `${file}:${i.line}:${i.col}: ${i.path}: ${i.message}`).join('\n'), refused);
     }

@@ -2,10 +2,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseConfig, type Config } from '../../src/config/config';
 import type { ConfigChanges } from '../../src/config/diff';
-import type { ConfigIssue } from '../../src/lib/errors';
 import { silentLogger } from '../../src/lib/logger';
 import { createMetrics } from '../../src/lib/metrics';
-import { ConfigReloader, type ReloadTarget } from '../../src/reload';
+import { ConfigReloader, type Refusal, type ReloadTarget } from '../../src/reload';
 
 const base = `node:
   name: lb1
@@ -31,9 +30,9 @@ pools:
 class FakeTarget implements ReloadTarget {
   config: Config = parseConfig(base, 'start.yaml');
   readonly applied: ConfigChanges[] = [];
-  refuse: ConfigIssue[] = [];
+  refuse: Refusal[] = [];
   failApply = false;
-  refusals(): readonly ConfigIssue[] {
+  refusals(): readonly Refusal[] {
     return this.refuse;
   }
   async apply(next: Config, changes: ConfigChanges): Promise<void> {
@@ -93,9 +92,11 @@ for (const c of rejected) {
 
 test('reload: a refusal by the target (e.g. workers) is a rejection too', async () => {
   const { target, reloader, counted } = setup(() => base.replace('"198.18.22.2:2379"]', '"198.18.23.2:2379"]'));
-  target.refuse = [{ path: 'pools.etcd', line: 0, col: 0, message: 'restart needed: workers' }];
+  target.refuse = [{ key: 'pools.etcd', path: ['pools', 'etcd'], message: 'restart needed: workers' }];
   const result = await reloader.reload('test');
   assert.equal(result.result, 'rejected');
+  assert.ok(result.result === 'rejected');
+  assert.deepEqual(result.issues.map((i) => [i.path, i.line]), [['pools.etcd', 17]], 'the refused key is located in the file');
   assert.equal(target.applied.length, 0);
   assert.equal(await counted('rejected'), 1);
 });
