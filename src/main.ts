@@ -1,4 +1,5 @@
 import { mkdir } from 'node:fs/promises';
+import { resolve as resolvePath } from 'node:path';
 import { AnnounceReconciler, type VipSource } from './announce/reconciler';
 import type { Config, PoolConfig, VipConfig } from './config/config';
 import type { ConfigChanges } from './config/diff';
@@ -163,7 +164,7 @@ export class Daemon implements AdminActions {
       refusals: (next, changes) => this.refusals(next, changes),
       apply: (next, changes) => this.apply(next, changes),
     };
-    this.reloader = new ConfigReloader({ file: options.configPath, target, logger: this.logger.child({ component: 'reload' }), metrics: this.metrics });
+    this.reloader = new ConfigReloader({ file: resolvePath(options.configPath), target, logger: this.logger.child({ component: 'reload' }), metrics: this.metrics });
   }
 
   async start(): Promise<void> {

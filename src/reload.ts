@@ -11,12 +11,13 @@ import type { Metrics } from './lib/metrics';
  * file changes nothing: the old config keeps serving. One reload runs at a time (SIGHUP and the admin
  * route share the queue), so two reloads never interleave their applies.
  */
-export type ReloadResult =
+export type ReloadResult = { readonly file: string } & (
   | { readonly result: 'applied'; readonly summary: string; readonly changes: ConfigChanges }
   | { readonly result: 'unchanged'; readonly summary: string }
   | { readonly result: 'rejected'; readonly reason: string; readonly issues: readonly ConfigIssue[] }
   /** The file was accepted but applying it threw part way: logged with its stack; a restart is the safe way out. */
-  | { readonly result: 'failed'; readonly reason: string };
+  | { readonly result: 'failed'; readonly reason: string }
+);
 
 /** A valid change the running daemon cannot take in place. */
 export interface Refusal {
@@ -78,7 +79,7 @@ export class ConfigReloader {
         { event: 'reload', result: 'rejected', source, file, issues: issues.map((i) => ({ key: i.path, line: i.line, col: i.col, message: i.message })) },
         `reload of ${file} rejected (${source}); the old config keeps serving: ${reason}`,
       );
-      return { result: 'rejected', reason, issues };
+      return { file, result: 'rejected', reason, issues };
     };
 
     let text: string;
@@ -106,7 +107,7 @@ export class ConfigReloader {
     if (isEmpty(changes)) {
       metrics.configReloads.inc({ result: 'unchanged' });
       log.info({ event: 'reload', result: 'unchanged', source, file }, `reload of ${file} (${source}): nothing changed`);
-      return { result: 'unchanged', summary: 'nothing changed' };
+      return { file, result: 'unchanged', summary: 'nothing changed' };
     }
 
     const summary = summarize(changes);
@@ -118,7 +119,7 @@ export class ConfigReloader {
         { event: 'reload', result: 'failed', source, file, err: err instanceof Error ? (err.stack ?? err.message) : String(err) },
         `reload of ${file} (${source}) failed while applying (${summary}): ${errorMessage(err)}; restart vipd to be sure of its state`,
       );
-      return { result: 'failed', reason: errorMessage(err) };
+      return { file, result: 'failed', reason: errorMessage(err) };
     }
     metrics.configReloads.inc({ result: 'applied' });
     log.info(
@@ -135,6 +136,6 @@ export class ConfigReloader {
       },
       `reload of ${file} (${source}) applied: ${summary}`,
     );
-    return { result: 'applied', summary, changes };
+    return { file, result: 'applied', summary, changes };
   }
 }

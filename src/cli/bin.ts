@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { parseDocument } from 'yaml';
 import { parseEndpoint, type Endpoint } from '../net/endpoint';
@@ -230,10 +231,12 @@ program
     } catch {
       // not JSON: shown as it is
     }
+    const read = report.file !== undefined ? `(the daemon read ${report.file}${report.file !== resolvePath(opts.config) ? `, the file it was started with, not ${opts.config}` : ''})` : '';
     if (res.status === 200) {
-      process.stdout.write(`reload ${report.result ?? 'done'}: ${report.summary ?? ''}\n`);
+      process.stdout.write(`reload ${report.result ?? 'done'}: ${report.summary ?? ''}\n${read}\n`);
       return;
     }
+    if (read) process.stderr.write(`${read}\n`);
     process.stderr.write(`vipd: reload ${report.result ?? 'refused'} (${res.status}); the old config keeps serving:\n${(report.reason ?? report.error ?? res.body).trim()}\n`);
     process.exit(EXIT_RUNTIME);
   });

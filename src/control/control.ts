@@ -103,6 +103,8 @@ export interface AdminActions {
 
 /** What a reload did; `issues` name each refused key with its line in the file. */
 export interface ReloadReport {
+  /** The file the daemon read: always the one it was started with. */
+  readonly file?: string;
   readonly result: 'applied' | 'unchanged' | 'rejected' | 'failed';
   readonly summary?: string;
   readonly reason?: string;

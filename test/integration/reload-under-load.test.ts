@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { createLab, sleep, type Lab, type LabProcess } from '../lab';
@@ -211,5 +212,32 @@ test('reload of peers: a peer added, its timers changed and removed; the ToR ses
     assert.equal(now.updatesReceived, before.updatesReceived, `${what}: UPDATE sent for an unchanged path`);
     assert.equal(listed.some((p) => p.startsWith('198.18.99.1:')), !what.startsWith('removed'), `${what}: vipd's peer list`);
   }
+  assert.equal((await lab.tor.torRoute(PREFIX))?.nexthops.length, 1, 'the route is at the ToR');
+});
+
+test('drains survive a reload; the drain of a backend the reload removes is dropped from the state file and logged', { timeout: 60_000 }, async () => {
+  assert.ok(vipd?.running, 'vipd from T21 is running');
+  const all = (lab.vipdConfig('lb1') as { pools: { etcd: { backends: string[] } } }).pools.etcd.backends;
+  const [b1, b2, b3] = all as [string, string, string];
+  const stateFile = join(lab.dir, 'vipd-state', 'lb1.state.json');
+  const drained = () => (JSON.parse(readFileSync(stateFile, 'utf8')) as { backendDrains: Array<{ backend: string }> }).backendDrains.map((d) => d.backend).sort();
+  lab.writeVipdConfig('lb1', variant(0, [b1, b2, b3]));
+  assert.equal((await reloadCli()).code, 0);
+  for (const b of [b1, b3]) {
+    const r = await lab.vipdCli('lb1', ['drain-backend', 'etcd', b, '--config', configPath]);
+    assert.equal(r.code, 0, r.stderr);
+  }
+  const before = drained();
+  lab.writeVipdConfig('lb1', variant(0, [b1, b2]));
+  const r = await reloadCli();
+  assert.equal(r.code, 0, r.stderr);
+  await sleep(500);
+  const afterReload = drained();
+  const dropped = vipd.readLog().split('\n').filter((l) => l.includes('"event":"drainDropped"') && l.includes(b3)).at(-1);
+  console.log(`reload drains: state file backend drains ${before.join(',')} -> ${afterReload.join(',')} (bound: ${b1} kept, ${b3} dropped); log: ${dropped ? 'drainDropped logged' : 'NO drainDropped line'}`);
+  assert.deepEqual(afterReload, [b1]);
+  assert.ok(dropped, 'the dropped drain is logged');
+  const undrain = await lab.vipdCli('lb1', ['undrain-backend', 'etcd', b1, '--config', configPath]);
+  assert.equal(undrain.code, 0, undrain.stderr);
   assert.equal((await lab.tor.torRoute(PREFIX))?.nexthops.length, 1, 'the route is at the ToR');
 });
