@@ -7,6 +7,7 @@ import { ConfigReloader, type Refusal, type ReloadResult, type ReloadTarget } fr
 import { adminSocketPath } from './config/schema';
 import { AdminServer } from './control/admin-server';
 import { AdminInputError, type AdminActions, type DaemonStatus, type DrainOrigin } from './control/control';
+import { EventJournal } from './control/event-journal';
 import type { CheckSpec, PoolHealth } from './health/health';
 import { createPoolHealth } from './health/pool-health';
 import { systemClock, sleep, type Clock } from './lib/clock';
@@ -78,6 +79,8 @@ export class Daemon implements AdminActions {
   private readonly clock: Clock;
   private readonly logger: Logger;
   readonly metrics: Metrics;
+  /** The status page's timeline (announce, withdraw, health, drain, peer; reloads are recorded here too). */
+  readonly journal = new EventJournal();
   private readonly addresses: VipAddressManager;
   private readonly pools = new Map<string, PoolRuntime>();
   private listeners: ListenerRuntime[] = [];
@@ -154,6 +157,7 @@ export class Daemon implements AdminActions {
       actions: this,
       logger: this.logger.child({ component: 'admin' }),
       metrics: this.metrics,
+      journal: this.journal,
     });
     // The reloader sees the running config and the two apply steps, nothing else of the daemon.
     const daemon = this;
@@ -269,7 +273,16 @@ export class Daemon implements AdminActions {
   /** Re-reads the file the daemon was started with; see docs/reload.md. */
   async reload(source: string): Promise<ReloadResult> {
     if (!this.started || this.shuttingDown) throw new AdminInputError(409, this.shuttingDown ? 'vipd is shutting down' : 'vipd is still starting');
-    return this.reloader.reload(source);
+    const result = await this.reloader.reload(source);
+    // A reload leaves no trace in the status the timeline is diffed from: recorded here.
+    this.journal.record({
+      at: new Date(this.clock.wallNow()).toISOString(),
+      kind: 'reload',
+      subject: result.file,
+      to: result.result,
+      reason: 'summary' in result ? `${result.summary} (${source})` : `${result.reason.split('\n')[0]} (${source})`,
+    });
+    return result;
   }
 
   private refusals(next: Config, changes: ConfigChanges): Refusal[] {
@@ -526,6 +539,7 @@ export class Daemon implements AdminActions {
               activeConnections: counters.active,
               totalConnections: counters.total,
               connectErrors: counters.connectErrors,
+              ...(counters.ejectedUntil !== undefined ? { ejectedUntil: iso(counters.ejectedUntil) } : {}),
               drained: counters.drained,
               ...(this.backendDrains.has(backendDrainKey(p.name, b.backend.key)) ? { drain: drainOrigin(this.backendDrains.get(backendDrainKey(p.name, b.backend.key))!) } : {}),
             };
