@@ -35,7 +35,7 @@ export interface ReconcilerOptions {
 }
 
 interface VipState {
-  readonly source: VipSource;
+  source: VipSource;
   announced: boolean;
   reason: Decision['reason'];
   detail: string;
@@ -49,12 +49,14 @@ interface VipState {
  * time; each push carries the full set, so a newer push simply replaces an older pending one.
  */
 export class AnnounceReconciler {
-  private readonly states: VipState[];
+  private states: VipState[];
+  private holdDownMs: number;
   private readonly queue = new LatestOnlyQueue();
   private holdTimer: TimerHandle | undefined;
   private closed = false;
 
   constructor(private readonly options: ReconcilerOptions) {
+    this.holdDownMs = options.holdDownMs;
     const now = options.clock.wallNow();
     this.states = options.vips.map((source) => ({
       source,
@@ -84,12 +86,57 @@ export class AnnounceReconciler {
         continue;
       }
       if (state.announced && !decision.announce && isHealthReason(decision.reason)) {
-        state.holdUntil = now + this.options.holdDownMs;
+        state.holdUntil = now + this.holdDownMs;
       }
       if (this.transition(state, decision)) changed = true;
     }
     this.scheduleHoldExpiry(nextHoldExpiry, now);
     if (changed) this.push();
+  }
+
+  /**
+   * Reload: the VIPs become `sources`. A VIP kept by name keeps its state, reason and hold-down and
+   * takes its new source (attributes, inputs); a new one starts as 'starting'; a removed one leaves the
+   * desired set (withdrawn, logged with reason `removedByReload`). The set is pushed only when a VIP
+   * that is announced left or changed what it sends; the speaker diffs against what gobgpd holds, so an
+   * unchanged path is never re-sent.
+   */
+  setVips(sources: readonly VipSource[]): void {
+    if (this.closed) return;
+    const old = new Map(this.states.map((s) => [s.source.name, s]));
+    const now = this.options.clock.wallNow();
+    let push = false;
+    const next = sources.map((source): VipState => {
+      const state = old.get(source.name);
+      if (!state) return { source, announced: false, reason: 'starting', detail: 'added by reload', since: now, holdUntil: 0 };
+      old.delete(source.name);
+      const before = state.source.advertisement;
+      if (state.announced && JSON.stringify(before) !== JSON.stringify(source.advertisement)) {
+        push = true;
+        this.options.logger.info(
+          { event: 'route', op: 'update', vip: source.name, prefix: source.advertisement.prefix, reason: 'reload', before, after: source.advertisement },
+          `update ${source.advertisement.prefix}: reload changed its attributes`,
+        );
+      }
+      state.source = source;
+      return state;
+    });
+    for (const gone of old.values()) {
+      this.options.metrics.vipAnnounced.remove({ vip: gone.source.name });
+      if (gone.announced) push = true;
+      this.options.logger.info(
+        { event: 'route', op: 'withdraw', vip: gone.source.name, prefix: gone.source.advertisement.prefix, reason: 'removedByReload', changed: gone.announced },
+        `withdraw ${gone.source.advertisement.prefix}: removedByReload (the VIP is no longer in the config)`,
+      );
+    }
+    this.states = next;
+    if (push) this.push();
+    this.evaluate();
+  }
+
+  /** Reload: the hold-down for withdrawals from now on (one under way keeps its end). */
+  setHoldDown(ms: number): void {
+    this.holdDownMs = ms;
   }
 
   /** Withdraws everything now and resolves once the speaker has applied it. */

@@ -110,3 +110,16 @@ function deepFreeze<T>(value: T): T {
   }
   return value;
 }
+
+/**
+ * Line and column of the key at `path` in `text` (or of its nearest existing ancestor): reload names
+ * the line of a key it refuses, as check-config does for the keys it refuses.
+ */
+export function keyPosition(text: string, path: ReadonlyArray<string | number>): { line: number; col: number } {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
+  const parent = path.slice(0, -1);
+  const last = path[path.length - 1];
+  const keyNode = typeof last === 'string' ? findKeyNode(doc, parent, last) : undefined;
+  return position(keyNode ?? nearestNode(doc, path), lineCounter);
+}

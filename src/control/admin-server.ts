@@ -72,7 +72,7 @@ const MAX_DISCARD_BYTES = 1024 * 1024;
 const REFUSAL_LOG_BURST = 20;
 const REFUSAL_LOG_WINDOW_MS = 10_000;
 
-const ROUTE_LIST = '/, /events, /timeline, /status, /metrics, /drain, /undrain, /backends/drain, /backends/undrain';
+const ROUTE_LIST = '/, /events, /timeline, /status, /metrics, /drain, /undrain, /backends/drain, /backends/undrain, /reload';
 
 /**
  * The admin HTTP API, on a unix socket and a loopback TCP port. Nothing a client sends can stop the
@@ -126,6 +126,7 @@ export class AdminServer {
       ['/undrain', { method: 'POST', handle: async (res, body, source) => (expectNoFields(body), await actions.undrain(source), sendJson(res, 200, { drained: false })) }],
       ['/backends/drain', { method: 'POST', handle: (res, body, source) => this.drainBackend(res, body, true, source) }],
       ['/backends/undrain', { method: 'POST', handle: (res, body, source) => this.drainBackend(res, body, false, source) }],
+      ['/reload', { method: 'POST', handle: (res, body, source) => this.reload(res, body, source) }],
     ]);
   }
 
@@ -349,6 +350,14 @@ export class AdminServer {
       return { status: 403, reason: 'badToken', message: this.token === undefined ? `no admin.tokenFile is configured: TCP is read-only${socketHint}` : 'wrong token' };
     }
     return undefined;
+  }
+
+  /** 200 when applied or unchanged; 409 with the reason (and each refused key's line) otherwise. */
+  private async reload(res: ServerResponse, body: Record<string, unknown>, source: string): Promise<void> {
+    expectNoFields(body);
+    const report = await this.options.actions.reload(source);
+    const ok = report.result === 'applied' || report.result === 'unchanged';
+    sendJson(res, ok ? 200 : 409, ok ? report : { error: report.reason ?? report.result, ...report });
   }
 
   private async drainBackend(res: ServerResponse, body: Record<string, unknown>, drained: boolean, source: string): Promise<void> {

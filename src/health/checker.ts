@@ -33,6 +33,8 @@ export interface BackendCheckerOptions {
   readonly random?: () => number;
   /** How much of an interval jitter may remove; 0.1 unless set. */
   readonly jitterFraction?: number;
+  /** Where the thresholds start: 'unknown' for a new backend; a reload that rebuilds a checker keeps the old state. */
+  readonly initialState?: HealthState;
   /** Called for every result, in order, after the state has been updated. */
   readonly onResult: (record: CheckRecord) => void;
   /**
@@ -80,6 +82,7 @@ export class BackendChecker {
   constructor(private readonly options: BackendCheckerOptions) {
     this.random = options.random ?? Math.random;
     this.jitterFraction = options.jitterFraction ?? DEFAULT_JITTER_FRACTION;
+    if (options.initialState !== undefined) this.memory = { state: options.initialState, successes: 0, failures: 0 };
     this.lifecycle = new StateMachine<CheckerLifecycle>('idle', { machine: 'checker', ...(options.logger ? { logger: options.logger } : {}) });
   }
 

@@ -115,6 +115,16 @@ export interface PoolHealth {
   /** At once: as close(), but probes in flight are abandoned. Resolves at once. */
   destroy(): Promise<void>;
   snapshot(): PoolSnapshot;
-  /** Called after every snapshot change (state transitions only, not every probe). Returns an unsubscribe. */
-  onChange(listener: (snapshot: PoolSnapshot, transition: HealthTransition) => void): () => void;
+  /**
+   * Called after every snapshot change (state transitions only, not every probe; and after reconfigure(),
+   * with no transition). Returns an unsubscribe.
+   */
+  onChange(listener: (snapshot: PoolSnapshot, transition: HealthTransition | undefined) => void): () => void;
+  /**
+   * Reload: the pool's backends and check become these. A backend kept with the same check keeps its
+   * checker and state; one kept under a changed check keeps its state and gets a new checker; a new
+   * one starts 'unknown' (so it takes traffic after `rise` passes); a removed one stops being checked.
+   * Throws VipdError VIPD_ERR_CONFIG (and changes nothing) on what createPoolHealth would refuse.
+   */
+  reconfigure(backends: readonly Endpoint[], check: CheckSpec): void;
 }

@@ -35,8 +35,8 @@ export interface PoolHealthOptions {
 const STATES: readonly HealthState[] = ['unknown', 'healthy', 'unhealthy'];
 const FIRST_PROBE_SPACING_MS = 1;
 
-type TransitionListener = (snapshot: PoolSnapshot, transition: HealthTransition) => void;
-type Change = { readonly snapshot: PoolSnapshot; readonly transition: HealthTransition };
+type TransitionListener = (snapshot: PoolSnapshot, transition: HealthTransition | undefined) => void;
+type Change = { readonly snapshot: PoolSnapshot; readonly transition: HealthTransition | undefined };
 
 /**
  * One checker per backend, folded into immutable pool snapshots. The version increments exactly when a
@@ -45,19 +45,18 @@ type Change = { readonly snapshot: PoolSnapshot; readonly transition: HealthTran
  * Throws VipdError VIPD_ERR_CONFIG on thresholds or timings no checker could honour, or a backend listed twice.
  */
 export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
-  const { pool, backends, check, clock, metrics } = options;
+  const { pool, clock, metrics } = options;
+  let backends = options.backends;
+  let check = options.check;
   validate(pool, backends, check);
-  const probe = options.probe ?? createProbe(check);
+  let probe = options.probe ?? createProbe(check);
   const log = withBindings(options.logger, { component: 'health', pool });
 
   const createdAt = clock.wallNow();
-  const states: HealthState[] = backends.map(() => 'unknown');
-  const since: number[] = backends.map(() => createdAt);
-  // Per probe only these two slots change: the status object with `at` is built when a snapshot is (rarely).
-  const lastResults: Array<ProbeResult | undefined> = backends.map(() => undefined);
-  const lastResultAt: number[] = backends.map(() => 0);
-  const build = (version: number): PoolSnapshot => buildSnapshot(pool, version, backends, states, since, lastResults, lastResultAt);
-  let current = build(0);
+  let states: HealthState[] = backends.map(() => 'unknown');
+  let since: number[] = backends.map(() => createdAt);
+  let lastResults: Array<(ProbeResult & { readonly at: number }) | undefined> = backends.map(() => undefined);
+  let current = buildSnapshot(pool, 0, backends, states, since, lastResults);
   /** A probe result arrived that `current` does not show yet; rebuilt lazily, since most are never read. */
   let resultsNewerThanSnapshot = false;
   // One faulty subscriber must not stop the others from hearing about the change, nor the checks.
@@ -69,38 +68,29 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
 
   backends.forEach((backend, index) => setStateGauge(metrics, pool, backend, states[index]!));
 
-  // Counted in plain arrays and folded into the metric when it is read: a labelled inc() hashes its
+  // Probe counts per backend key, folded into the metric when it is read: a labelled inc() hashes its
   // labels on every call, 1,000 times a second at 1,000 backends (bench "checks").
-  const unfolded = { ok: backends.map(() => 0), fail: backends.map(() => 0) };
+  const unfolded = new Map<string, { ok: number; fail: number }>();
   const stopFolding = onCollect(metrics.healthChecks, () => {
-    backends.forEach((backend, index) => {
-      for (const result of ['ok', 'fail'] as const) {
-        const count = unfolded[result][index]!;
-        if (count === 0) continue;
-        metrics.healthChecks.inc({ pool, backend: backend.key, result }, count);
-        unfolded[result][index] = 0;
-      }
-    });
+    for (const [backend, counts] of unfolded) {
+      if (counts.ok > 0) metrics.healthChecks.inc({ pool, backend, result: 'ok' }, counts.ok);
+      if (counts.fail > 0) metrics.healthChecks.inc({ pool, backend, result: 'fail' }, counts.fail);
+      counts.ok = 0;
+      counts.fail = 0;
+    }
   });
-  const durations = metrics.healthCheckDuration.labels({ pool });
   const probeDebug = log.isLevelEnabled('debug');
-
-  // HAProxy spreads the first checks of a backend list over the interval; so do we, but only as far as
-  // needed for about one probe start per FIRST_PROBE_SPACING_MS: three backends still start at once (a
-  // node becomes ready as fast as before), 1,000 at 1 s start 1 ms apart instead of 1,000 within the
-  // 100 ms of start-up jitter, where they would stay bunched (every later wait is relative to the last)
-  // and an http burst of 1,000 probes would hold the event loop past their timeouts (bench "checks").
   const random = options.random ?? Math.random;
-  const spreadMs = Math.min(check.intervalMs, backends.length * FIRST_PROBE_SPACING_MS);
-  const firstDelay = (index: number): number | undefined =>
-    spreadMs <= check.intervalMs * DEFAULT_JITTER_FRACTION ? undefined : (spreadMs * (index + random())) / backends.length;
 
-  const checkers = backends.map((backend, index) => {
+  function createChecker(backend: Endpoint, initialState: HealthState, firstDelayMs?: number): BackendChecker {
     const backendLog = log.child({ backend: backend.key });
-    return new BackendChecker({
+    let counts = unfolded.get(backend.key);
+    if (counts === undefined) unfolded.set(backend.key, (counts = { ok: 0, fail: 0 }));
+    const backendCounts = counts;
+    const checker: BackendChecker = new BackendChecker({
       backend,
       probe,
-      firstDelayMs: firstDelay(index),
+      firstDelayMs,
       intervalMs: check.intervalMs,
       fastIntervalMs: check.fastIntervalMs,
       downIntervalMs: check.downIntervalMs,
@@ -110,16 +100,37 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
       clock,
       random,
       logger: backendLog,
-      onResult: (record) => onResult(index, record, backendLog),
+      initialState,
+      // By checker, not by a captured index: a reload reorders and removes backends under running checkers.
+      onResult: (record) => {
+        const index = checkerIndex.get(checker);
+        if (index !== undefined) onResult(index, record, backendLog, backendCounts);
+      },
     });
-  });
+    return checker;
+  }
+  let checkers: BackendChecker[] = [];
+  /** Where each checker's backend is now; rebuilt with `checkers`, so a result finds its slot without a scan. */
+  let checkerIndex = new Map<BackendChecker, number>();
+  const setCheckers = (next: BackendChecker[]): void => {
+    checkers = next;
+    checkerIndex = new Map(next.map((checker, index) => [checker, index]));
+  };
+  // HAProxy spreads the first checks of a backend list over the interval; so do we, but only as far as
+  // needed for about one probe start per FIRST_PROBE_SPACING_MS: three backends still start at once (a
+  // node becomes ready as fast as before), 1,000 at 1 s start 1 ms apart instead of 1,000 within the
+  // 100 ms of start-up jitter, where they would stay bunched (every later wait is relative to the last)
+  // and an http burst of 1,000 probes would hold the event loop past their timeouts (bench "checks").
+  const spreadMs = Math.min(check.intervalMs, backends.length * FIRST_PROBE_SPACING_MS);
+  const spread = spreadMs > check.intervalMs * DEFAULT_JITTER_FRACTION;
+  setCheckers(backends.map((backend, index) => createChecker(backend, 'unknown', spread ? (spreadMs * (index + random())) / backends.length : undefined)));
 
-  function onResult(index: number, record: CheckRecord, backendLog: Logger): void {
+  function onResult(index: number, record: CheckRecord, backendLog: Logger, counts: { ok: number; fail: number }): void {
     const { backend, result, from, to, outcome } = record;
-    unfolded[result.ok ? 'ok' : 'fail'][index]!++;
-    durations.observe(result.durationMs / 1000);
-    lastResults[index] = result;
-    lastResultAt[index] = record.at;
+    if (result.ok) counts.ok++;
+    else counts.fail++;
+    metrics.healthCheckDuration.observe({ pool }, result.durationMs / 1000);
+    lastResults[index] = Object.freeze({ ...result, at: record.at });
     resultsNewerThanSnapshot = true;
     // The object would be built (and thrown away) per probe even with debug off.
     if (probeDebug) backendLog.debug({ event: 'healthProbe', ok: result.ok, detail: result.detail, durationMs: result.durationMs, outcome, state: to }, 'probe');
@@ -128,7 +139,7 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
 
     states[index] = to;
     since[index] = record.at;
-    current = build(current.version + 1);
+    current = buildSnapshot(pool, current.version + 1, backends, states, since, lastResults);
     resultsNewerThanSnapshot = false;
     setStateGauge(metrics, pool, backend, to);
     metrics.healthTransitions.inc({ ...labels, to });
@@ -142,15 +153,78 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
     listeners.emit({ snapshot: current, transition });
   }
 
+  function reconfigure(nextBackends: readonly Endpoint[], nextCheck: CheckSpec): void {
+    validate(pool, nextBackends, nextCheck);
+    if (lifecycle.is('closed')) return;
+    const checkChanged = JSON.stringify(nextCheck) !== JSON.stringify(check);
+    const nextProbe = checkChanged ? (options.probe ?? createProbe(nextCheck)) : probe;
+    const running = lifecycle.is('running');
+    const oldIndex = new Map(backends.map((b, i) => [b.key, i]));
+    const nextKeys = new Set(nextBackends.map((b) => b.key));
+    const retired: BackendChecker[] = [];
+    backends.forEach((b, i) => {
+      if (nextKeys.has(b.key)) return;
+      retired.push(checkers[i]!);
+      for (const state of STATES) metrics.backendState.remove({ pool, backend: b.key, state });
+      log.info({ event: 'healthRemoved', backend: b.key, state: states[i] }, `backend ${b.key} removed by reload: no longer checked`);
+    });
+    const now = clock.wallNow();
+    const nextStates: HealthState[] = [];
+    const nextSince: number[] = [];
+    const nextResults: Array<(ProbeResult & { readonly at: number }) | undefined> = [];
+    const nextCheckers: BackendChecker[] = [];
+    // The new checkers are built with the new check and probe.
+    const previousProbe = probe;
+    check = nextCheck;
+    probe = nextProbe;
+    const started: BackendChecker[] = [];
+    for (const backend of nextBackends) {
+      const i = oldIndex.get(backend.key);
+      if (i === undefined) {
+        nextStates.push('unknown');
+        nextSince.push(now);
+        nextResults.push(undefined);
+        const checker = createChecker(backend, 'unknown');
+        nextCheckers.push(checker);
+        started.push(checker);
+        setStateGauge(metrics, pool, backend, 'unknown');
+        log.info({ event: 'healthAdded', backend: backend.key }, `backend ${backend.key} added by reload: unknown until ${nextCheck.rise} passing checks`);
+        continue;
+      }
+      nextStates.push(states[i]!);
+      nextSince.push(since[i]!);
+      nextResults.push(lastResults[i]);
+      if (checkChanged) {
+        retired.push(checkers[i]!);
+        const checker = createChecker(backend, states[i]!);
+        nextCheckers.push(checker);
+        started.push(checker);
+      } else nextCheckers.push(checkers[i]!);
+    }
+    backends = nextBackends;
+    states = nextStates;
+    since = nextSince;
+    lastResults = nextResults;
+    setCheckers(nextCheckers);
+    const replacedProbe = checkChanged && options.probe === undefined ? previousProbe : undefined;
+    // A replaced probe (its gRPC channels) is closed once the checkers that used it have stopped.
+    void Promise.all(retired.map((checker) => checker.close())).then(() => replacedProbe?.close?.());
+    if (checkChanged) log.info({ event: 'healthReconfigured', kind: nextProbe.kind, intervalMs: check.intervalMs, timeoutMs: check.timeoutMs, rise: check.rise, fall: check.fall }, 'check settings changed by reload; backends keep their state');
+    current = buildSnapshot(pool, current.version + 1, backends, states, since, lastResults);
+    resultsNewerThanSnapshot = false;
+    if (running) for (const checker of started) checker.start();
+    listeners.emit({ snapshot: current, transition: undefined });
+  }
+
   function stop(how: 'close' | 'destroy'): Promise<void> {
     const wasRunning = lifecycle.is('running');
     if (lifecycle.transition(['idle', 'running'], 'closed', `${how}()`)) {
       listeners.clear();
       closed = Promise.all(checkers.map((checker) => (how === 'close' ? checker.close() : checker.destroy()))).then(() => {
+        // Only a probe this pool built is its to close; an injected one belongs to its owner.
+        if (options.probe === undefined) probe.close?.();
         // Counts stay exact for a last scrape: fold what is pending before letting go of the hook.
         void metrics.healthChecks.get().finally(stopFolding);
-        // Only the probe this pool built is its to close; an injected one belongs to its owner.
-        if (options.probe === undefined) probe.close?.();
         if (wasRunning) log.info({ event: 'healthStop' }, 'health checks stopped');
       });
     } else if (how === 'destroy') {
@@ -176,7 +250,7 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
     snapshot(): PoolSnapshot {
       if (resultsNewerThanSnapshot) {
         // Same version: states are unchanged, only lastResult is fresher (status pages want the latest probe).
-        current = build(current.version);
+        current = buildSnapshot(pool, current.version, backends, states, since, lastResults);
         resultsNewerThanSnapshot = false;
       }
       return current;
@@ -184,6 +258,7 @@ export function createPoolHealth(options: PoolHealthOptions): PoolHealth {
     onChange(listener: TransitionListener): () => void {
       return listeners.add(({ snapshot, transition }) => listener(snapshot, transition));
     },
+    reconfigure,
   };
 }
 
@@ -193,12 +268,10 @@ function buildSnapshot(
   backends: readonly Endpoint[],
   states: readonly HealthState[],
   since: readonly number[],
-  lastResults: ReadonlyArray<ProbeResult | undefined>,
-  lastResultAt: readonly number[],
+  lastResults: ReadonlyArray<(ProbeResult & { readonly at: number }) | undefined>,
 ): PoolSnapshot {
   const statuses: BackendStatus[] = backends.map((backend, index) => {
-    const result = lastResults[index];
-    const lastResult = result === undefined ? undefined : Object.freeze({ ...result, at: lastResultAt[index]! });
+    const lastResult = lastResults[index];
     return Object.freeze({ backend, state: states[index]!, since: since[index]!, ...(lastResult !== undefined ? { lastResult } : {}) });
   });
   return Object.freeze({
