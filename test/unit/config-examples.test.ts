@@ -35,7 +35,7 @@ describe('example configs (config/*.yaml)', () => {
     });
   }
 
-  it('kubeadm-dedicated: apiserver 6443 checked on /readyz over https with the cluster CA; etcd 2379', () => {
+  it('kubeadm-dedicated: apiserver 6443 checked on /readyz over https with the cluster CA; etcd 2379 with a client certificate', () => {
     const config = loadConfigFile(path.join(configDir, 'kubeadm-dedicated.yaml'), EXAMPLE);
     const ports = config.vips[0]!.listeners.map((l) => l.port);
     assert.deepEqual(ports, [6443, 2379]);
@@ -45,6 +45,11 @@ describe('example configs (config/*.yaml)', () => {
     assert.equal(check.tls?.insecureSkipVerify, false);
     assert.ok(check.tls?.caFile);
     assert.equal(config.pools.etcd!.backends.length, 3);
+    const etcd = config.pools.etcd!.check;
+    assert.equal(etcd.kind, 'etcd');
+    assert.equal(etcd.tls?.certFile, '/etc/kubernetes/pki/etcd/healthcheck-client.crt');
+    assert.equal(etcd.tls?.keyFile, '/etc/kubernetes/pki/etcd/healthcheck-client.key');
+    assert.equal(etcd.tls?.caFile, '/etc/kubernetes/pki/etcd/ca.crt');
   });
 
   it('kubeadm-stacked: one listener on 6443 to all three apiservers, this node included', () => {
