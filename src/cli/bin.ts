@@ -5,6 +5,7 @@ import type { DaemonStatus } from '../control/control';
 import { ConfigError, VipdError, errorMessage } from '../lib/errors';
 import { createLogger } from '../lib/logger';
 import { vipdVersion } from '../lib/version';
+import { parseGrace } from '../control/drain-request';
 import { adminRequest } from './admin-client';
 import { renderStatus } from './status-table';
 
@@ -86,19 +87,31 @@ program
     process.stdout.write(opts.json ? body : renderStatus(JSON.parse(body) as DaemonStatus) + '\n');
   });
 
-for (const [name, description] of [
-  ['drain', 'withdraw every VIP of this node; existing connections keep being served'],
-  ['undrain', 'announce again, through the usual health gate'],
-] as const) {
-  program
-    .command(name)
-    .description(description)
-    .requiredOption('-c, --config <file>', "the daemon's config file")
-    .action(async (opts: { config: string }) => {
-      await adminCall(opts.config, 'POST', `/${name}`);
-      process.stdout.write(`${name}ed\n`);
-    });
-}
+program
+  .command('drain')
+  .description('planned maintenance: advertise with GRACEFUL_SHUTDOWN for the grace, then withdraw (every VIP, or --vip); existing connections keep being served')
+  .requiredOption('-c, --config <file>', "the daemon's config file")
+  .option('--vip <name>', 'drain this VIP only; the others are left alone')
+  .option('--grace <duration>', 'how long the path stays with GRACEFUL_SHUTDOWN before the withdraw (0s..1h; default drain.grace)')
+  .action(async (opts: { config: string; vip?: string; grace?: string }) => {
+    if (opts.grace !== undefined) {
+      const parsed = parseGrace(opts.grace);
+      if ('error' in parsed) throw new VipdError('VIPD_ERR_ADMIN', `--grace: ${parsed.error}`);
+    }
+    const body = { ...(opts.vip !== undefined ? { vip: opts.vip } : {}), ...(opts.grace !== undefined ? { grace: opts.grace } : {}) };
+    await adminCall(opts.config, 'POST', '/drain', JSON.stringify(body));
+    process.stdout.write(opts.vip !== undefined ? `drained VIP ${opts.vip}\n` : 'drained\n');
+  });
+
+program
+  .command('undrain')
+  .description('end a drain (the node, or --vip); the VIPs go back through their gates')
+  .requiredOption('-c, --config <file>', "the daemon's config file")
+  .option('--vip <name>', 'undrain this VIP only')
+  .action(async (opts: { config: string; vip?: string }) => {
+    await adminCall(opts.config, 'POST', '/undrain', JSON.stringify(opts.vip !== undefined ? { vip: opts.vip } : {}));
+    process.stdout.write(opts.vip !== undefined ? `undrained VIP ${opts.vip}\n` : 'undrained\n');
+  });
 
 for (const [name, drained] of [['drain-backend', true], ['undrain-backend', false]] as const) {
   program

@@ -4,6 +4,7 @@ import { errorMessage } from '../lib/errors';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
 import { AdminInputError, type AdminActions } from './control';
+import { parseDrainBody } from './drain-request';
 
 interface Route {
   readonly method: 'GET' | 'POST';
@@ -38,8 +39,8 @@ export class AdminServer {
           res.writeHead(200, { 'content-type': m.contentType }).end(m.body);
         },
       }],
-      ['/drain', { method: 'POST', handle: async (_req, res) => { await this.actions.drain(this.source); sendJson(res, 200, { drained: true }); } }],
-      ['/undrain', { method: 'POST', handle: async (_req, res) => { await this.actions.undrain(this.source); sendJson(res, 200, { drained: false }); } }],
+      ['/drain', { method: 'POST', readsBody: true, handle: async (req, res) => { const r = parseDrainBody(await readJsonBody(req), true); await this.actions.drain(this.source, r); sendJson(res, 200, { drained: true, ...r }); } }],
+      ['/undrain', { method: 'POST', readsBody: true, handle: async (req, res) => { const r = parseDrainBody(await readJsonBody(req), false); await this.actions.undrain(this.source, r); sendJson(res, 200, { drained: false, ...r }); } }],
       ['/backends/drain', { method: 'POST', readsBody: true, handle: (req, res) => this.drainBackend(req, res, true) }],
       ['/backends/undrain', { method: 'POST', readsBody: true, handle: (req, res) => this.drainBackend(req, res, false) }],
     ]);
