@@ -112,7 +112,9 @@ function judgeListener(l: ListenerInput, gate: GateSpec): ListenerVerdict {
   if (healthy < need) {
     const counts = `${healthy}/${total} healthy in pool ${l.pool.pool}, need ${need}`;
     if (!l.pool.settled) return { pass: false, usable, failure: { reason: 'starting', detail: `${counts}; checks still running` } };
-    return { pass: false, usable, failure: { reason: healthy === 0 ? 'noHealthyBackends' : 'belowMinHealthy', detail: counts } };
+    if (healthy === 0) return { pass: false, usable, failure: { reason: 'noHealthyBackends', detail: counts } };
+    if (usable === 0) return { pass: false, usable, failure: { reason: 'noUsableBackends', detail: `${counts}; none of them usable (drained or ejected)` } };
+    return { pass: false, usable, failure: { reason: 'belowMinHealthy', detail: counts } };
   }
   if (usable >= need) return { pass: true, usable };
   const out = outOfService(l);
