@@ -349,6 +349,8 @@ const vipSchema = z
       ...(up.med !== undefined ? { med: up.med } : {}),
       minHealthyBackends: v.minHealthyBackends ?? (typeof v.gate?.minHealthy === 'number' ? v.gate.minHealthy : 1),
       gate: v.gate ?? { minHealthy: v.minHealthyBackends ?? 1, listeners: 'all' as const },
+      /** Which key the gate came from, so that errors name the one the operator wrote. */
+      gateKey: v.gate !== undefined ? ('gate' as const) : ('minHealthyBackends' as const),
       attributes: { ...v.attributes, up },
     };
   });
@@ -517,13 +519,12 @@ function checkVipPolicies(cfg: RawConfig, ctx: z.RefinementCtx): void {
   const ibgp = peers.filter((p) => p.asn === s.asn).length;
   const ebgp = peers.length - ibgp;
   cfg.vips.forEach((vip, vi) => {
-    const gateKey = vip.gate.minHealthy === vip.minHealthyBackends && typeof vip.gate.minHealthy === 'number' ? undefined : 'gate';
     if (typeof vip.gate.minHealthy === 'number') {
       const need = vip.gate.minHealthy;
       vip.listeners.forEach((l) => {
         const size = cfg.pools[l.pool]?.backends.length;
         if (size !== undefined && need > size) {
-          const path = gateKey === undefined ? ['vips', vi, 'minHealthyBackends'] : ['vips', vi, 'gate', 'minHealthy'];
+          const path = vip.gateKey === 'gate' ? ['vips', vi, 'gate', 'minHealthy'] : ['vips', vi, 'minHealthyBackends'];
           ctx.addIssue({ code: z.ZodIssueCode.custom, path, message: `${need} is above the size of pool "${l.pool}" (${size} backends); the gate could never pass` });
         }
       });
