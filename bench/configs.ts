@@ -138,12 +138,12 @@ stream {
  * first exchange, and the bench must not measure vipd's timeout instead of its memory. JSON is valid
  * YAML, so the config is written as JSON and needs no YAML library here.
  */
-export function vipdConfig(workers: number, adminPort: number, stateDir: string): Record<string, unknown> {
+export function vipdConfig(workers: number, adminPort: number, stateDir: string, adminSocket: string): Record<string, unknown> {
   return {
     node: { name: 'bench' },
-    // Per run: a drain left by one run must not carry into the next.
+    // Per run: a drain left by one run must not carry into the next, and parallel runs never meet on /run/vipd.
     stateDir,
-    admin: { listen: `127.0.0.1:${adminPort}` },
+    admin: { listen: `127.0.0.1:${adminPort}`, socket: adminSocket },
     net: { interface: 'lo', manageAddresses: false },
     shutdown: { grace: '0s' },
     speaker: { driver: 'none' },

@@ -72,7 +72,7 @@ export function vipdConfigFile(l: Layout, workers: number): string {
 /** Writes the vipd config and asks vipd itself whether it is valid; returns undefined or the refusal. */
 export async function prepareVipdConfig(l: Layout, workers: number, vipdBin: string): Promise<string | undefined> {
   const file = vipdConfigFile(l, workers);
-  fs.writeFileSync(file, `${JSON.stringify(vipdConfig(workers, VIPD_ADMIN_PORT, path.join(l.dir, 'vipd-state')), null, 2)}\n`);
+  fs.writeFileSync(file, `${JSON.stringify(vipdConfig(workers, VIPD_ADMIN_PORT, path.join(l.dir, 'vipd-state'), path.join(l.dir, `vipd-w${workers}.sock`)), null, 2)}\n`);
   const r = await run([process.execPath, vipdBin, 'check-config', file], { timeoutMs: 30_000 });
   if (r.code === 0) return undefined;
   return (r.stderr || r.stdout).trim().replace(/\s+/g, ' ');

@@ -4,6 +4,7 @@ import { DrainSequence, type DrainInfo, type DrainTarget } from './announce/drai
 import { HookRunner } from './announce/hooks';
 import { AnnounceReconciler, type VipSource } from './announce/reconciler';
 import type { Config, PoolConfig } from './config/config';
+import { adminSocketPath } from './config/schema';
 import { AdminServer } from './control/admin-server';
 import { AdminInputError, type AdminActions, type DaemonStatus, type DrainOrigin, type DrainPhaseStatus, type DrainRequest } from './control/control';
 import type { CheckSpec, PoolHealth } from './health/health';
@@ -21,7 +22,9 @@ import { createProcessConnectionLimits } from './proxy/limits';
 import { createListener } from './proxy/listener';
 import type { ListenerSpec, PoolLoad, PoolSpec, ProxyLimitsSpec, ProxyListener } from './proxy/proxy';
 import { WorkerPool } from './proxy/worker-pool';
+import { sessionFamilies } from './config/schema';
 import { createGobgpSpeaker } from './speaker/gobgp/gobgp-speaker';
+import { peerAnnounceStates } from './speaker/peer-announce';
 import { NullSpeaker, type Advertisement, type Speaker } from './speaker/speaker';
 import { DrainStateFile } from './state/drain-state-file';
 import type { BackendDrainMark, DrainMark, DrainState, DrainStateStore, VipDrainMark } from './state/state';
@@ -218,7 +221,14 @@ export class Daemon implements AdminActions {
       ? new HookRunner({ hook: { argv: hook, timeoutMs: config.hooks.timeout }, node: config.node.name, clock: this.clock, logger: this.logger.child({ component: 'hooks' }), metrics: this.metrics })
       : undefined;
     if (this.hooks) this.reconciler.onChange((change) => this.hooks!.notify(change));
-    this.admin = new AdminServer(config.admin.listen, this, this.logger.child({ component: 'admin' }), this.metrics);
+    this.admin = new AdminServer({
+      listen: config.admin.listen,
+      socket: { path: adminSocketPath(config), ...(config.admin.socketGroup !== undefined ? { group: config.admin.socketGroup } : {}) },
+      ...(config.admin.tokenFile !== undefined ? { tokenFile: config.admin.tokenFile } : {}),
+      actions: this,
+      logger: this.logger.child({ component: 'admin' }),
+      metrics: this.metrics,
+    });
   }
 
   async start(): Promise<void> {
@@ -243,7 +253,7 @@ export class Daemon implements AdminActions {
       pool.health.start();
     }
     this.reconciler.evaluate();
-    log.info({ event: 'started', admin: this.config.admin.listen.key }, 'vipd running');
+    log.info({ event: 'started', admin: this.config.admin.listen.key, adminSocket: adminSocketPath(this.config) }, 'vipd running');
   }
 
   /**
@@ -324,7 +334,8 @@ export class Daemon implements AdminActions {
     }
     await withTimeout(this.speaker.close(), 5000).catch((err) => {
       log.warn({ err: errorMessage(err) }, 'speaker did not close cleanly; destroying');
-      this.speaker.destroy();
+      // Bounded: a SIGKILLed gobgpd is gone at once.
+      return withTimeout(this.speaker.destroy(), 2000).catch(() => undefined);
     });
     if (this.config.net.manageAddresses) {
       for (const vip of this.config.vips) {
@@ -342,6 +353,8 @@ export class Daemon implements AdminActions {
   status(): DaemonStatus {
     const iso = (ms: number) => new Date(ms).toISOString();
     const announce = this.reconciler.status();
+    const peers = this.speaker.peers();
+    const advertised = this.speaker.advertised();
     return {
       node: this.config.node.name,
       version: vipdVersion,
@@ -361,6 +374,8 @@ export class Daemon implements AdminActions {
         listeners: this.listeners
           .filter((l) => l.vip === a.vip)
           .map((l) => ({ id: l.listener.spec.id, port: l.port, pool: l.pool, bound: l.listener.bound(), activeSessions: l.listener.stats().active })),
+        // Pessimized and draining paths are advertised too: per peer they are announced or not.
+        peers: peerAnnounceStates(a.prefix, { state: a.state === 'withdrawn' ? 'withdrawn' : 'announced', reason: a.reason }, peers, advertised),
       })),
       pools: [...this.pools.values()].map((p) => {
         const snap = p.health.snapshot();
@@ -385,7 +400,15 @@ export class Daemon implements AdminActions {
           }),
         };
       }),
-      peers: this.speaker.peers().map((p) => ({ address: p.address, asn: p.asn, state: p.state, since: iso(p.since) })),
+      peers: peers.map((p) => ({
+        address: p.address,
+        asn: p.asn,
+        state: p.state,
+        since: iso(p.since),
+        families: p.families,
+        ...(p.negotiated ? { negotiated: p.negotiated } : {}),
+        advertised: advertised.get(p.address) ?? [],
+      })),
       drains: this.drainSequence.list().map(drainPhaseStatus),
     };
   }
@@ -607,19 +630,25 @@ export class Daemon implements AdminActions {
   private buildSpeaker(): Speaker {
     const s = this.config.speaker;
     if (s.driver === 'none') return new NullSpeaker();
+    const families = sessionFamilies(s, this.config.vips.map((v) => v.address));
     return createGobgpSpeaker({
       asn: s.asn!,
       routerId: s.routerId!,
       manage: s.gobgp.manage,
       ...(s.gobgp.api !== undefined ? { api: s.gobgp.api } : {}),
+      allowTcpApi: s.gobgp.allowTcpApi,
+      user: s.gobgp.user,
       ...(s.gobgp.runtimeDir !== undefined ? { runtimeDir: s.gobgp.runtimeDir } : {}),
       hangTimeoutMs: s.gobgp.hangTimeout,
       gobgpdPath: s.gobgp.binary,
       listenPort: s.gobgp.listenPort,
       reconcileIntervalMs: s.gobgp.reconcileInterval,
-      peers: s.peers.map((p) => ({
+      peers: s.peers.map((p, i) => ({
         address: p.address,
         asn: p.asn,
+        families: families[i]!,
+        ...(p.nextHopIpv6 !== undefined ? { nextHopIpv6: p.nextHopIpv6 } : {}),
+        ...(p.nextHopIpv4 !== undefined ? { nextHopIpv4: p.nextHopIpv4 } : {}),
         holdTimeS: p.holdTime / 1000,
         keepaliveS: p.keepalive / 1000,
         connectRetryS: p.connectRetry / 1000,

@@ -1,12 +1,15 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { loadConfigFile, type Config } from '../config/config';
+import { adminSocketPath } from '../config/schema';
 import type { DaemonStatus } from '../control/control';
 import { ConfigError, VipdError, errorMessage } from '../lib/errors';
 import { createLogger } from '../lib/logger';
 import { vipdVersion } from '../lib/version';
 import { parseGrace } from '../control/drain-request';
-import { adminRequest } from './admin-client';
+import { lookupGobgpdUser } from '../speaker/gobgp/gobgpd-user';
+import { adminRequest, AdminUnreachableError, describeTarget, type AdminTarget } from './admin-client';
 import { renderStatus } from './status-table';
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad input (config or command line). */
@@ -34,14 +37,59 @@ function configFileOf(positional: string | undefined, opts: { config?: string })
   return file;
 }
 
-async function adminCall(configFile: string, method: 'GET' | 'POST', path: string, body?: string): Promise<string> {
+/**
+ * One admin call, found from the config: mutations over the unix socket (or over TCP with
+ * --token-file); GET /status over the socket, falling back to the read-only TCP port when this user
+ * cannot open the socket. Refusals and "not running" are errors that say what to do.
+ */
+async function adminCall(configFile: string, method: 'GET' | 'POST', path: string, body?: string, opts: { tokenFile?: string } = {}): Promise<string> {
   const config = loadOrExit(configFile);
-  const res = await adminRequest(config.admin.listen, method, path, body);
+  const socket = adminSocketPath(config);
+  const tcp: AdminTarget = { tcp: config.admin.listen, ...(opts.tokenFile !== undefined ? { token: readTokenFile(opts.tokenFile) } : {}) };
+  const first: AdminTarget = opts.tokenFile !== undefined ? tcp : { socket };
+  let res: { status: number; body: string };
+  try {
+    res = await adminRequest(first, method, path, body);
+  } catch (err) {
+    if (!(err instanceof AdminUnreachableError) || 'tcp' in first) throw explainUnreachable(err, config);
+    const canFallBack = method === 'GET' && (err.errno === 'EACCES' || err.errno === 'ENOENT');
+    if (!canFallBack) throw explainUnreachable(err, config);
+    process.stderr.write(`vipd: cannot open ${socket} (${err.errno}); asking the read-only TCP admin at ${describeTarget(tcp)}\n`);
+    try {
+      res = await adminRequest(tcp, method, path, body);
+    } catch (tcpErr) {
+      throw explainUnreachable(tcpErr instanceof AdminUnreachableError && tcpErr.notRunning ? err : tcpErr, config);
+    }
+  }
   if (res.status !== 200) {
-    const error = res.body.startsWith('{') ? ((JSON.parse(res.body) as { error?: string }).error ?? res.body) : res.body;
+    let error = res.body;
+    try {
+      error = (JSON.parse(res.body) as { error?: string }).error ?? res.body;
+    } catch {
+      // not JSON: shown as it is
+    }
     throw new VipdError('VIPD_ERR_ADMIN', `${method} ${path} refused (${res.status}): ${error.trim()}`);
   }
   return res.body;
+}
+
+function explainUnreachable(err: unknown, config: Config): unknown {
+  if (!(err instanceof AdminUnreachableError)) return err;
+  const where = describeTarget(err.target);
+  if (err.notRunning) return new VipdError('VIPD_ERR_ADMIN', `no vipd answering on ${where}`, { cause: err });
+  if (err.errno === 'EACCES' && 'socket' in err.target) {
+    const group = config.admin.socketGroup !== undefined ? `, or a member of group ${config.admin.socketGroup}` : '';
+    return new VipdError('VIPD_ERR_ADMIN', `cannot open ${where}: permission denied (run as root${group}; or pass --token-file for TCP)`, { cause: err });
+  }
+  return err;
+}
+
+function readTokenFile(file: string): string {
+  try {
+    return readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    throw new VipdError('VIPD_ERR_ADMIN', `--token-file ${file}: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`);
+  }
 }
 
 const program = new Command()
@@ -69,9 +117,16 @@ program
   .description('validate a config file and exit: 0 valid, 2 invalid')
   .argument('[file]', 'config file (YAML)')
   .option('-c, --config <file>', 'config file (YAML)')
-  .action((file: string | undefined, opts: { config?: string }) => {
+  .action(async (file: string | undefined, opts: { config?: string }) => {
     const path = configFileOf(file, opts);
     const config = loadOrExit(path);
+    // The one host fact that is cheap to check here: the user a managed gobgpd will run as.
+    if (config.speaker.driver === 'gobgp' && config.speaker.gobgp.manage) {
+      await lookupGobgpdUser(config.speaker.gobgp.user).catch((err: unknown) => {
+        process.stderr.write(`${path}: speaker.gobgp.user: ${errorMessage(err)}\n`);
+        process.exit(2);
+      });
+    }
     const listeners = config.vips.reduce((n, v) => n + v.listeners.length, 0);
     const backends = Object.values(config.pools).reduce((n, p) => n + p.backends.length, 0);
     process.stdout.write(`${path}: ok (${config.vips.length} VIPs, ${listeners} listeners, ${Object.keys(config.pools).length} pools, ${backends} backends, speaker ${config.speaker.driver})\n`);
@@ -90,26 +145,28 @@ program
 program
   .command('drain')
   .description('planned maintenance: advertise with GRACEFUL_SHUTDOWN for the grace, then withdraw (every VIP, or --vip); existing connections keep being served')
-  .requiredOption('-c, --config <file>', "the daemon's config file")
+  .requiredOption('-c, --config <file>', "the daemon's config file (its admin section says where the socket is)")
+  .option('--token-file <file>', 'send over TCP with this bearer token instead of the unix socket')
   .option('--vip <name>', 'drain this VIP only; the others are left alone')
   .option('--grace <duration>', 'how long the path stays with GRACEFUL_SHUTDOWN before the withdraw (0s..1h; default drain.grace)')
-  .action(async (opts: { config: string; vip?: string; grace?: string }) => {
+  .action(async (opts: { config: string; tokenFile?: string; vip?: string; grace?: string }) => {
     if (opts.grace !== undefined) {
       const parsed = parseGrace(opts.grace);
       if ('error' in parsed) throw new VipdError('VIPD_ERR_ADMIN', `--grace: ${parsed.error}`);
     }
     const body = { ...(opts.vip !== undefined ? { vip: opts.vip } : {}), ...(opts.grace !== undefined ? { grace: opts.grace } : {}) };
-    await adminCall(opts.config, 'POST', '/drain', JSON.stringify(body));
+    await adminCall(opts.config, 'POST', '/drain', JSON.stringify(body), opts);
     process.stdout.write(opts.vip !== undefined ? `drained VIP ${opts.vip}\n` : 'drained\n');
   });
 
 program
   .command('undrain')
   .description('end a drain (the node, or --vip); the VIPs go back through their gates')
-  .requiredOption('-c, --config <file>', "the daemon's config file")
+  .requiredOption('-c, --config <file>', "the daemon's config file (its admin section says where the socket is)")
+  .option('--token-file <file>', 'send over TCP with this bearer token instead of the unix socket')
   .option('--vip <name>', 'undrain this VIP only')
-  .action(async (opts: { config: string; vip?: string }) => {
-    await adminCall(opts.config, 'POST', '/undrain', JSON.stringify(opts.vip !== undefined ? { vip: opts.vip } : {}));
+  .action(async (opts: { config: string; tokenFile?: string; vip?: string }) => {
+    await adminCall(opts.config, 'POST', '/undrain', JSON.stringify(opts.vip !== undefined ? { vip: opts.vip } : {}), opts);
     process.stdout.write(opts.vip !== undefined ? `undrained VIP ${opts.vip}\n` : 'undrained\n');
   });
 
@@ -119,9 +176,10 @@ for (const [name, drained] of [['drain-backend', true], ['undrain-backend', fals
     .description(drained ? 'stop new connections to one backend; established ones carry on' : 'let one backend take new connections again')
     .argument('<pool>', 'pool name')
     .argument('<backend>', 'backend as configured, IP:PORT or [IPv6]:PORT')
-    .requiredOption('-c, --config <file>', "the daemon's config file")
-    .action(async (pool: string, backend: string, opts: { config: string }) => {
-      await adminCall(opts.config, 'POST', `/backends/${drained ? 'drain' : 'undrain'}`, JSON.stringify({ pool, backend }));
+    .requiredOption('-c, --config <file>', "the daemon's config file (its admin section says where the socket is)")
+    .option('--token-file <file>', 'send over TCP with this bearer token instead of the unix socket')
+    .action(async (pool: string, backend: string, opts: { config: string; tokenFile?: string }) => {
+      await adminCall(opts.config, 'POST', `/backends/${drained ? 'drain' : 'undrain'}`, JSON.stringify({ pool, backend }), opts);
       process.stdout.write(`${pool} ${backend}: ${drained ? 'drained' : 'undrained'}\n`);
     });
 }

@@ -52,7 +52,24 @@ export function renderStatus(s: DaemonStatus): string {
     ),
     '',
   );
-  lines.push(s.peers.length ? table(['PEER', 'ASN', 'STATE', 'SINCE'], s.peers.map((p) => [p.address, String(p.asn), p.state, p.since])) : 'no BGP peers (speaker driver none)');
+  if (s.peers.length === 0) {
+    lines.push('no BGP peers (speaker driver none)');
+    return lines.join('\n');
+  }
+  lines.push(
+    table(
+      ['PEER', 'ASN', 'STATE', 'SINCE', 'FAMILIES', 'NEGOTIATED', 'PATHS SENT'],
+      s.peers.map((p) => [p.address, String(p.asn), p.state, p.since, (p.families ?? []).join(','), p.negotiated?.join(',') ?? '-', String(p.advertised?.length ?? 0)]),
+    ),
+    '',
+  );
+  // What each router really gets: a VIP can be announced to one peer and not to another.
+  lines.push(
+    table(
+      ['VIP', 'PEER', 'STATE', 'REASON'],
+      s.vips.flatMap((v) => (v.peers ?? []).map((p) => [v.name, p.peer, p.state, p.reason ?? ''])),
+    ),
+  );
   return lines.join('\n');
 }
 

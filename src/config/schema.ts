@@ -199,11 +199,69 @@ const loopbackListen = z.string().transform((text, ctx) => {
   return ep;
 });
 
+/** A unix socket path must fit sockaddr_un.sun_path (108 bytes with its NUL). */
+const MAX_SOCKET_PATH_BYTES = 107;
+
+/**
+ * The admin API. Mutations go over the unix socket (file permissions are the authentication) or over
+ * TCP with the bearer token; TCP without the token is read-only. See docs/admin.md.
+ */
+const adminSchema = z
+  .object({
+    /** Loopback TCP: /status and /metrics for anyone on the node; mutations only with the token. */
+    listen: loopbackListen.default('127.0.0.1:9180'),
+    /** Default /run/vipd/<node.name>.sock (adminSocketPath). */
+    socket: z
+      .string()
+      .startsWith('/', 'must be an absolute path')
+      .refine((s) => Buffer.byteLength(s) <= MAX_SOCKET_PATH_BYTES, `a unix socket path is at most ${MAX_SOCKET_PATH_BYTES} bytes`)
+      .optional(),
+    /** Group owning the socket (name or gid): its members may drain. Unset: vipd's own group. */
+    socketGroup: z.union([z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]*\$?$/, 'not a group name'), z.number().int().min(0).max(4294967294)]).optional(),
+    /** File holding the bearer token that allows mutations over TCP (must not be world-readable). */
+    tokenFile: z.string().startsWith('/', 'must be an absolute path').optional(),
+  })
+  .strict()
+  .default({});
+
+/** Where the admin socket is: `admin.socket`, or /run/vipd/<node.name>.sock. */
+export function adminSocketPath(config: { readonly node: { readonly name: string }; readonly admin: { readonly socket?: string | undefined } }): string {
+  return config.admin.socket ?? `/run/vipd/${config.node.name}.sock`;
+}
+
 const gobgpApi = z.string().refine((s) => {
   if (s.startsWith('unix:/')) return true;
   const ep = parseEndpoint(s);
   return !!ep && (ep.host.startsWith('127.') || ep.host === '::1');
 }, (s) => ({ message: `"${s}" must be a loopback IP:PORT or unix:/absolute/path; gobgpd's API has no authentication` }));
+
+/** POSIX user name, as useradd accepts it (no leading dash, no colon or slash). */
+const unixUser = z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/, 'not a user name');
+
+const SPEAKER_FAMILIES = ['ipv4-unicast', 'ipv6-unicast'] as const;
+type SpeakerFamily = (typeof SPEAKER_FAMILIES)[number];
+
+/**
+ * A next hop that routers install. FRR 8.4 marks an IPv4-mapped next hop (gobgpd's own default for IPv6
+ * over an IPv4 session) valid and best but never puts it in the kernel (docs/bgp.md), and a link-local one
+ * needs an interface the path does not carry.
+ */
+const nextHopIpv6 = z.string().superRefine((s, ctx) => {
+  if (isIP(s) !== 6) return void ctx.addIssue({ code: z.ZodIssueCode.custom, message: `"${s}" is not an IPv6 address` });
+  const a = new Address6(s);
+  if (a.is4()) ctx.addIssue({ code: z.ZodIssueCode.custom, message: `"${s}" is IPv4-mapped: FRR marks such a next hop best but never installs it; use a global IPv6 address of this node on the link to the peer` });
+  else if (a.isLinkLocal() || a.isLoopback() || a.isMulticast() || a.isInSubnet(new Address6('::/128'))) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `"${s}" is not a global unicast address; use a global IPv6 address of this node on the link to the peer` });
+  }
+});
+
+const nextHopIpv4 = z.string().superRefine((s, ctx) => {
+  if (isIP(s) !== 4) return void ctx.addIssue({ code: z.ZodIssueCode.custom, message: `"${s}" is not an IPv4 address` });
+  const a = new Address4(s);
+  if (a.isInSubnet(new Address4('0.0.0.0/8')) || a.isInSubnet(new Address4('127.0.0.0/8')) || a.isInSubnet(new Address4('224.0.0.0/3'))) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `"${s}" is not a unicast address of this node` });
+  }
+});
 
 const checkSchema = z
   .object({
@@ -363,6 +421,16 @@ const peerSchema = z
     keepalive: duration(1000, 21_845_000).default('1s'),
     connectRetry: duration(1000, 3_600_000).default('5s'),
     password: z.string().min(1).max(80).optional(),
+    /**
+     * Address families the session carries (MP-BGP, RFC 4760). Managed default: the peer's own family,
+     * plus the family of any VIP that no peer of its own family can carry. External gobgpd: what its
+     * session really carries (default: the peer's own family), so that load can refuse a VIP no one carries.
+     */
+    families: z.array(z.enum(SPEAKER_FAMILIES)).min(1, 'at least one family').optional(),
+    /** Next hop of IPv6 VIPs sent over this IPv4 session. Default: a global IPv6 address of this node on the interface towards the peer. */
+    nextHopIpv6: nextHopIpv6.optional(),
+    /** Next hop of IPv4 VIPs sent over this IPv6 session. Default: gobgpd's (the session's IPv6 address, RFC 8950), which FRR 8.4 installs. */
+    nextHopIpv4: nextHopIpv4.optional(),
   })
   .strict()
   .superRefine((p, ctx) => {
@@ -381,6 +449,13 @@ const speakerSchema = z
         manage: z.boolean().default(true),
         /** Unset with manage: a unix socket in gobgpd's private runtime directory, reachable by vipd alone. */
         api: gobgpApi.optional(),
+        /**
+         * A TCP api with manage: true exposes gobgpd's unauthenticated gRPC API to every local user (any of
+         * them could AddPath any prefix or delete the peers); refused unless this says it is meant.
+         */
+        allowTcpApi: z.boolean().default(false),
+        /** Managed gobgpd runs as this user (setpriv), without capabilities; it must exist. */
+        user: unixUser.default('nobody'),
         /** Where the managed gobgpd's private directory (config, API socket, log) is made; systemd's RuntimeDirectory. */
         runtimeDir: z.string().startsWith('/', 'must be an absolute path').optional(),
         binary: z.string().min(1).default('gobgpd'),
@@ -401,7 +476,57 @@ const speakerSchema = z
     if (s.routerId === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['routerId'], message: 'required when driver is gobgp' });
     if (!s.gobgp.manage && s.gobgp.api === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['gobgp', 'api'], message: 'required when manage is false (where is the external gobgpd?)' });
     if (s.peers.length === 0) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['peers'], message: 'at least one peer is required when driver is gobgp' });
+    if (s.gobgp.manage && s.gobgp.api !== undefined && !s.gobgp.api.startsWith('unix:') && !s.gobgp.allowTcpApi) {
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['gobgp', 'api'],
+        message:
+          "a TCP API for the managed gobgpd is refused: gobgpd's gRPC API is unauthenticated, so any local user could AddPath any prefix or delete the peers. " +
+          'Leave api unset (a unix socket in a 0700 directory), or set allowTcpApi: true if this is really meant',
+      });
+    }
+    s.peers.forEach((p, i) => {
+      const own = isIP(p.address) === 6 ? 'ipv6-unicast' : 'ipv4-unicast';
+      if (p.nextHopIpv6 !== undefined && own === 'ipv6-unicast') {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['peers', i, 'nextHopIpv6'], message: 'only for an IPv4 session (an IPv6 session uses its own address)' });
+      }
+      if (p.nextHopIpv4 !== undefined && own === 'ipv4-unicast') {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['peers', i, 'nextHopIpv4'], message: 'only for an IPv6 session (an IPv4 session uses its own address)' });
+      }
+    });
   });
+
+/**
+ * The families each configured peer's session carries, as speaker/gobgp will configure them (managed) or
+ * as the config declares them (external). See peerSchema.families.
+ */
+export function sessionFamilies(speaker: z.output<typeof speakerSchema>, vipAddresses: readonly string[]): SpeakerFamily[][] {
+  const ownFamily = (address: string): SpeakerFamily => (isIP(address) === 6 ? 'ipv6-unicast' : 'ipv4-unicast');
+  const vipFamilies = new Set(vipAddresses.map(ownFamily));
+  const native = new Set(speaker.peers.map((p) => ownFamily(p.address)));
+  return speaker.peers.map((p) => {
+    if (p.families) return [...new Set(p.families)];
+    const families = new Set([ownFamily(p.address)]);
+    if (speaker.gobgp.manage) for (const f of vipFamilies) if (!native.has(f)) families.add(f);
+    return [...families];
+  });
+}
+
+/** A VIP that no session carries would be announced to nobody while status said otherwise: refused. */
+function checkVipsCarried(cfg: { speaker: z.output<typeof speakerSchema>; vips: ReadonlyArray<{ name: string; address: string }> }, ctx: z.RefinementCtx): void {
+  if (cfg.speaker.driver === 'none' || cfg.speaker.peers.length === 0) return;
+  const families = sessionFamilies(cfg.speaker, cfg.vips.map((v) => v.address));
+  cfg.vips.forEach((vip, vi) => {
+    const family: SpeakerFamily = isIP(vip.address) === 6 ? 'ipv6-unicast' : 'ipv4-unicast';
+    if (families.some((f) => f.includes(family))) return;
+    const peers = cfg.speaker.peers.map((p, i) => `${p.address} (${families[i]!.join(', ')})`).join('; ');
+    ctx.addIssue({
+      code: z.ZodIssueCode.custom,
+      path: ['vips', vi, 'address'],
+      message: `VIP "${vip.name}" (${vip.address}) is ${family} and no BGP session carries ${family}: peers ${peers}. Add ${family} to a peer's families, or a peer of that family`,
+    });
+  });
+}
 
 export const configSchema = z
   .object({
@@ -412,7 +537,7 @@ export const configSchema = z
       .min(1)
       .refine((p) => p.startsWith('/'), 'must be an absolute path')
       .default('/var/lib/vipd'),
-    admin: z.object({ listen: loopbackListen.default('127.0.0.1:9180') }).strict().default({}),
+    admin: adminSchema,
     net: z
       .object({
         interface: z.string().regex(/^[A-Za-z0-9_.:-]{1,15}$/, 'not an interface name').default('lo'),
@@ -463,6 +588,7 @@ export const configSchema = z
   })
   .strict()
   .superRefine((cfg, ctx) => {
+    checkVipsCarried(cfg, ctx);
     // Addresses are canonical here (ipAddress, vipAddress, endpointText): plain text comparison is exact.
     const seenVipPort = new Map<string, string>();
     const seenVipAddress = new Map<string, number>();

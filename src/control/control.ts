@@ -24,6 +24,8 @@ export interface DaemonStatus {
     /** Where a drain of this VIP alone came from (absent when not drained). */
     readonly drain?: DrainOrigin;
     readonly listeners: ReadonlyArray<{ readonly id: string; readonly port: number; readonly pool: string; readonly bound: boolean; readonly activeSessions: number }>;
+    /** Per BGP peer: `announced` only when the path is in that peer's adj-RIB-out; otherwise why not. */
+    readonly peers: ReadonlyArray<VipPeerAnnounce>;
   }>;
   readonly pools: ReadonlyArray<{
     readonly name: string;
@@ -42,7 +44,18 @@ export interface DaemonStatus {
       readonly drain?: DrainOrigin;
     }>;
   }>;
-  readonly peers: ReadonlyArray<{ readonly address: string; readonly asn: number; readonly state: string; readonly since: string }>;
+  readonly peers: ReadonlyArray<{
+    readonly address: string;
+    readonly asn: number;
+    readonly state: string;
+    readonly since: string;
+    /** Address families the session is configured to carry (ipv4-unicast, ipv6-unicast). */
+    readonly families: readonly string[];
+    /** Of those, the ones the peer accepted in its OPEN; absent until read. */
+    readonly negotiated?: readonly string[];
+    /** Prefixes in this peer's adj-RIB-out. */
+    readonly advertised: readonly string[];
+  }>;
   /** Drains of the node and of single VIPs, each with its phase and deadlines. */
   readonly drains?: ReadonlyArray<DrainPhaseStatus>;
 }
@@ -69,6 +82,13 @@ export interface DrainRequest {
   readonly graceMs?: number;
 }
 
+export interface VipPeerAnnounce {
+  readonly peer: string;
+  readonly state: 'announced' | 'withdrawn';
+  /** Set when withdrawn: the VIP's own reason, or sessionDown, familyNotCarried, familyNotNegotiated, notInAdjRibOut. */
+  readonly reason?: string;
+}
+
 /** Who set a drain and when; `restoredFrom` names the state file when it was restored at start. */
 export interface DrainOrigin {
   readonly drainedBy: string;
@@ -87,6 +107,10 @@ export class AdminInputError extends Error {
   }
 }
 
+/**
+ * Mutations name their `source`: where the request came from, for people reading status and logs
+ * (`admin socket /run/vipd/lb1.sock`, `admin tcp 127.0.0.1:9180 (token)`).
+ */
 export interface AdminActions {
   status(): DaemonStatus;
   /**
@@ -104,3 +128,10 @@ export interface AdminActions {
   drainBackend(pool: string, backend: string, drained: boolean, source: string): Promise<void>;
   metricsText(): Promise<{ contentType: string; body: string }>;
 }
+
+/**
+ * Admin connections open at once, over both transports together. Their descriptors are reserved in
+ * the proxy's fd budget (proxy/limits.ts FD_HEADROOM), so a flood of idle admin connections can never
+ * take the descriptors health probes need.
+ */
+export const ADMIN_MAX_CONNECTIONS = 64;

@@ -1,4 +1,5 @@
 import { parseDuration } from '../lib/duration';
+import { quoted } from './admin-guard';
 import { AdminInputError, type DrainRequest } from './control';
 
 /** The longest drain grace accepted (config, CLI and admin API alike). */
@@ -21,7 +22,7 @@ export function parseDrainBody(body: Record<string, unknown>, withGrace: boolean
   const allowed = withGrace ? ['vip', 'grace'] : ['vip'];
   const unknown = Object.keys(body).filter((k) => !allowed.includes(k));
   const shape = withGrace ? '{"vip"?: NAME, "grace"?: "5s"}' : '{"vip"?: NAME}';
-  if (unknown.length) throw new AdminInputError(400, `unknown field(s) ${unknown.join(', ')}; expected ${shape}`);
+  if (unknown.length) throw new AdminInputError(400, `unknown field(s) ${unknown.map((k) => quoted(k, 32)).join(', ')}; expected ${shape}`);
   const { vip, grace } = body;
   if (vip !== undefined && (typeof vip !== 'string' || vip === '')) throw new AdminInputError(400, 'field "vip" must be a VIP name (a non-empty string)');
   let graceMs: number | undefined;

@@ -53,6 +53,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     // control
     configReloads: new Counter({ name: 'vipd_config_reloads_total', help: 'Config reloads, by result', labelNames: ['result'], registers: r }),
     adminRequests: new Counter({ name: 'vipd_admin_requests_total', help: 'Admin API requests', labelNames: ['route', 'code'], registers: r }),
+    adminRefused: new Counter({ name: 'vipd_admin_refused_total', help: 'Admin requests and connections refused, by reason (host, origin, token, contentType, connectionLimit, ...)', labelNames: ['reason'], registers: r }),
+    adminConnections: new Gauge({ name: 'vipd_admin_connections', help: 'Admin connections open now, both transports', registers: r }),
   };
 }
 

@@ -1,3 +1,4 @@
+import { ADMIN_MAX_CONNECTIONS } from '../control/control';
 import type { Logger } from '../lib/logger';
 import type { Metrics } from '../lib/metrics';
 import { openFileCount, openFileLimit } from '../lib/process-fds';
@@ -7,12 +8,18 @@ import type { ProxyLimitsSpec } from './proxy';
 export type LimitRefusal = 'globalLimit' | 'fdLimit' | 'sourceLimit';
 
 /**
- * Descriptors kept free for everything that is not a client session: health probes (one per backend
- * being checked), admin requests, the BGP daemon's API, log files. With them free, a node at its fd
- * limit still checks its backends truthfully (a probe failing with EMFILE would mark healthy backends
- * down) and still answers /status and /metrics.
+ * Descriptors kept free for health probes (one per backend being checked), the BGP daemon's API and
+ * log files. With them free, a node at its fd limit still checks its backends truthfully (a probe
+ * failing with EMFILE would mark healthy backends down).
  */
-export const FD_HEADROOM = 64;
+export const PROBE_FD_RESERVE = 64;
+
+/**
+ * Descriptors kept free for everything that is not a client session: the probes' reserve plus one per
+ * admin connection the admin server may hold (it refuses the 65th at once). 64 + 64 = 128: even 64 idle
+ * admin connections leave the probes their 64, and /status and /metrics still answer at the limit.
+ */
+export const FD_HEADROOM = PROBE_FD_RESERVE + ADMIN_MAX_CONNECTIONS;
 
 /**
  * The client sessions a process can carry with `limit` descriptors, `inUse` of which are taken

@@ -18,6 +18,9 @@ export interface Advertisement {
   readonly asPath?: readonly number[];
 }
 
+/** Address families a session carries (MP-BGP, RFC 4760), in gobgpd's names. */
+export type AddressFamily = 'ipv4-unicast' | 'ipv6-unicast';
+
 export type PeerState = 'unknown' | 'idle' | 'connect' | 'active' | 'opensent' | 'openconfirm' | 'established';
 
 export interface PeerStatus {
@@ -26,6 +29,10 @@ export interface PeerStatus {
   readonly state: PeerState;
   /** Wall-clock ms of the last state change seen by vipd. */
   readonly since: number;
+  /** What the session is configured to carry; a path of another family never reaches this peer. */
+  readonly families: readonly AddressFamily[];
+  /** Of those, what the peer's OPEN accepted (MP-BGP capabilities); unset until vipd has read it. */
+  readonly negotiated?: readonly AddressFamily[];
 }
 
 export type SpeakerEvent =
@@ -41,11 +48,18 @@ export interface Speaker {
    */
   setAdvertisements(ads: readonly Advertisement[]): Promise<void>;
   peers(): readonly PeerStatus[];
+  /**
+   * By peer address (as in peers()), the prefixes really in that peer's adj-RIB-out, as the daemon last
+   * reported them (refreshed on every reconciliation and when a session changes state). A peer whose
+   * session is down, or whose table could not be read, has none: status never says announced for a
+   * path the peer was not sent.
+   */
+  advertised(): ReadonlyMap<string, readonly string[]>;
   onEvent(listener: (event: SpeakerEvent) => void): () => void;
-  /** Withdraws everything it advertised, then stops (and stops a managed daemon). Idempotent. */
+  /** Withdraws everything it advertised, then stops (and stops a managed daemon). Idempotent and awaitable. */
   close(): Promise<void>;
-  /** Stops at once without withdrawing. Idempotent. */
-  destroy(): void;
+  /** Stops at once without withdrawing. Idempotent; resolves once a managed daemon is gone. */
+  destroy(): Promise<void>;
 }
 
 /** A speaker that advertises nothing: `speaker.driver: none` (proxy-only use and benchmarks). */
@@ -55,9 +69,12 @@ export class NullSpeaker implements Speaker {
   peers(): readonly PeerStatus[] {
     return [];
   }
+  advertised(): ReadonlyMap<string, readonly string[]> {
+    return new Map();
+  }
   onEvent(): () => void {
     return () => {};
   }
   async close(): Promise<void> {}
-  destroy(): void {}
+  async destroy(): Promise<void> {}
 }

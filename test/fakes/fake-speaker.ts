@@ -81,8 +81,13 @@ export class FakeSpeaker implements Speaker {
     this.closed = true;
   }
 
-  destroy(): void {
+  async destroy(): Promise<void> {
     this.closed = true;
+  }
+
+  /** Every pushed prefix counts as sent to one peer, "fake". */
+  advertised(): ReadonlyMap<string, readonly string[]> {
+    return new Map([['fake', this.current]]);
   }
 
   private violation(message: string): void {

@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { ApiAny, ApiDestination, ApiFamily, ApiGlobal, ApiPath, ApiPeer, ApiPeerEvent, ApiSessionState } from '../../src/speaker/gobgp/api-types';
 import { GobgpApiError, type GobgpApiClient, type PeerEventHandlers, type PeerEventWatch } from '../../src/speaker/gobgp/client';
-import { decodeDestination, encodeAddPath, prefixFamily, type RibRoute } from '../../src/speaker/gobgp/codec';
+import { decodeDestination, encodeAddPath, encodeMultiProtocolCapability, prefixFamily, type RibFamily, type RibRoute } from '../../src/speaker/gobgp/codec';
 
 /**
  * An in-memory gobgpd behind the GobgpApiClient interface. It behaves like gobgpd where vipd depends
@@ -12,7 +12,7 @@ import { decodeDestination, encodeAddPath, prefixFamily, type RibRoute } from '.
  */
 
 type RibMethod = 'listPath' | 'addPath' | 'deletePath';
-export type FakeCall = { readonly method: 'getBgp' | 'listPeer' | 'watch' | RibMethod; readonly prefix?: string };
+export type FakeCall = { readonly method: 'getBgp' | 'listPeer' | 'listAdjOut' | 'watch' | RibMethod; readonly prefix?: string };
 
 interface StoredPath {
   readonly path: ApiPath;
@@ -26,7 +26,22 @@ const RPC_NAMES: Readonly<Record<RibMethod, string>> = { listPath: 'ListPath', a
 export interface FakeGobgpOptions {
   readonly asn?: number;
   readonly routerId?: string;
-  readonly peers?: ReadonlyArray<{ readonly address: string; readonly asn: number; readonly state?: ApiSessionState }>;
+  readonly peers?: ReadonlyArray<{
+    readonly address: string;
+    readonly asn: number;
+    readonly state?: ApiSessionState;
+    /** Families gobgpd is configured to send this neighbor (its ADJ_OUT). Default: the address's own. */
+    readonly configured?: readonly RibFamily[];
+    /** Families the peer offered in its OPEN (MultiProtocol capabilities). Default: the address's own. */
+    readonly offered?: readonly RibFamily[];
+  }>;
+}
+
+interface FakePeer {
+  asn: number;
+  state: ApiSessionState;
+  readonly configured: readonly RibFamily[];
+  readonly offered: readonly RibFamily[];
 }
 
 export class FakeGobgpClient implements GobgpApiClient {
@@ -34,7 +49,7 @@ export class FakeGobgpClient implements GobgpApiClient {
   readonly calls: FakeCall[] = [];
   private readonly local = new Map<string, StoredPath>();
   private readonly learned = new Map<string, StoredPath>();
-  private readonly peerStates = new Map<string, { asn: number; state: ApiSessionState }>();
+  private readonly peerStates = new Map<string, FakePeer>();
   private reachable = true;
   private closed = false;
   private ribCallsInFlight = 0;
@@ -44,7 +59,10 @@ export class FakeGobgpClient implements GobgpApiClient {
   private failures: Array<{ method: RibMethod; code: grpc.status }> = [];
 
   constructor(private readonly options: FakeGobgpOptions = {}) {
-    for (const p of options.peers ?? []) this.peerStates.set(p.address, { asn: p.asn, state: p.state ?? 'ACTIVE' });
+    for (const p of options.peers ?? []) {
+      const own: RibFamily = p.address.includes(':') ? 'ipv6' : 'ipv4';
+      this.peerStates.set(p.address, { asn: p.asn, state: p.state ?? 'ACTIVE', configured: p.configured ?? [own], offered: p.offered ?? [own] });
+    }
   }
 
   // ---- GobgpApiClient -------------------------------------------------------------------------
@@ -90,7 +108,18 @@ export class FakeGobgpClient implements GobgpApiClient {
   async listPeer(address?: string): Promise<ApiPeer[]> {
     this.enter('listPeer');
     this.throwIfUnreachable('ListPeer');
-    return [...this.peerStates].filter(([a]) => !address || a === address).map(([a, p]) => apiPeer(a, p.asn, p.state));
+    return [...this.peerStates].filter(([a]) => !address || a === address).map(([a, p]) => apiPeer(a, p.asn, p.state, p.offered));
+  }
+
+  /** As gobgpd computes ADJ_OUT: the local best paths of the neighbor's configured families, whatever its session's state. */
+  async listAdjOut(neighbor: string, family: ApiFamily): Promise<ApiDestination[]> {
+    this.enter('listAdjOut');
+    this.throwIfUnreachable('ListPath');
+    const peer = this.peerStates.get(neighbor);
+    if (!peer) throw new GobgpApiError('ListPath', grpc.status.UNKNOWN, `neighbor that has ${neighbor} doesn't exist`);
+    const rib: RibFamily = family.afi === 'AFI_IP6' ? 'ipv6' : 'ipv4';
+    if (!peer.configured.includes(rib)) return [];
+    return [...this.local.values()].filter((p) => p.path.family.afi === family.afi).map((p) => ({ prefix: p.route.prefix, paths: [{ ...p.path, neighbor_ip: '<nil>', best: true }] }));
   }
 
   watchPeerEvents(handlers: PeerEventHandlers): PeerEventWatch {
@@ -257,10 +286,12 @@ export class FakeGobgpClient implements GobgpApiClient {
   }
 }
 
-function apiPeer(address: string, asn: number, state: ApiSessionState): ApiPeer {
+function apiPeer(address: string, asn: number, state: ApiSessionState, offered: readonly RibFamily[] = []): ApiPeer {
+  // gobgpd lists a peer's capabilities only once its OPEN has arrived.
+  const remoteCap = state === 'ESTABLISHED' ? offered.map(encodeMultiProtocolCapability) : [];
   return {
     conf: { description: '', local_asn: 65001, neighbor_address: address, peer_asn: asn, neighbor_interface: '', admin_down: false },
-    state: { local_asn: 65001, neighbor_address: address, peer_asn: asn, session_state: state, admin_state: 'UP', flops: 0, router_id: '' },
+    state: { local_asn: 65001, neighbor_address: address, peer_asn: asn, session_state: state, admin_state: 'UP', flops: 0, router_id: '', remote_cap: remoteCap },
     timers: null,
     transport: null,
   };

@@ -277,9 +277,9 @@ test('drain: out of ECMP within 0.5 s with 0 failed new client connections; undr
   const load = traffic(100, 4000);
   try {
     await new Promise((r) => setTimeout(r, 1000));
-    // Timed with curl against the admin API: the CLI's own Node start-up is not part of the drain.
+    // Timed with curl against the admin socket: the CLI's own Node start-up is not part of the drain.
     const t0 = Date.now();
-    const drained = await lab.exec('lb2', ['curl', '-sS', '-f', '-X', 'POST', 'http://127.0.0.1:9180/drain']);
+    const drained = await lab.exec('lb2', ['curl', '-sS', '-f', '--unix-socket', lab.adminSocket('lb2'), '-X', 'POST', '-H', 'content-type: application/json', 'http://localhost/drain']);
     assert.equal(drained.code, 0, drained.stderr);
     // Where the time goes: vipd answers once gobgpd no longer has the path; the rest is BGP and the ToR.
     console.log(`T19: drain answered by vipd after ${Date.now() - t0} ms, curl start-up included (printed only: a split of the bound below, not a bound of its own)`);
@@ -294,13 +294,13 @@ test('drain: out of ECMP within 0.5 s with 0 failed new client connections; undr
   } catch (err) {
     // Leave lb2 serving for the tests after this one, whatever failed here.
     await load.catch(() => undefined);
-    await lab.exec('lb2', ['curl', '-sS', '-X', 'POST', 'http://127.0.0.1:9180/undrain']);
+    await lab.exec('lb2', ['curl', '-sS', '--unix-socket', lab.adminSocket('lb2'), '-X', 'POST', '-H', 'content-type: application/json', 'http://localhost/undrain']);
     throw err;
   }
   // Every backend stayed healthy and a drain sets no hold-down, so the gate passes already: T19 then
   // counts from the undrain request itself. Timed with curl, as the drain is.
   const t1 = Date.now();
-  const undrained = await lab.exec('lb2', ['curl', '-sS', '-f', '-X', 'POST', 'http://127.0.0.1:9180/undrain']);
+  const undrained = await lab.exec('lb2', ['curl', '-sS', '-f', '--unix-socket', lab.adminSocket('lb2'), '-X', 'POST', '-H', 'content-type: application/json', 'http://localhost/undrain']);
   assert.equal(undrained.code, 0, undrained.stderr);
   assertWithin('T19: undrain -> path back at ToR (gate already passing)', await torReached(3, t1, 5000), T19_UNDRAIN_MS, 'T19 undrain restores ECMP ≤ 0.5 s after the gate passes');
 });

@@ -160,7 +160,8 @@ describe('managed gobgpd on loopback', () => {
   before(async () => {
     port = await freeLoopbackPort();
     api = `127.0.0.1:${port}`;
-    const options = speakerOptions({ api, peers: [], restartBackoff: { initialMs: 500, maxMs: 5000 } });
+    // A TCP API so that the gobgp CLI can reach it: the escape hatch, which a shipped config never uses.
+    const options = speakerOptions({ api, allowTcpApi: true, peers: [], restartBackoff: { initialMs: 500, maxMs: 5000 } });
     metrics = options.metrics;
     speaker = createGobgpSpeaker(options);
     speaker.onEvent((e) => events.push(e));
@@ -518,7 +519,7 @@ describe('gobgpd supervisor', () => {
       assert.ok(fs.existsSync(path.join(dir, 'gobgpd.toml')));
       // start() returns once gobgpd is spawned, maybe before it has installed its SIGTERM handler; until
       // then SIGTERM is fatal even to a stopped process. Its API socket comes after the handler.
-      await waitFor('gobgpd to open its API socket', 10_000, () => (fs.existsSync(path.join(dir, 'api.sock')) ? true : undefined));
+      await waitFor('gobgpd to open its API socket', 10_000, () => (fs.existsSync(supervisor.apiAddress.replace(/^unix:/, '')) ? true : undefined));
       // A stopped process cannot act on SIGTERM: the stand-in for a hung gobgpd.
       process.kill(pid, 'SIGSTOP');
       const t0 = performance.now();
@@ -530,6 +531,33 @@ describe('gobgpd supervisor', () => {
       assert.equal(fs.existsSync(dir), false);
     } finally {
       supervisor.destroy();
+      if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+    }
+  });
+
+  test('close() and destroy() are idempotent and awaitable; destroy() during close() ends both at once', async () => {
+    const supervisor = new GobgpdSupervisor(supervisorOptions({ stopTimeoutMs: 10_000 }));
+    await supervisor.start();
+    const pid = supervisor.pid!;
+    const dir = supervisor.directory!;
+    try {
+      await waitFor('gobgpd to open its API socket', 10_000, () => (fs.existsSync(supervisor.apiAddress.replace(/^unix:/, '')) ? true : undefined));
+      // Hung: close() alone would wait 10 s for SIGTERM to work; destroy() must not.
+      process.kill(pid, 'SIGSTOP');
+      const t0 = performance.now();
+      const closing = supervisor.close();
+      assert.equal(supervisor.close(), closing, 'a second close() is the same promise');
+      const destroying = supervisor.destroy();
+      assert.equal(supervisor.destroy(), destroying, 'a second destroy() is the same promise');
+      await Promise.all([closing, destroying]);
+      const ms = Math.round(performance.now() - t0);
+      console.log(`supervisor: destroy() during a close() of a hung gobgpd ended both after ${ms} ms`);
+      assert.ok(ms < 2000, `${ms} ms`);
+      assert.equal(isAlive(pid), false);
+      assert.equal(fs.existsSync(dir), false);
+      await supervisor.close();
+      await assert.rejects(supervisor.start(), { code: 'VIPD_ERR_GOBGP_PROCESS', message: /already closed/ });
+    } finally {
       if (isAlive(pid)) process.kill(pid, 'SIGKILL');
     }
   });

@@ -24,7 +24,7 @@ const VIP = '198.18.251.1';
 const VIP_PORT = 6443;
 const ADMIN_PORT = 9901;
 const BACKEND_PORTS = [7001, 7002] as const;
-/** vipd's own descriptors (stdio, epoll, the listeners, the admin server) take about 20, and it keeps 64 spare. */
+/** vipd's own descriptors (stdio, epoll, the listeners, the admin servers) take about 20, and it keeps 128 spare (64 for probes, 64 for admin connections). */
 const FD_LIMIT = 256;
 const ATTEMPTS_AFTER_FULL = 30;
 const PROBES = 40;
@@ -36,11 +36,11 @@ function sh(...argv: string[]): void {
   execFileSync(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
 }
 
-function vipdConfig(stateDir: string): Record<string, unknown> {
+function vipdConfig(dir: string): Record<string, unknown> {
   return {
     node: { name: 'fd-exhaustion' },
-    stateDir,
-    admin: { listen: `127.0.0.1:${ADMIN_PORT}` },
+    stateDir: path.join(dir, 'state'),
+    admin: { listen: `127.0.0.1:${ADMIN_PORT}`, socket: path.join(dir, 'admin.sock') },
     net: { interface: 'lo', manageAddresses: false },
     shutdown: { grace: '0s' },
     speaker: { driver: 'none' },
@@ -101,7 +101,7 @@ describe('exhausted fd limit', () => {
       for (const backend of backends) await backend.next((e) => e.event === 'ready', 10_000, 'backend ready');
 
       const configFile = path.join(dir, 'vipd.yaml');
-      writeFileSync(configFile, stringify(vipdConfig(path.join(dir, 'state'))));
+      writeFileSync(configFile, stringify(vipdConfig(dir)));
       // ulimit in the shell that execs node: the limit is vipd's alone, not the test runner's.
       vipd = spawn('ip', ['netns', 'exec', NS, 'sh', '-c', `ulimit -n ${FD_LIMIT} && exec "$0" "$@"`, process.execPath, BIN, 'run', '--config', configFile], {
         stdio: ['ignore', 'ignore', 'inherit'],

@@ -33,6 +33,8 @@ export interface TorConfigOptions {
   maximumPaths?: number;
   /** BFD on every balancer session through bfdd (FRR speakers only: gobgpd has no BFD). */
   bfd?: BfdProfile | false;
+  /** MP-BGP (RFC 4760): every session also carries the other family (IPv6 VIPs over IPv4 sessions and the reverse). */
+  mpBgp?: boolean;
 }
 
 export interface TorConfig {
@@ -91,13 +93,17 @@ export function renderTorConfig(o: TorConfigOptions): TorConfig {
       b.push(` neighbor ${p.address} description ${p.name}`);
     }
   }
-  for (const g of groups) {
+  for (const family of [4, 6] as const) {
+    const carried = groups.filter((g) => g.family === family || o.mpBgp);
+    if (carried.length === 0) continue;
     b.push(' !');
-    b.push(` address-family ipv${g.family} unicast`);
+    b.push(` address-family ipv${family} unicast`);
     b.push(`  maximum-paths ${maxPaths}`);
-    b.push(`  neighbor ${g.group} activate`);
-    b.push(`  neighbor ${g.group} route-map LB-IN${g.family} in`);
-    b.push(`  neighbor ${g.group} route-map LB-OUT out`);
+    for (const g of carried) {
+      b.push(`  neighbor ${g.group} activate`);
+      b.push(`  neighbor ${g.group} route-map LB-IN${family} in`);
+      b.push(`  neighbor ${g.group} route-map LB-OUT out`);
+    }
     b.push(' exit-address-family');
   }
   b.push('exit', '!');

@@ -20,6 +20,8 @@ export interface LabOptions {
   ipv6?: boolean;
   /** Run bfdd on the ToR with BFD on every balancer session; true means 300 ms x 3. Default off. */
   bfd?: boolean | BfdProfile;
+  /** The ToR's sessions also carry the other family (MP-BGP), for IPv6 VIPs over IPv4 sessions and the reverse. Default false. */
+  mpBgp?: boolean;
   etcd?: EtcdOptions;
   /** Default containerlab/vipd-lab.clab.yml. */
   clabFile?: string;
@@ -75,6 +77,8 @@ export interface Lab {
 
   /** The vipd config for a balancer in the contract shape, with overrides deep-merged (arrays replace, null deletes). */
   vipdConfig(lb: string, overrides?: Record<string, unknown>): Record<string, unknown>;
+  /** Where a balancer's vipd puts its admin socket (inside the lab's temp dir). */
+  adminSocket(lb: string): string;
   /** Writes vipdConfig() as YAML to <dir>/vipd/<file or lb.yaml> (overwriting, for reload tests) and returns the path. */
   writeVipdConfig(lb: string, overrides?: Record<string, unknown>, file?: string): string;
   /** Spawns `node dist/src/cli/bin.js run --config FILE` in the balancer's namespace; log in <dir>/logs/<lb>.vipd.log. */
@@ -124,12 +128,12 @@ export function vipdConfigFromLayout(layout: Layout, lb: string, backendCount?: 
   const backends = nodesByRole(layout, 'backend').slice(0, backendCount);
   return {
     node: { name: lb },
-    admin: { listen: '127.0.0.1:9180' },
+    admin: { listen: '127.0.0.1:9180', socket: `/run/vipd/${lb}.sock` },
     speaker: {
       driver: 'gobgp',
       asn: Number(labelOf(node, 'asn')),
       routerId: hostOf(addrOn(node, 4, up.local.iface)),
-      gobgp: { manage: true, api: '127.0.0.1:50051' },
+      gobgp: { manage: true },
       peers: [{ address: hostOf(addrOn(tor, 4, up.remote.iface)), asn: torAsn }],
     },
     vips: [
@@ -151,7 +155,7 @@ export function vipdConfigFromLayout(layout: Layout, lb: string, backendCount?: 
 }
 
 /** The ToR's FRR settings for the given balancers, from the layout's labels and addresses. */
-export function torConfigFromLayout(layout: Layout, balancers: readonly string[], opts: { ipv6: boolean; bfd?: BfdProfile | false }): TorConfigOptions {
+export function torConfigFromLayout(layout: Layout, balancers: readonly string[], opts: { ipv6: boolean; bfd?: BfdProfile | false; mpBgp?: boolean }): TorConfigOptions {
   const tor = nodesByRole(layout, 'tor')[0];
   if (!tor) throw new Error(`${layout.file} has no node with vipd.lab/role: tor`);
   const peers = balancers.flatMap((name) => {
@@ -172,6 +176,7 @@ export function torConfigFromLayout(layout: Layout, balancers: readonly string[]
     acceptV6: labelOf(tor, 'accept-v6'),
     peers,
     bfd: opts.bfd ?? false,
+    ...(opts.mpBgp ? { mpBgp: true } : {}),
   };
 }
 
@@ -227,10 +232,15 @@ class VipdLab implements Lab {
 
   vipdConfig(lb: string, overrides: Record<string, unknown> = {}): Record<string, unknown> {
     this.balancer(lb);
-    // The drain state lives in the lab's own dir: a drain left by one run never reaches another, and a
-    // vipd restarted within the same lab finds its drains (T34).
-    const perLab = { stateDir: path.join(this.dir, 'vipd-state') };
+    // The drain state and the admin socket live in the lab's own dir: a drain left by one run never reaches
+    // another, a vipd restarted within the same lab finds its drains (T34), and parallel labs never meet on
+    // /run/vipd/<lb>.sock.
+    const perLab = { stateDir: path.join(this.dir, 'vipd-state'), admin: { socket: this.adminSocket(lb) } };
     return mergeConfig(mergeConfig(vipdConfigFromLayout(this.layout, lb, this.backends.length), perLab), overrides);
+  }
+
+  adminSocket(lb: string): string {
+    return path.join(this.dir, 'vipd', `${lb}.sock`);
   }
 
   writeVipdConfig(lb: string, overrides: Record<string, unknown> = {}, file?: string): string {
@@ -361,7 +371,7 @@ export async function createLab(options: LabOptions = {}): Promise<Lab> {
     lab.vip6 = labelOf(firstLb, 'vip6');
 
     const bfd = options.bfd === true ? { intervalMs: 300, multiplier: 3 } : options.bfd || false;
-    lab.tor = await Tor.start(netns, lab.torNode.name, torConfigFromLayout(layout, lab.balancers.map((b) => b.name), { ipv6, bfd }));
+    lab.tor = await Tor.start(netns, lab.torNode.name, torConfigFromLayout(layout, lab.balancers.map((b) => b.name), { ipv6, bfd, mpBgp: options.mpBgp ?? false }));
 
     if ((options.backends ?? 'etcd') === 'etcd') {
       lab.etcd = await EtcdCluster.start(

@@ -122,7 +122,7 @@ test('drain requests: {vip, grace} are checked before anything changes', () => {
   refused({ grace: 'soon' }, true, /not a duration/);
   refused({ vip: '' }, true, /VIP name/);
   refused({ vip: 3 }, true, /VIP name/);
-  refused({ grace: '1s' }, false, /unknown field\(s\) grace/);
-  refused({ pool: 'x' }, true, /unknown field\(s\) pool/);
+  refused({ grace: '1s' }, false, /unknown field\(s\) "grace"/);
+  refused({ pool: 'x' }, true, /unknown field\(s\) "pool"/);
   assert.deepEqual(parseGrace('1h'), { graceMs: 3_600_000 });
 });

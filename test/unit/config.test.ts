@@ -18,7 +18,7 @@ speaker:
   routerId: 198.18.1.2
   gobgp:
     manage: true
-    api: 127.0.0.1:50051
+    listenPort: -1
   peers:
     - address: 198.18.1.1
       asn: 65000
@@ -108,8 +108,8 @@ const bad: Array<[string, string, string, number]> = [
   ['bad community', edit('"65000:100"', '"65000:70000"'), 'vips[0].communities[0]', 18],
   ['community not a pair', edit('"65000:100"', '"no-such"'), 'vips[0].communities[0]', 18],
   ['router id not IPv4', edit('routerId: 198.18.1.2', 'routerId: lb1'), 'speaker.routerId', 8],
-  ['gobgp API not on loopback', edit('api: 127.0.0.1:50051', 'api: 0.0.0.0:50051'), 'speaker.gobgp.api', 11],
-  ['external gobgpd without an API address', edit('manage: true\n    api: 127.0.0.1:50051', 'manage: false'), 'speaker.gobgp.api', 10],
+  ['gobgp API not on loopback', edit('listenPort: -1', 'api: 0.0.0.0:50051'), 'speaker.gobgp.api', 11],
+  ['external gobgpd without an API address', edit('manage: true\n    listenPort: -1', 'manage: false'), 'speaker.gobgp.api', 10],
   ['admin API not on loopback', edit('listen: 127.0.0.1:9180', 'listen: 198.18.1.2:9180'), 'admin.listen', 4],
   ['missing peers for gobgp', edit('  peers:\n    - address: 198.18.1.1\n      asn: 65000\n', ''), 'speaker.peers', 6],
   ['bad balance', edit('balance: least-conn', 'balance: fastest'), 'pools.etcd.balance', 24],

@@ -57,7 +57,9 @@ describe('gobgpd private directories left behind', () => {
     const otherNamespace = makeDir(parent, `vipd-gobgpd-${gone}-Tt5Yy6`);
     const live = net.createServer((c) => c.destroy());
     servers.push(live);
-    await new Promise<void>((resolve) => live.listen(path.join(otherNamespace, 'api.sock'), resolve));
+    // Where a gobgpd running as its own user has its socket: the api/ subdirectory it owns.
+    fs.mkdirSync(path.join(otherNamespace, 'api'));
+    await new Promise<void>((resolve) => live.listen(path.join(otherNamespace, 'api', 'api.sock'), resolve));
     const olderVersion = makeDir(parent, 'vipd-gobgpd-Uu7Ii8');
     const unrelated = makeDir(parent, `something-${gone}-Oo9Pp0`);
     const target = makeDir(parent, 'target');

@@ -70,6 +70,8 @@ export interface ApiPeer {
     readonly session_state: ApiSessionState;
     readonly admin_state: ApiAdminState;
     readonly flops: number;
+    /** Capabilities of the peer's OPEN (capability.proto messages packed in Any). */
+    readonly remote_cap?: readonly ApiAny[];
     readonly router_id: string;
   } | null;
   readonly timers: {

@@ -17,6 +17,11 @@ export interface GobgpApiClient {
   deletePath(path: ApiPath): Promise<void>;
   /** The global RIB for one family: every destination with all its paths. */
   listPath(family: ApiFamily): Promise<ApiDestination[]>;
+  /**
+   * What gobgpd would send one neighbor in one family (ADJ_OUT; gobgpd computes it from the RIB, its
+   * export policy and the neighbor's configured families, whatever the session's state).
+   */
+  listAdjOut(neighbor: string, family: ApiFamily): Promise<ApiDestination[]>;
   listPeer(address?: string): Promise<ApiPeer[]>;
   /**
    * Streams peer events: one INIT per configured peer, END_OF_INIT, then STATE on every change.
@@ -121,6 +126,10 @@ export class GobgpClient implements GobgpApiClient {
 
   listPath(family: ApiFamily): Promise<ApiDestination[]> {
     return this.collect<{ destination: ApiDestination | null }, ApiDestination>('ListPath', { table_type: 'GLOBAL', family }, (r) => r.destination);
+  }
+
+  listAdjOut(neighbor: string, family: ApiFamily): Promise<ApiDestination[]> {
+    return this.collect<{ destination: ApiDestination | null }, ApiDestination>('ListPath', { table_type: 'ADJ_OUT', name: neighbor, family }, (r) => r.destination);
   }
 
   listPeer(address?: string): Promise<ApiPeer[]> {

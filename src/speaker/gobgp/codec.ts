@@ -325,6 +325,30 @@ function decodePath(path: ApiPath, destinationPrefix: string): RibEntry {
   };
 }
 
+/**
+ * The families a peer offered in its OPEN (MultiProtocol capabilities among `remoteCap`). A peer that
+ * sent none speaks IPv4 unicast only (RFC 4760 section 8).
+ */
+export function offeredFamilies(remoteCap: readonly ApiAny[]): RibFamily[] {
+  const offered = new Set<RibFamily>();
+  let multiProtocol = false;
+  for (const cap of remoteCap) {
+    const { name, fields } = unpack(cap);
+    if (name !== 'MultiProtocolCapability') continue;
+    multiProtocol = true;
+    const family = fields.family as { afi?: string; safi?: string } | undefined;
+    if (family?.safi !== 'SAFI_UNICAST') continue;
+    if (family.afi === 'AFI_IP') offered.add('ipv4');
+    else if (family.afi === 'AFI_IP6') offered.add('ipv6');
+  }
+  return multiProtocol ? [...offered] : ['ipv4'];
+}
+
+/** Packs a MultiProtocolCapability, as a peer's OPEN carries it (for fakes and tests). */
+export function encodeMultiProtocolCapability(family: RibFamily): ApiAny {
+  return pack('MultiProtocolCapability', { family: UNICAST_FAMILIES[family] });
+}
+
 /** Every path of one ListPath destination. Throws VIPD_ERR_CODEC on an NLRI or attribute it cannot read. */
 export function decodeDestination(destination: ApiDestination): RibEntry[] {
   return destination.paths.map((p) => decodePath(p, destination.prefix));

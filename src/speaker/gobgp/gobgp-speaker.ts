@@ -2,10 +2,12 @@ import net from 'node:net';
 import { Backoff } from '../../lib/backoff';
 import { sleep, type Clock, type TimerHandle } from '../../lib/clock';
 import { VipdError, errorMessage } from '../../lib/errors';
+import { ListenerSet } from '../../lib/listener-set';
 import type { Logger } from '../../lib/logger';
 import type { Metrics } from '../../lib/metrics';
 import { LatestOnlyQueue } from '../../lib/serial-queue';
-import type { Advertisement, PeerStatus, Speaker, SpeakerEvent } from '../speaker';
+import { StateMachine } from '../../lib/transition';
+import type { AddressFamily, Advertisement, PeerStatus, Speaker, SpeakerEvent } from '../speaker';
 import { GobgpApiError, GobgpClient, type GobgpApiClient, type PeerEventWatch } from './client';
 import {
   UNICAST_FAMILIES,
@@ -13,12 +15,14 @@ import {
   decodeDestination,
   encodeAddPath,
   encodeDeletePath,
+  offeredFamilies,
   routeFromAdvertisement,
   sameRoute,
   type RibFamily,
   type RibRoute,
 } from './codec';
 import type { GobgpdFamily } from './gobgpd-config';
+import { defaultIpv6NextHop, type NextHopProbes } from './next-hop';
 import { PeerTable, canonicalPeerAddress } from './peers';
 import { GobgpdSupervisor, type SupervisorEvent } from './supervisor';
 
@@ -39,10 +43,18 @@ export interface GobgpPeerOptions {
   /** Managed mode: wait for the peer to connect (needs listenPort >= 0). */
   readonly passive?: boolean;
   /**
-   * Default: the family of the peer's address only. gobgpd rewrites an unset next hop to the
-   * session's local address, so an IPv6 route over an IPv4 session would get an IPv4 next hop.
+   * Families the session carries (MP-BGP). Default: the family of the peer's address only. Managed
+   * mode writes them into gobgpd's config; external mode takes them as what the session carries.
    */
   readonly families?: readonly GobgpdFamily[];
+  /**
+   * Managed mode, IPv4 session carrying ipv6-unicast: the next hop of its IPv6 paths. Default: a global
+   * IPv6 address of this node on the interface towards the peer (next-hop.ts); gobgpd's own
+   * ::ffff:a.b.c.d is never installed by FRR.
+   */
+  readonly nextHopIpv6?: string;
+  /** Managed mode, IPv6 session carrying ipv4-unicast: the next hop of its IPv4 paths. Default: gobgpd's (the session's IPv6 address). */
+  readonly nextHopIpv4?: string;
 }
 
 export interface GobgpSpeakerOptions {
@@ -55,8 +67,14 @@ export interface GobgpSpeakerOptions {
    * Managed default: a unix socket in the daemon's private directory.
    */
   readonly api?: string;
+  /** Managed mode: a TCP `api` is refused unless this is set (gobgpd's API is unauthenticated). */
+  readonly allowTcpApi?: boolean;
+  /** Managed mode: the unprivileged user gobgpd runs as. Default `nobody`. */
+  readonly user?: string;
   readonly gobgpdPath?: string;
   readonly setprivPath?: string;
+  /** Managed mode: how the default IPv6 next hop is found (tests inject the interfaces). */
+  readonly nextHopProbes?: NextHopProbes;
   /** Managed mode: BGP listen port; default -1 (dial out only). */
   readonly listenPort?: number;
   /** Managed mode: written into gobgpd's config. External mode: the peers to report in peers(). */
@@ -113,10 +131,18 @@ function toPeerFamilies(peer: GobgpPeerOptions): readonly GobgpdFamily[] {
   return peer.families ?? [net.isIPv6(peer.address) ? 'ipv6-unicast' : 'ipv4-unicast'];
 }
 
+const RIB_FAMILY: Readonly<Record<AddressFamily, RibFamily>> = { 'ipv4-unicast': 'ipv4', 'ipv6-unicast': 'ipv6' };
+const NOT_CLOSED: readonly SpeakerState[] = ['new', 'starting', 'running', 'closing'];
+
 class GobgpSpeaker implements Speaker {
-  private state: SpeakerState = 'new';
+  private readonly machine: StateMachine<SpeakerState>;
   private startPromise: Promise<void> | undefined;
   private closePromise: Promise<void> | undefined;
+  private destroyPromise: Promise<void> | undefined;
+  /** By peer: what its adj-RIB-out holds, for the families its session negotiated (advertised()). */
+  private adjOut: ReadonlyMap<string, readonly string[]> = new Map();
+  /** By established peer: the configured families its OPEN accepted. */
+  private negotiated: ReadonlyMap<string, readonly AddressFamily[]> = new Map();
   private desired = new Map<string, RibRoute>();
   /** What vipd itself last put into gobgpd: tells a repair from an intended change. */
   private readonly applied = new Map<string, RibRoute>();
@@ -131,7 +157,7 @@ class GobgpSpeaker implements Speaker {
   private intervalTimer: TimerHandle | undefined;
   private apiUp: boolean | undefined;
   private readonly watchBackoff = new Backoff(250, 5000);
-  private readonly listeners = new Set<(event: SpeakerEvent) => void>();
+  private readonly listeners: ListenerSet<SpeakerEvent>;
   private readonly peerTable: PeerTable;
   private readonly log: Logger;
   private readonly intervalMs: number;
@@ -140,13 +166,23 @@ class GobgpSpeaker implements Speaker {
     this.log = options.logger;
     this.intervalMs = options.reconcileIntervalMs ?? 3000;
     if (!(this.intervalMs > 0)) throw new VipdError('VIPD_ERR_GOBGP_API', `reconcileIntervalMs ${this.intervalMs} must be positive`);
+    this.machine = new StateMachine<SpeakerState>('new', { machine: 'speaker', logger: options.logger, level: 'info' });
+    this.listeners = new ListenerSet((err) => this.log.error({ event: 'listener', err: errorMessage(err) }, 'speaker event listener failed'));
     this.peerTable = new PeerTable({
-      configured: options.peers,
+      configured: options.peers.map((p) => ({ address: p.address, asn: p.asn, families: toPeerFamilies(p) })),
       clock: options.clock,
       logger: options.logger,
       metrics: options.metrics,
-      emit: (e) => this.emit(e),
+      emit: (e) => {
+        if (e.type === 'peer' && e.from === 'established') this.forgetAdvertised(e.peer);
+        this.emit(e);
+        if (e.type === 'peer' && e.to === 'established' && this.state === 'running') this.reconcileInBackground('reconnect');
+      },
     });
+  }
+
+  private get state(): SpeakerState {
+    return this.machine.state;
   }
 
   start(): Promise<void> {
@@ -171,12 +207,18 @@ class GobgpSpeaker implements Speaker {
   }
 
   peers(): readonly PeerStatus[] {
-    return this.peerTable.list();
+    return this.peerTable.list().map((p) => {
+      const negotiated = p.state === 'established' ? this.negotiated.get(p.address) : undefined;
+      return negotiated ? { ...p, negotiated } : p;
+    });
+  }
+
+  advertised(): ReadonlyMap<string, readonly string[]> {
+    return this.adjOut;
   }
 
   onEvent(listener: (event: SpeakerEvent) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.add(listener);
   }
 
   close(): Promise<void> {
@@ -184,15 +226,18 @@ class GobgpSpeaker implements Speaker {
     return this.closePromise;
   }
 
-  destroy(): void {
-    if (this.state === 'closed') return;
+  destroy(): Promise<void> {
+    if (this.destroyPromise) return this.destroyPromise;
+    if (this.state === 'closed') return this.closePromise ?? Promise.resolve();
     this.peerTable.forgetStates('speaker destroyed');
-    this.state = 'closed';
+    this.adjOut = new Map();
+    this.machine.transition(NOT_CLOSED, 'closed', 'destroy');
     this.stopBackgroundWork();
     this.rejectWaiters(closedError());
     this.client?.close();
-    this.supervisor?.destroy();
     this.options.metrics.daemonUp.set(0);
+    this.destroyPromise = this.supervisor?.destroy() ?? Promise.resolve();
+    return this.destroyPromise;
   }
 
   private toDesired(ads: readonly Advertisement[]): Map<string, RibRoute> {
@@ -208,31 +253,51 @@ class GobgpSpeaker implements Speaker {
     return routes;
   }
 
+  /** Managed mode: the next hop of each session's paths of the other family, where one is needed. */
+  private async crossFamilyNextHop(p: GobgpPeerOptions): Promise<string | undefined> {
+    const families = toPeerFamilies(p);
+    if (net.isIPv6(p.address)) return families.includes('ipv4-unicast') ? p.nextHopIpv4 : undefined;
+    if (!families.includes('ipv6-unicast')) return undefined;
+    if (p.nextHopIpv6 !== undefined) return p.nextHopIpv6;
+    const hop = await defaultIpv6NextHop(p.address, p.localAddress, this.options.nextHopProbes);
+    this.log.info({ event: 'peer', peer: p.address, nextHopIpv6: hop }, 'IPv6 paths over this IPv4 session use a global IPv6 address of the link as next hop');
+    return hop;
+  }
+
   private async doStart(): Promise<void> {
-    this.state = 'starting';
+    this.machine.transition(['new'], 'starting', 'start');
     const { options } = this;
     let address = options.api;
     try {
       if (options.manage) {
+        const neighbors = [];
+        for (const p of options.peers) {
+          const crossFamilyNextHop = await this.crossFamilyNextHop(p);
+          neighbors.push({
+            address: p.address,
+            asn: p.asn,
+            connectRetryS: p.connectRetryS ?? 5,
+            holdTimeS: p.holdTimeS ?? 3,
+            keepaliveS: p.keepaliveS ?? 1,
+            families: toPeerFamilies(p),
+            ...(crossFamilyNextHop !== undefined && { crossFamilyNextHop }),
+            ...(p.password !== undefined && { password: p.password }),
+            ...(p.ebgpMultihopTtl !== undefined && { ebgpMultihopTtl: p.ebgpMultihopTtl }),
+            ...(p.localAddress !== undefined && { localAddress: p.localAddress }),
+            ...(p.passive !== undefined && { passive: p.passive }),
+          });
+        }
+        if (this.state !== 'starting') throw closedError();
         const supervisor = new GobgpdSupervisor({
           config: {
             asn: options.asn,
             routerId: options.routerId,
             listenPort: options.listenPort ?? -1,
-            neighbors: options.peers.map((p) => ({
-              address: p.address,
-              asn: p.asn,
-              connectRetryS: p.connectRetryS ?? 5,
-              holdTimeS: p.holdTimeS ?? 3,
-              keepaliveS: p.keepaliveS ?? 1,
-              families: toPeerFamilies(p),
-              ...(p.password !== undefined && { password: p.password }),
-              ...(p.ebgpMultihopTtl !== undefined && { ebgpMultihopTtl: p.ebgpMultihopTtl }),
-              ...(p.localAddress !== undefined && { localAddress: p.localAddress }),
-              ...(p.passive !== undefined && { passive: p.passive }),
-            })),
+            neighbors,
           },
           ...(options.api !== undefined && { api: options.api }),
+          ...(options.allowTcpApi !== undefined && { allowTcpApi: options.allowTcpApi }),
+          ...(options.user !== undefined && { user: options.user }),
           ...(options.gobgpdPath !== undefined && { gobgpdPath: options.gobgpdPath }),
           ...(options.setprivPath !== undefined && { setprivPath: options.setprivPath }),
           ...(options.commandPrefix !== undefined && { commandPrefix: options.commandPrefix }),
@@ -255,11 +320,10 @@ class GobgpSpeaker implements Speaker {
       await this.waitForApi(options.startTimeoutMs ?? 10_000);
     } catch (err) {
       if (this.state !== 'starting') throw closedError();
-      this.destroy();
+      await this.destroy();
       throw err;
     }
-    if (this.state !== 'starting') throw closedError();
-    this.state = 'running';
+    if (!this.machine.transition(['starting'], 'running', 'gobgpd API answers')) throw closedError();
     this.openWatch();
     this.scheduleInterval();
     try {
@@ -268,7 +332,7 @@ class GobgpSpeaker implements Speaker {
       // A managed gobgpd that answered a moment ago and now fails is broken; an external one may
       // simply not be up yet, and the background reconciliations will catch up with it.
       if (options.manage) {
-        this.destroy();
+        await this.destroy();
         throw err;
       }
     }
@@ -318,15 +382,11 @@ class GobgpSpeaker implements Speaker {
   }
 
   private async doClose(): Promise<void> {
-    if (this.state === 'closed') return;
-    if (this.state === 'new') {
-      this.state = 'closed';
-      return;
-    }
+    if (this.state === 'closed') return this.destroyPromise;
+    if (this.machine.transition(['new'], 'closed', 'closed before start')) return;
     if (this.state === 'starting') await this.startPromise!.catch(() => undefined);
-    // start() may have failed and destroyed everything meanwhile.
-    if (this.currentState() === 'closed') return;
-    this.state = 'closing';
+    // start() may have failed, or destroy() run, meanwhile.
+    if (!this.machine.transition(['running'], 'closing', 'close')) return this.destroyPromise;
     this.stopBackgroundWork();
     // Pushes still waiting were never applied; the withdrawal below replaces them.
     this.rejectWaiters(closedError());
@@ -338,16 +398,13 @@ class GobgpSpeaker implements Speaker {
       this.log.warn({ event: 'withdraw', reason: 'close', err: errorMessage(err) }, 'could not withdraw paths before stopping');
     }
     this.peerTable.forgetStates('speaker closed');
-    this.state = 'closed';
+    this.adjOut = new Map();
+    // destroy() during the withdrawal has already stopped everything.
+    if (!this.machine.transition(['closing'], 'closed', 'withdrawn')) return this.destroyPromise;
     this.client?.close();
     await this.supervisor?.close();
     this.options.metrics.daemonUp.set(0);
     this.options.metrics.pathsAdvertised.set(0);
-  }
-
-  /** Re-reads the state after an await, where TypeScript's narrowing no longer holds. */
-  private currentState(): SpeakerState {
-    return this.state;
   }
 
   private stopBackgroundWork(): void {
@@ -386,6 +443,7 @@ class GobgpSpeaker implements Speaker {
     try {
       if (this.state === 'closed' || (this.state === 'closing' && trigger !== 'close')) throw closedError();
       const { added, deleted } = await this.applyDesired(trigger);
+      await this.refreshAdvertised(trigger);
       metrics.reconciles.inc({ trigger, result: 'ok' });
       if (pushed) metrics.pushes.inc({ result: 'ok' });
       if (added + deleted > 0 || trigger !== 'interval') this.emit({ type: 'reconciled', trigger, added, deleted });
@@ -436,6 +494,43 @@ class GobgpSpeaker implements Speaker {
     const level = added + deleted > 0 ? 'info' : 'debug';
     this.log[level]({ event: 'reconcile', trigger, added, deleted, desired: desired.size }, 'gobgpd RIB reconciled');
     return { added, deleted };
+  }
+
+  /**
+   * Reads, for every established session, the families it negotiated (the peer's MultiProtocol
+   * capabilities, within what vipd configured) and what gobgpd's adj-RIB-out holds in each. gobgpd
+   * computes ADJ_OUT from the configured families whatever the session's state, so both filters are
+   * needed for "announced" to mean the peer was sent the path. A peer that cannot be read counts as
+   * having nothing.
+   */
+  private async refreshAdvertised(trigger: Trigger): Promise<void> {
+    const client = this.client;
+    if (!client || trigger === 'close') return;
+    const next = new Map<string, readonly string[]>();
+    const negotiated = new Map<string, readonly AddressFamily[]>();
+    for (const peer of this.peerTable.list()) {
+      if (peer.state !== 'established') {
+        next.set(peer.address, []);
+        continue;
+      }
+      const prefixes: string[] = [];
+      try {
+        const [info] = await client.listPeer(peer.address);
+        const offered = offeredFamilies(info?.state?.remote_cap ?? []);
+        negotiated.set(peer.address, peer.families.filter((f) => offered.includes(RIB_FAMILY[f])));
+        for (const family of peer.families) {
+          const rib = RIB_FAMILY[family];
+          if (!offered.includes(rib)) continue;
+          for (const d of await client.listAdjOut(peer.address, UNICAST_FAMILIES[rib])) prefixes.push(canonicalPrefix(d.prefix));
+        }
+      } catch (err) {
+        this.log.warn({ event: 'reconcile', peer: peer.address, err: errorMessage(err) }, "cannot read the peer's adj-RIB-out; status shows nothing sent to it");
+        prefixes.length = 0;
+      }
+      next.set(peer.address, prefixes.sort());
+    }
+    this.adjOut = next;
+    this.negotiated = negotiated;
   }
 
   /** Locally originated paths of the global RIB, by canonical prefix; undefined when unreadable. */
@@ -520,6 +615,14 @@ class GobgpSpeaker implements Speaker {
     }
   }
 
+  /** A session that left established has been sent nothing that still counts. */
+  private forgetAdvertised(peer: string): void {
+    if (!this.adjOut.has(peer)) return;
+    const next = new Map(this.adjOut);
+    next.set(peer, []);
+    this.adjOut = next;
+  }
+
   private markApi(up: boolean, reason: string): void {
     this.options.metrics.daemonUp.set(up ? 1 : 0);
     if (this.apiUp === up) return;
@@ -530,12 +633,6 @@ class GobgpSpeaker implements Speaker {
 
   private emit(event: SpeakerEvent): void {
     if (this.state === 'closed') return;
-    for (const listener of [...this.listeners]) {
-      try {
-        listener(event);
-      } catch (err) {
-        this.log.error({ event: 'listener', err: errorMessage(err) }, 'speaker event listener failed');
-      }
-    }
+    this.listeners.emit(event);
   }
 }

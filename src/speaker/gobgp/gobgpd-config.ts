@@ -7,7 +7,8 @@ import { VipdError } from '../../lib/errors';
  * that another program parses.
  */
 
-export type GobgpdFamily = 'ipv4-unicast' | 'ipv6-unicast';
+export type { AddressFamily as GobgpdFamily } from '../speaker';
+import type { AddressFamily as GobgpdFamily } from '../speaker';
 
 export interface GobgpdNeighbor {
   readonly address: string;
@@ -25,6 +26,12 @@ export interface GobgpdNeighbor {
   /** Wait for the peer to connect instead of dialling out (needs listenPort >= 0). */
   readonly passive?: boolean;
   readonly families: readonly GobgpdFamily[];
+  /**
+   * Next hop of paths of the other family (IPv6 paths on an IPv4 session, IPv4 paths on an IPv6 one);
+   * unset leaves gobgpd's choice. Written as a global export policy matching this neighbor and family,
+   * which runs after gobgpd's own next-hop rewrite.
+   */
+  readonly crossFamilyNextHop?: string;
 }
 
 export interface GobgpdConfig {
@@ -65,6 +72,7 @@ export function renderGobgpdConfig(config: GobgpdConfig): string {
     `  router-id = ${str(config.routerId)}`,
     `  port = ${config.listenPort}`,
   ];
+  lines.push(...renderNextHopPolicy(config.neighbors));
   const seen = new Set<string>();
   for (const n of config.neighbors) {
     const where = `neighbor ${n.address}`;
@@ -109,3 +117,55 @@ export function renderGobgpdConfig(config: GobgpdConfig): string {
   }
   return lines.join('\n') + '\n';
 }
+
+function otherFamily(neighborAddress: string): GobgpdFamily {
+  return net.isIPv6(neighborAddress) ? 'ipv4-unicast' : 'ipv6-unicast';
+}
+
+/**
+ * gobgpd's next hop for an IPv6 path over an IPv4 session is ::ffff:<IPv4 session address>, which FRR 8.4
+ * marks best and never installs (docs/bgp.md). gobgpd applies neighbor policies to route-server clients
+ * only, so the per-neighbor next hop is a global export policy whose statements each match one neighbor
+ * (neighbor-set) and the other family (afi-safi-in), and set the next hop; route-disposition none lets
+ * the path go on to the default, accept.
+ */
+function renderNextHopPolicy(neighbors: readonly GobgpdNeighbor[]): string[] {
+  const withHop = neighbors.filter((n) => n.crossFamilyNextHop !== undefined);
+  if (withHop.length === 0) return [];
+  const sets: string[] = [];
+  const statements: string[] = [];
+  withHop.forEach((n, i) => {
+    const family = otherFamily(n.address);
+    const hop = n.crossFamilyNextHop!;
+    const hopFamily = net.isIPv6(hop) ? 'ipv6-unicast' : net.isIPv4(hop) ? 'ipv4-unicast' : undefined;
+    if (hopFamily !== family) throw invalid(`neighbor ${n.address} next hop ${JSON.stringify(hop)} is not an address of ${family}`);
+    if (!n.families.includes(family)) throw invalid(`neighbor ${n.address} has a ${family} next hop but does not carry ${family}`);
+    const setName = `vipd-peer-${i}`;
+    sets.push('[[defined-sets.neighbor-sets]]', `  neighbor-set-name = ${str(setName)}`, `  neighbor-info-list = [${str(n.address)}]`);
+    statements.push(
+      '  [[policy-definitions.statements]]',
+      `    name = ${str(`${setName}-${family}-next-hop`)}`,
+      '    [policy-definitions.statements.conditions.match-neighbor-set]',
+      `      neighbor-set = ${str(setName)}`,
+      '    [policy-definitions.statements.conditions.bgp-conditions]',
+      `      afi-safi-in-list = [${str(family)}]`,
+      '    [policy-definitions.statements.actions]',
+      '      route-disposition = "none"',
+      '    [policy-definitions.statements.actions.bgp-actions]',
+      `      set-next-hop = ${str(hop)}`,
+    );
+  });
+  return [
+    '[global.apply-policy.config]',
+    `  export-policy-list = [${str(NEXT_HOP_POLICY)}]`,
+    '  default-export-policy = "accept-route"',
+    '',
+    ...sets,
+    '',
+    '[[policy-definitions]]',
+    `  name = ${str(NEXT_HOP_POLICY)}`,
+    ...statements,
+  ];
+}
+
+const NEXT_HOP_POLICY = 'vipd-cross-family-next-hops';

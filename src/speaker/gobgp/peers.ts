@@ -3,7 +3,7 @@ import { Address6 } from 'ip-address';
 import type { Clock } from '../../lib/clock';
 import type { Logger } from '../../lib/logger';
 import type { Metrics } from '../../lib/metrics';
-import type { PeerState, PeerStatus, SpeakerEvent } from '../speaker';
+import type { AddressFamily, PeerState, PeerStatus, SpeakerEvent } from '../speaker';
 import type { ApiPeerEvent, ApiSessionState } from './api-types';
 
 /**
@@ -31,7 +31,7 @@ export function canonicalPeerAddress(address: string): string {
 }
 
 export interface PeerTableOptions {
-  readonly configured: ReadonlyArray<{ readonly address: string; readonly asn: number }>;
+  readonly configured: ReadonlyArray<{ readonly address: string; readonly asn: number; readonly families: readonly AddressFamily[] }>;
   readonly clock: Clock;
   readonly logger: Logger;
   readonly metrics: Metrics;
@@ -44,7 +44,7 @@ export class PeerTable {
   constructor(private readonly options: PeerTableOptions) {
     for (const p of options.configured) {
       const address = canonicalPeerAddress(p.address);
-      this.peers.set(address, { address, asn: p.asn, state: 'unknown', since: options.clock.wallNow() });
+      this.peers.set(address, { address, asn: p.asn, state: 'unknown', since: options.clock.wallNow(), families: p.families });
       this.setGauge(address, 'unknown');
     }
   }
@@ -72,7 +72,7 @@ export class PeerTable {
     const current = this.peers.get(address);
     const from = current?.state ?? 'unknown';
     if (current && from === to) return;
-    this.peers.set(address, { address, asn: asn || current?.asn || 0, state: to, since: clock.wallNow() });
+    this.peers.set(address, { address, asn: asn || current?.asn || 0, state: to, since: clock.wallNow(), families: current?.families ?? [] });
     this.setGauge(address, to);
     if (!current && to === 'unknown') return;
     metrics.peerTransitions.inc({ peer: address, to });

@@ -2,8 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as protobuf from 'protobufjs';
 
-/** The files of vipd's GoBGP API subset, in load order (attribute.proto imports gobgp.proto). */
-export const GOBGP_PROTO_FILES: readonly string[] = ['gobgp.proto', 'attribute.proto'];
+/** The files of vipd's GoBGP API subset, in load order (attribute.proto and capability.proto import gobgp.proto). */
+export const GOBGP_PROTO_FILES: readonly string[] = ['gobgp.proto', 'attribute.proto', 'capability.proto'];
 
 let cachedDir: string | undefined;
 let cachedRoot: protobuf.Root | undefined;

@@ -10,6 +10,9 @@ import path from 'node:path';
  */
 const PRIVATE_DIR = /^vipd-gobgpd-(\d+)-[A-Za-z0-9]{6}$/;
 
+/** The subdirectory of a private directory that gobgpd's own user owns, for its API socket. */
+export const API_SOCKET_DIR = 'api';
+
 /** The mkdtemp prefix of this process's private directory. */
 export function privateDirPrefix(runtimeDir: string, pid: number = process.pid): string {
   return path.join(runtimeDir, `vipd-gobgpd-${pid}-`);
@@ -32,7 +35,7 @@ export interface StaleDirProbes {
  * all of these hold, so that nothing another vipd still uses is touched:
  * - its name is vipd-gobgpd-<pid>-<mkdtemp suffix>, it is a real directory (not a symlink) owned by this user;
  * - no process has that pid;
- * - its API socket, if there is one, refuses connections. This covers a vipd in another PID
+ * - its API socket (api/api.sock, or api.sock from older versions), if there is one, refuses connections. This covers a vipd in another PID
  *   namespace sharing the directory, whose pid means nothing here: its gobgpd still answers. (With
  *   a TCP API there is no socket in the directory; instances in separate PID namespaces then need
  *   separate runtime directories.)
@@ -57,7 +60,8 @@ export async function removeStaleDirs(runtimeDir: string, probes: StaleDirProbes
     const dir = path.join(runtimeDir, name);
     const stat = await fs.promises.lstat(dir).catch(() => undefined);
     if (stat === undefined || !stat.isDirectory() || (uid !== undefined && stat.uid !== uid)) continue;
-    if (await socketAnswers(path.join(dir, 'api.sock'), socketTimeoutMs)) continue;
+    const sockets = [path.join(dir, API_SOCKET_DIR, 'api.sock'), path.join(dir, 'api.sock')];
+    if ((await Promise.all(sockets.map((s) => socketAnswers(s, socketTimeoutMs)))).some(Boolean)) continue;
     await fs.promises.rm(dir, { recursive: true, force: true });
     removed.push({ dir, ownerPid });
   }

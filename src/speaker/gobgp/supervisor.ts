@@ -6,11 +6,14 @@ import path from 'node:path';
 import { Backoff } from '../../lib/backoff';
 import type { Clock, TimerHandle } from '../../lib/clock';
 import { VipdError, errorMessage } from '../../lib/errors';
+import { ListenerSet } from '../../lib/listener-set';
 import type { Logger } from '../../lib/logger';
 import type { Metrics } from '../../lib/metrics';
+import { StateMachine } from '../../lib/transition';
 import { renderGobgpdConfig, type GobgpdConfig } from './gobgpd-config';
+import { checkSearchableBy, lookupGobgpdUser, setprivArgs, type GobgpdIdentity } from './gobgpd-user';
 import { HangWatchdog } from './hang-watchdog';
-import { privateDirPrefix, removeStaleDirs } from './runtime-dir';
+import { API_SOCKET_DIR, privateDirPrefix, removeStaleDirs } from './runtime-dir';
 
 /**
  * Runs gobgpd as vipd's child. gobgpd forgets API paths when it exits and keeps them while it lives,
@@ -25,15 +28,26 @@ import { privateDirPrefix, removeStaleDirs } from './runtime-dir';
  * loses its only reader, and gobgpd's "stopping gobgpd server" line then kills it with SIGPIPE
  * before it can send the Cease (Go dies on EPIPE on stdout even with SIGPIPE ignored). Measured: the
  * router saw "read-failed" instead of "cease" until this was changed.
+ *
+ * gobgpd runs as an unprivileged user (gobgpd-user.ts) with no capabilities. The private directory stays
+ * root's (0711) and so do the files vipd opens as root (the log): a directory gobgpd's user could write
+ * would let any process of that user swap gobgpd.log for a symlink to a file root would then append to.
+ * gobgpd reads gobgpd.toml (root:gobgpd's group, 0640: it can read, not change it) and creates its API
+ * socket in `api/`, the one directory it owns (0700): root (vipd) and gobgpd's user reach the API, nobody
+ * else.
  */
 
 export interface GobgpdSupervisorOptions {
   readonly config: GobgpdConfig;
   /**
    * API address as the client dials it: a loopback "127.0.0.1:PORT" / "[::1]:PORT" or
-   * "unix:/absolute/path". Default: a unix socket inside the private directory (root-only).
+   * "unix:/absolute/path". Default: a unix socket inside the private directory (gobgpd's user and root only).
    */
   readonly api?: string;
+  /** A TCP api is refused unless this is set: gobgpd's gRPC API is unauthenticated. */
+  readonly allowTcpApi?: boolean;
+  /** The user gobgpd runs as (default `nobody`); must exist. */
+  readonly user?: string;
   readonly gobgpdPath?: string;
   readonly setprivPath?: string;
   /** Run gobgpd under another command that execs it, e.g. ["ip", "netns", "exec", "blue"]. */
@@ -65,6 +79,9 @@ export type SupervisorEvent =
 
 type SupervisorState = 'new' | 'running' | 'closing' | 'closed';
 
+const NOT_CLOSED: readonly SupervisorState[] = ['new', 'running', 'closing'];
+
+
 const GOBGPD_LEVELS: Record<string, 'debug' | 'info' | 'warn' | 'error' | 'fatal'> = {
   trace: 'debug',
   debug: 'debug',
@@ -79,8 +96,11 @@ function processError(message: string, cause?: unknown): VipdError {
   return new VipdError('VIPD_ERR_GOBGP_PROCESS', message, cause === undefined ? undefined : { cause });
 }
 
-/** gobgpd's --api-hosts syntax for a client address; refuses anything reachable from outside the host. */
-export function gobgpdApiHost(address: string): string {
+/**
+ * gobgpd's --api-hosts syntax for a client address; refuses anything reachable from outside the host,
+ * and a TCP address at all unless `allowTcp` (any local user could drive an unauthenticated API).
+ */
+export function gobgpdApiHost(address: string, allowTcp = true): string {
   if (address.startsWith('unix:')) {
     const socketPath = address.replace(/^unix:(\/\/)?/, '');
     if (!path.isAbsolute(socketPath)) throw processError(`api ${address}: unix socket path must be absolute`);
@@ -92,6 +112,7 @@ export function gobgpdApiHost(address: string): string {
   const host = m?.[1] ?? '';
   const loopback = (net.isIPv4(host) && host.startsWith('127.')) || host === '::1';
   if (!m || !loopback) throw processError(`api ${address}: must be a loopback address or a unix socket; gobgpd's API has no authentication`);
+  if (!allowTcp) throw processError(`api ${address}: a TCP API lets any local user drive gobgpd (its gRPC API is unauthenticated); use a unix socket or set allowTcpApi`);
   return address;
 }
 
@@ -100,7 +121,9 @@ function unixSocketPath(address: string): string | undefined {
 }
 
 export class GobgpdSupervisor {
-  private state: SupervisorState = 'new';
+  private readonly machine: StateMachine<SupervisorState>;
+  private identity: GobgpdIdentity | undefined;
+  private destroying: Promise<void> | undefined;
   private dir: string | undefined;
   private configFile = '';
   private api = '';
@@ -112,7 +135,7 @@ export class GobgpdSupervisor {
   private logTail: GobgpdLogTail | undefined;
   private closing: Promise<void> | undefined;
   private readonly exitWaiters: Array<() => void> = [];
-  private readonly listeners = new Set<(event: SupervisorEvent) => void>();
+  private readonly listeners: ListenerSet<SupervisorEvent>;
   private readonly backoff: Backoff;
   private readonly log: Logger;
   private readonly daemonLog: Logger;
@@ -122,6 +145,17 @@ export class GobgpdSupervisor {
     this.backoff = new Backoff(b.initialMs, b.maxMs);
     this.log = options.logger;
     this.daemonLog = options.logger.child({ component: 'gobgpd' });
+    this.machine = new StateMachine<SupervisorState>('new', { machine: 'supervisor', logger: options.logger, level: 'info' });
+    this.listeners = new ListenerSet((err) => this.log.error({ event: 'daemon', err: errorMessage(err) }, 'supervisor listener failed'));
+  }
+
+  private get state(): SupervisorState {
+    return this.machine.state;
+  }
+
+  /** The user gobgpd runs as, once start() has looked it up. */
+  get user(): GobgpdIdentity | undefined {
+    return this.identity;
   }
 
   /** Where the client reaches the API. Valid once start() has resolved. */
@@ -140,54 +174,71 @@ export class GobgpdSupervisor {
   }
 
   onEvent(listener: (event: SupervisorEvent) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.add(listener);
   }
 
   /** Writes the config, checks it with `gobgpd --dry-run`, and spawns gobgpd. */
   async start(): Promise<void> {
-    if (this.state !== 'new') throw processError(`supervisor already ${this.state}`);
-    this.state = 'running';
+    if (!this.machine.transition(['new'], 'running', 'start')) throw processError(`supervisor already ${this.state}`);
     try {
       const config = renderGobgpdConfig(this.options.config);
+      if (this.options.api !== undefined) gobgpdApiHost(this.options.api, this.options.allowTcpApi ?? false);
+      const identity = await lookupGobgpdUser(this.options.user ?? 'nobody');
+      this.identity = identity;
+      // Fails here, before anything is spawned, when vipd cannot switch to that user.
+      this.setprivOptions();
       const runtimeDir = this.options.runtimeDir ?? os.tmpdir();
+      await checkSearchableBy(runtimeDir, identity);
       await this.removeStaleDirs(runtimeDir);
       this.dir = await fs.promises.mkdtemp(privateDirPrefix(runtimeDir));
       this.configFile = path.join(this.dir, 'gobgpd.toml');
-      // The config may hold MD5 passwords: owner-only, like the directory mkdtemp made.
+      const socketDir = path.join(this.dir, API_SOCKET_DIR);
+      // The config may hold MD5 passwords: nobody but root and gobgpd's group reads it.
       await fs.promises.writeFile(this.configFile, config, { mode: 0o600 });
-      this.api = this.options.api ?? `unix:${path.join(this.dir, 'api.sock')}`;
-      gobgpdApiHost(this.api);
+      await fs.promises.mkdir(socketDir, { mode: 0o700 });
+      if (process.geteuid?.() === 0 && identity.uid !== 0) {
+        await fs.promises.chown(this.configFile, 0, identity.gid);
+        await fs.promises.chmod(this.configFile, 0o640);
+        await fs.promises.chown(socketDir, identity.uid, identity.gid);
+        // Searchable, not listable, so that gobgpd can reach its config and socket directory.
+        await fs.promises.chmod(this.dir, 0o711);
+      }
+      this.api = this.options.api ?? `unix:${path.join(socketDir, 'api.sock')}`;
+      gobgpdApiHost(this.api, this.options.allowTcpApi ?? false);
       this.logTail = new GobgpdLogTail(path.join(this.dir, 'gobgpd.log'), this.daemonLog, this.options.clock);
       await this.dryRun();
       await this.spawnDaemon(false);
     } catch (err) {
-      this.destroy();
+      await this.destroy();
       throw err instanceof VipdError ? err : processError(`cannot start gobgpd: ${errorMessage(err)}`, err);
     }
   }
 
-  /** SIGTERM (gobgpd sends a Cease to its peers), SIGKILL after stopTimeoutMs. Idempotent. */
+  /**
+   * SIGTERM (gobgpd sends a Cease to its peers), SIGKILL after stopTimeoutMs. Idempotent; resolves once
+   * gobgpd has exited and its directory is gone.
+   */
   close(): Promise<void> {
-    if (this.closing) return this.closing;
-    this.closing = this.stop();
+    this.closing ??= this.stop();
     return this.closing;
   }
 
-  /** SIGKILL at once. Idempotent. */
-  destroy(): void {
-    if (this.state === 'closed') return;
-    this.state = 'closed';
+  /** SIGKILL at once (no Cease: the peers notice by hold timer). Idempotent; resolves once gobgpd has exited. */
+  destroy(): Promise<void> {
+    if (this.destroying) return this.destroying;
+    const child = this.pid !== undefined ? this.child : undefined;
+    const exited = this.waitForExit();
+    if (!this.machine.transition(NOT_CLOSED, 'closed', 'destroy')) return (this.destroying = this.closing ?? Promise.resolve());
     this.restartTimer?.cancel();
     this.stopWatchdog();
-    this.child?.kill('SIGKILL');
+    child?.kill('SIGKILL');
     this.logTail?.stop();
-    this.removeDirectory();
+    this.destroying = exited.then(() => this.removeDirectory());
+    return this.destroying;
   }
 
   private async stop(): Promise<void> {
-    if (this.state === 'closed') return;
-    this.state = 'closing';
+    if (!this.machine.transition(['new', 'running'], 'closing', 'close')) return this.destroying;
     this.restartTimer?.cancel();
     const child = this.child;
     this.stopWatchdog();
@@ -207,7 +258,8 @@ export class GobgpdSupervisor {
         await exited;
       }
     }
-    this.state = 'closed';
+    // destroy() may have run meanwhile; it cleans up itself.
+    if (!this.machine.transition(['closing'], 'closed', 'gobgpd stopped')) return;
     await this.logTail?.drain();
     this.logTail?.stop();
     this.removeDirectory();
@@ -238,6 +290,12 @@ export class GobgpdSupervisor {
     }
   }
 
+  /** Unprivileged user, no capabilities (CAP_NET_BIND_SERVICE only for a BGP port below 1024), parent-death signal. */
+  private setprivOptions(): string[] {
+    const port = this.options.config.listenPort;
+    return setprivArgs({ identity: this.identity!, vipdUid: process.geteuid?.() ?? 0, bindPrivilegedPort: port >= 1 && port <= 1023 });
+  }
+
   private gobgpdArgs(): string[] {
     return ['-f', this.configFile, '-t', 'toml', '--api-hosts', gobgpdApiHost(this.api), '--pprof-disable'];
   }
@@ -266,8 +324,7 @@ export class GobgpdSupervisor {
     const argv = [
       ...prefix,
       this.options.setprivPath ?? 'setpriv',
-      '--pdeathsig',
-      'TERM',
+      ...this.setprivOptions(),
       '--',
       this.options.gobgpdPath ?? 'gobgpd',
       ...this.gobgpdArgs(),
@@ -352,13 +409,7 @@ export class GobgpdSupervisor {
   }
 
   private emit(event: SupervisorEvent): void {
-    for (const listener of [...this.listeners]) {
-      try {
-        listener(event);
-      } catch (err) {
-        this.log.error({ event: 'daemon', err: errorMessage(err) }, 'supervisor listener failed');
-      }
-    }
+    this.listeners.emit(event);
   }
 }
 
