@@ -97,6 +97,8 @@ export class Daemon implements AdminActions {
   private shuttingDown = false;
   private vipCheck: { cancel(): void } | undefined;
   private closing: Promise<void> | undefined;
+  /** Set once start() gets past the admin socket and the speaker: only then may close() remove the VIPs. */
+  private ownsAddresses = false;
   private destroyed = false;
 
   constructor(private readonly config: Config, options: RunOptions) {
@@ -241,6 +243,9 @@ export class Daemon implements AdminActions {
     // The speaker comes up first so sessions establish while checks run; it advertises nothing until told.
     this.speaker.onEvent(() => this.reconciler.evaluate());
     await this.speaker.start();
+    // From here this process owns the VIPs on the interface. A start that failed earlier (most often a
+    // second vipd refused by the live admin socket) must not remove the addresses of the one running.
+    this.ownsAddresses = true;
     await this.checkVips();
     for (const l of this.listeners) {
       l.listener.onBoundChange(() => this.reconciler.evaluate());
@@ -337,7 +342,7 @@ export class Daemon implements AdminActions {
       // Bounded: a SIGKILLed gobgpd is gone at once.
       return withTimeout(this.speaker.destroy(), 2000).catch(() => undefined);
     });
-    if (this.config.net.manageAddresses) {
+    if (this.config.net.manageAddresses && this.ownsAddresses) {
       for (const vip of this.config.vips) {
         await this.addresses.remove(vip.address).catch((err) => log.warn({ vip: vip.name, err: errorMessage(err) }, 'could not remove VIP'));
       }
@@ -865,6 +870,7 @@ export async function runDaemon(config: Config, options: RunOptions): Promise<vo
   const closeAndExit = (reason: string, code: number): void => {
     const deadlineMs = config.shutdown.grace + CLOSE_DEADLINE_SLACK_MS;
     setTimeout(() => exitNow(`graceful stop did not finish in ${deadlineMs} ms`, { reason }), deadlineMs).unref();
+    holdProcessOpen();
     const closing = daemon?.close(reason) ?? Promise.resolve();
     closing.then(
       () => process.exit(code),
@@ -897,10 +903,20 @@ export async function runDaemon(config: Config, options: RunOptions): Promise<vo
     await daemon.start();
   } catch (err) {
     log.error({ event: 'start', err: errorStack(err) }, `vipd failed to start: ${errorMessage(err)}`);
+    holdProcessOpen();
     await daemon.close('start failed').catch(() => undefined);
     process.exit(1);
   }
   armTestFault(log);
+}
+
+/**
+ * Keeps the event loop alive until process.exit(). A stop closes every server and socket and then sleeps
+ * on unref'd timers, so without this Node would run out of work and exit 0 in the middle of a stop: a
+ * failed start or a fault would look like success to systemd.
+ */
+function holdProcessOpen(): void {
+  setInterval(() => undefined, 60_000);
 }
 
 function errorStack(err: unknown): string {

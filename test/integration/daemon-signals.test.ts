@@ -115,6 +115,31 @@ test('T30: SIGHUP, SIGUSR1 and SIGUSR2 are logged and ignored: the process lives
   assert.equal(ss.stdout.trim(), '', `an inspector is listening after SIGUSR1: ${ss.stdout}`);
 });
 
+test('a second vipd on the same node is refused at start and leaves the running one its VIP and its route', async () => {
+  // The first vipd from the test above is still running and announced.
+  assert.ok(vipd?.running, 'the first vipd is running');
+  const watching = { stop: false, left: 0, polls: 0 };
+  const watch = (async () => {
+    while (!watching.stop) {
+      watching.polls++;
+      if (!(await routeAtTor())) watching.left++;
+      await sleep(20);
+    }
+  })();
+  const t0 = performance.now();
+  const second = await lab.vipdCli('lb1', ['run', '--config', config], { timeoutMs: 30_000 });
+  const exitMs = performance.now() - t0;
+  await sleep(500);
+  watching.stop = true;
+  await watch;
+  assert.equal(second.code, 1, `the second vipd exits 1\n${second.stdout}\n${second.stderr}`);
+  const lo = await lab.exec('lb1', ['ip', '-4', 'addr', 'show', 'dev', 'lo']);
+  assert.match(lo.stdout, /inet 198\.19\.0\.10\/32/, `the VIP is still on lo: ${lo.stdout}`);
+  assert.equal(watching.left, 0, `the route left the ToR in ${watching.left} of ${watching.polls} polls`);
+  assert.ok(vipd.running, 'the first vipd still runs');
+  console.log(`second vipd refused, exit 1 after ${Math.round(exitMs)} ms; VIP still on lo; route at the ToR in all ${watching.polls} polls`);
+});
+
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   test(`T30: ${signal} is graceful: withdrawn at the ToR before the process exits, exit 0`, async () => {
     if (!vipd?.running) await startAnnounced();

@@ -204,9 +204,17 @@ test('T16 still holds: SIGKILL of vipd, its unprivileged gobgpd dies with it (pa
 test('listenPort below 1024: gobgpd keeps CAP_NET_BIND_SERVICE only (ambient) and listens on it', async () => {
   await vipd?.stop(3000).catch(() => undefined);
   startVipd({ speaker: { gobgp: { listenPort: 179 } } }, 'lb1-port179.yaml');
-  await waitFor(async () => (await gobgpdPids()).length === 1, 15_000, 50, 'gobgpd with listenPort 179');
+  // Whichever gobgpd is the current one: under load the supervisor may have restarted the first.
+  await waitFor(
+    async () => {
+      const pids = await gobgpdPids();
+      return pids.length === 1 && (await lab.exec('lb1', ['ss', '-ltnpH'])).stdout.includes(`pid=${pids[0]},`);
+    },
+    20_000,
+    50,
+    'one gobgpd with listenPort 179, listening',
+  );
   const pid = await theGobgpd();
-  await waitFor(async () => (await lab.exec('lb1', ['ss', '-ltnpH'])).stdout.includes(`pid=${pid},`), 10_000, 50, 'gobgpd listening');
   const s = procStatus(pid);
   const listeners = (await lab.exec('lb1', ['ss', '-ltnpH'])).stdout.split('\n').filter((l) => l.includes(`pid=${pid},`)).map((l) => l.trim().split(/\s+/)[3]);
   record(`listenPort 179: gobgpd Uid "${s.Uid}" CapEff ${s.CapEff} CapPrm ${s.CapPrm} CapAmb ${s.CapAmb} CapBnd ${s.CapBnd}; listening on ${JSON.stringify(listeners)}`);

@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { Address6 } from 'ip-address';
+import { canonicalAddress } from '../../net/address';
 import type { Clock } from '../../lib/clock';
 import type { Logger } from '../../lib/logger';
 import type { Metrics } from '../../lib/metrics';
@@ -26,8 +26,7 @@ const SESSION_STATES: Readonly<Record<ApiSessionState, PeerState>> = {
 
 /** Same text for the same address, whatever the notation (gobgpd prints Go's canonical form). */
 export function canonicalPeerAddress(address: string): string {
-  if (net.isIPv6(address)) return new Address6(address).correctForm();
-  return address;
+  return canonicalAddress(address) ?? address;
 }
 
 export interface PeerTableOptions {

@@ -1,6 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Backoff } from '../../lib/backoff';
@@ -10,6 +9,7 @@ import { ListenerSet } from '../../lib/listener-set';
 import type { Logger } from '../../lib/logger';
 import type { Metrics } from '../../lib/metrics';
 import { StateMachine } from '../../lib/transition';
+import { isLoopbackAddress } from '../../net/address';
 import { renderGobgpdConfig, type GobgpdConfig } from './gobgpd-config';
 import { checkSearchableBy, lookupGobgpdUser, setprivArgs, type GobgpdIdentity } from './gobgpd-user';
 import { HangWatchdog } from './hang-watchdog';
@@ -110,7 +110,7 @@ export function gobgpdApiHost(address: string, allowTcp = true): string {
   }
   const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(address);
   const host = m?.[1] ?? '';
-  const loopback = (net.isIPv4(host) && host.startsWith('127.')) || host === '::1';
+  const loopback = isLoopbackAddress(host);
   if (!m || !loopback) throw processError(`api ${address}: must be a loopback address or a unix socket; gobgpd's API has no authentication`);
   if (!allowTcp) throw processError(`api ${address}: a TCP API lets any local user drive gobgpd (its gRPC API is unauthenticated); use a unix socket or set allowTcpApi`);
   return address;
