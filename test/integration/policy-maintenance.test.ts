@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { createLab, REPO_ROOT, waitFor, type BgpPath, type Lab } from '../lab';
@@ -29,6 +30,7 @@ const T19_OUT_OF_ECMP_MS = 500;
 const T19_UNDRAIN_MS = 500;
 
 let lab: Lab;
+const disableFile = (lb: string): string => join(lab.dir, `${lb}.disable`);
 const configs = new Map<string, string>();
 const figures: string[] = [];
 
@@ -89,7 +91,7 @@ before(async () => {
     const file = lab.writeVipdConfig(lb.name, {
       announce: { holdDown: `${HOLD_DOWN_MS}ms` },
       shutdown: { grace: '500ms' },
-      drain: { grace: `${GRACE_MS}ms` },
+      drain: { grace: `${GRACE_MS}ms`, file: disableFile(lb.name) },
       vips: [
         {
           name: 'control-plane',
@@ -163,34 +165,42 @@ test('T05, every balancer fails its gate: withdraw takes etcd-strict off the fab
 test('T19: drain with GRACEFUL_SHUTDOWN: local-pref 0 at the ToR, out of ECMP but in the BGP table during the grace, then withdrawn; 0 failed new connections at 200 conn/s', async () => {
   const lb1 = lab.balancer('lb1');
   const load = traffic(API, 200, GRACE_MS + 4000);
-  await new Promise((r) => setTimeout(r, 1000));
-  const t0 = performance.now();
-  const drained = await admin('lb1', '/drain', {});
-  assert.equal(drained.code, 200, drained.stdout);
-  const outMs = await nexthopsReach(API, 2, t0, 5000);
-  const during = (await bgpPaths(API)).find((p) => p.nexthop === lb1.v4 || p.peer === lb1.torV4 || p.peer === lb1.v4);
-  assert.ok(during, `lb1's path is still in the ToR's BGP table during the grace: ${JSON.stringify(await bgpPaths(API))}`);
-  assert.ok(during.communities.includes('65535:0'), `GRACEFUL_SHUTDOWN on the path: ${JSON.stringify(during)}`);
-  assert.ok(during.communities.includes('65000:999'), 'the draining attributes');
-  assert.equal(during.localPref, 0, 'FRR sets local-pref 0 for GRACEFUL_SHUTDOWN');
-  assert.equal(during.multipath || during.best, false, 'out of ECMP');
-  assert.ok(!(await nexthops(API)).includes(lb1.v4));
-  assert.equal((await nexthops(STRICT)).length, 2, 'a node drain covers every VIP');
-  figure(`T19: lb1 out of ECMP ${Math.round(outMs)} ms after the drain request, its path kept with local-pref 0 and 65535:0 (bound ${T19_OUT_OF_ECMP_MS} ms)`);
-  assert.ok(outMs <= T19_OUT_OF_ECMP_MS, `out of ECMP after ${Math.round(outMs)} ms`);
+  try {
+    await new Promise((r) => setTimeout(r, 1000));
+    const t0 = performance.now();
+    const drained = await admin('lb1', '/drain', {});
+    assert.equal(drained.code, 200, drained.stdout);
+    const outMs = await nexthopsReach(API, 2, t0, 5000);
+    const during = (await bgpPaths(API)).find((p) => p.nexthop === lb1.v4 || p.peer === lb1.torV4 || p.peer === lb1.v4);
+    assert.ok(during, `lb1's path is still in the ToR's BGP table during the grace: ${JSON.stringify(await bgpPaths(API))}`);
+    assert.ok(during.communities.includes('65535:0'), `GRACEFUL_SHUTDOWN on the path: ${JSON.stringify(during)}`);
+    assert.ok(during.communities.includes('65000:999'), 'the draining attributes');
+    assert.equal(during.localPref, 0, 'FRR sets local-pref 0 for GRACEFUL_SHUTDOWN');
+    assert.equal(during.multipath || during.best, false, 'out of ECMP');
+    assert.ok(!(await nexthops(API)).includes(lb1.v4));
+    assert.equal((await nexthops(STRICT)).length, 2, 'a node drain covers every VIP');
+    figure(`T19: lb1 out of ECMP ${Math.round(outMs)} ms after the drain request, its path kept with local-pref 0 and 65535:0 (bound ${T19_OUT_OF_ECMP_MS} ms)`);
+    assert.ok(outMs <= T19_OUT_OF_ECMP_MS, `out of ECMP after ${Math.round(outMs)} ms`);
 
-  const status = await lab.vipdCli('lb1', ['status', '--config', configs.get('lb1')!]);
-  assert.match(status.stdout, /DRAIN\s+PHASE\s+GRACE UNTIL/);
-  assert.match(status.stdout, /node\s+grace\s+\d{4}-/);
+    const status = await lab.vipdCli('lb1', ['status', '--config', configs.get('lb1')!]);
+    assert.match(status.stdout, /DRAIN\s+PHASE\s+GRACE UNTIL/);
+    assert.match(status.stdout, /node\s+grace\s+\d{4}-/);
 
-  await waitFor(async () => (await bgpPaths(API)).length === 2, GRACE_MS + 3000, 20, "lb1's path withdrawn after the grace");
-  const withdrawnMs = performance.now() - t0;
-  figure(`T19: lb1's path withdrawn from the ToR's BGP table ${Math.round(withdrawnMs)} ms after the drain (grace ${GRACE_MS} ms, bound grace + 1000 ms)`);
-  assert.ok(withdrawnMs >= GRACE_MS - 100 && withdrawnMs <= GRACE_MS + 1000, `withdrawn at ${Math.round(withdrawnMs)} ms`);
-  const report = await load;
-  figure(`T19: ${report.failed} failed of ${report.attempted} new connections at 200 conn/s during the drain (bound 0)`);
-  assert.equal(report.failed, 0, JSON.stringify(report.errors));
-
+    await waitFor(async () => (await bgpPaths(API)).length === 2, GRACE_MS + 3000, 20, "lb1's path withdrawn after the grace");
+    const withdrawnMs = performance.now() - t0;
+    figure(`T19: lb1's path withdrawn from the ToR's BGP table ${Math.round(withdrawnMs)} ms after the drain (grace ${GRACE_MS} ms, bound grace + 1000 ms)`);
+    assert.ok(withdrawnMs >= GRACE_MS - 100 && withdrawnMs <= GRACE_MS + 1000, `withdrawn at ${Math.round(withdrawnMs)} ms`);
+    const report = await load;
+    figure(`T19: ${report.failed} failed of ${report.attempted} new connections at 200 conn/s during the drain (bound 0)`);
+    assert.equal(report.failed, 0, JSON.stringify(report.errors));
+  } catch (err) {
+    // Leave lb1 serving for the tests after this one, whatever failed here.
+    await load.catch(() => undefined);
+    await admin('lb1', '/undrain');
+    await lab.tor.waitNexthops(prefix(API), 3, 5000).catch(() => undefined);
+    await lab.tor.waitNexthops(prefix(STRICT), 3, 5000).catch(() => undefined);
+    throw err;
+  }
   const t1 = performance.now();
   assert.equal((await admin('lb1', '/undrain')).code, 200);
   const backMs = await nexthopsReach(API, 3, t1, 5000);
@@ -217,4 +227,23 @@ test('a drain of one VIP leaves the other alone; an unknown VIP is a 404 naming 
   assert.equal(undrain.code, 0, undrain.stderr);
   await lab.tor.waitNexthops(prefix(STRICT), 3, 5000);
   figure('per-VIP drain: etcd-strict left lb2 alone, control-plane kept 3 next hops; unknown VIP 404, grace 2h 400');
+});
+
+test('drain.file: while it exists the node is drained (GRACEFUL_SHUTDOWN first, then withdrawn); removing it undrains', async () => {
+  const lb3 = lab.balancer('lb3');
+  assert.equal((await nexthops(API)).length, 3, 'every balancer in ECMP before the file appears');
+  const t0 = performance.now();
+  writeFileSync(disableFile('lb3'), 'maintenance\n');
+  const outMs = await nexthopsReach(API, 2, t0, 5000);
+  const path = (await bgpPaths(API)).find((p) => p.nexthop === lb3.v4 || p.peer === lb3.v4);
+  assert.ok(path?.communities.includes('65535:0'), `GRACEFUL_SHUTDOWN while the file exists: ${JSON.stringify(path)}`);
+  await waitFor(async () => (await bgpPaths(API)).length === 2, GRACE_MS + 3000, 20, 'lb3 withdrawn after the grace');
+  const status = JSON.parse((await lab.vipdCli('lb3', ['status', '--config', configs.get('lb3')!, '--json'])).stdout) as { drain?: { drainedBy: string } };
+  assert.equal(status.drain?.drainedBy, `drain file ${disableFile('lb3')}`);
+  const t1 = performance.now();
+  rmSync(disableFile('lb3'));
+  const backMs = await nexthopsReach(API, 3, t1, 5000);
+  figure(`drain.file: lb3 out of ECMP ${Math.round(outMs)} ms after the file appeared (checked every 1000 ms; T19 bound 500 ms + the 1 s check), back ${Math.round(backMs)} ms after it was removed`);
+  assert.ok(outMs <= 1000 + T19_OUT_OF_ECMP_MS);
+  assert.ok(backMs <= 1000 + T19_UNDRAIN_MS);
 });
