@@ -126,3 +126,38 @@ test('drain requests: {vip, grace} are checked before anything changes', () => {
   refused({ pool: 'x' }, true, /unknown field\(s\) "pool"/);
   assert.deepEqual(parseGrace('1h'), { graceMs: 3_600_000 });
 });
+
+test('per-VIP drains persist in the state file next to node and backend drains, and files without them still load', async () => {
+  const { DrainStateFile } = await import('../../src/state/drain-state-file');
+  const { readFileSync } = await import('node:fs');
+  const stateDir = mkdtempSync(path.join(tmpdir(), 'vipd-policy-state-'));
+  try {
+    const store = new DrainStateFile(stateDir, 'lb1');
+    const vips = [{ vip: 'etcd', source: 'admin socket /run/vipd/lb1.sock', at: '2026-12-06T08:00:00.000Z' }];
+    await store.save({ backends: [], vips });
+    assert.deepEqual(await store.load(), { backends: [], vips });
+    assert.deepEqual((JSON.parse(readFileSync(store.file, 'utf8')) as { vipDrains: unknown }).vipDrains, vips);
+    await store.save({ backends: [] });
+    assert.equal('vipDrains' in (JSON.parse(readFileSync(store.file, 'utf8')) as object), false, 'no key when no VIP is drained: older vipd versions read the file');
+    assert.deepEqual(await store.load(), { backends: [] });
+  } finally {
+    rmSync(stateDir, { recursive: true, force: true });
+  }
+});
+
+test('vipd status shows each drain with its phase and deadlines, and the damping penalty', async () => {
+  const { renderStatus } = await import('../../src/cli/status-table');
+  const text = renderStatus({
+    node: 'lb1',
+    version: 't',
+    drained: true,
+    shuttingDown: false,
+    vips: [{ name: 'api', prefix: '198.19.0.10/32', state: 'draining', reason: 'draining', detail: 'd', since: 's', penalty: 1806, suppressedUntil: '2026-12-06T08:01:00.000Z', listeners: [], peers: [] }],
+    pools: [],
+    peers: [],
+    drains: [{ target: 'node', phase: 'grace', drainedBy: 'vipd drain', drainedAt: '2026-12-06T08:00:00.000Z', graceUntil: '2026-12-06T08:00:05.000Z', closeAt: '2026-12-06T08:00:30.000Z' }],
+  });
+  assert.match(text, /DRAIN\s+PHASE\s+GRACE UNTIL\s+CLOSE AT\s+BY/);
+  assert.match(text, /node\s+grace\s+2026-12-06T08:00:05\.000Z\s+2026-12-06T08:00:30\.000Z\s+vipd drain at/);
+  assert.match(text, /api\s+198\.19\.0\.10\/32\s+draining\s+draining\s+s\s+1806 \(until 2026-12-06T08:01:00\.000Z\)/);
+});
