@@ -8,6 +8,7 @@ packages=(
   gobgpd golang-github-osrg-gobgp-dev frr etcd-server etcd-client
   iproute2 nftables util-linux procps psmisc openssl curl ca-certificates
   haproxy nginx-light libnginx-mod-stream wrk iperf3
+  chromium systemd
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -7,6 +7,7 @@ import type { Config, PoolConfig } from './config/config';
 import { adminSocketPath } from './config/schema';
 import { AdminServer } from './control/admin-server';
 import { AdminInputError, type AdminActions, type DaemonStatus, type DrainOrigin, type DrainPhaseStatus, type DrainRequest } from './control/control';
+import { EventJournal } from './control/event-journal';
 import type { CheckSpec, PoolHealth } from './health/health';
 import { createPoolHealth } from './health/pool-health';
 import { systemClock, sleep, type Clock } from './lib/clock';
@@ -72,6 +73,8 @@ export class Daemon implements AdminActions {
   private readonly clock: Clock;
   private readonly logger: Logger;
   readonly metrics: Metrics;
+  /** The status page's timeline (announce, withdraw, health, drain, peer; reloads are recorded here too). */
+  readonly journal = new EventJournal();
   private readonly addresses: VipAddressManager;
   private readonly pools = new Map<string, PoolRuntime>();
   private readonly listeners: ListenerRuntime[] = [];
@@ -230,6 +233,7 @@ export class Daemon implements AdminActions {
       actions: this,
       logger: this.logger.child({ component: 'admin' }),
       metrics: this.metrics,
+      journal: this.journal,
     });
   }
 
@@ -399,6 +403,7 @@ export class Daemon implements AdminActions {
               activeConnections: counters.active,
               totalConnections: counters.total,
               connectErrors: counters.connectErrors,
+              ...(counters.ejectedUntil !== undefined ? { ejectedUntil: iso(counters.ejectedUntil) } : {}),
               drained: counters.drained,
               ...(this.backendDrains.has(backendDrainKey(p.name, b.backend.key)) ? { drain: drainOrigin(this.backendDrains.get(backendDrainKey(p.name, b.backend.key))!) } : {}),
             };

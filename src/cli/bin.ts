@@ -10,7 +10,8 @@ import { vipdVersion } from '../lib/version';
 import { parseGrace } from '../control/drain-request';
 import { lookupGobgpdUser } from '../speaker/gobgp/gobgpd-user';
 import { adminRequest, AdminUnreachableError, describeTarget, type AdminTarget } from './admin-client';
-import { renderStatus } from './status-table';
+import { renderStatus, renderTimeline, WATCH_TIMELINE_ROWS } from './status-table';
+import type { JournalEvent } from '../control/event-journal';
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad input (config or command line). */
 const EXIT_RUNTIME = 1;
@@ -137,10 +138,29 @@ program
   .description("show the running daemon's VIPs, backends and peers")
   .requiredOption('-c, --config <file>', "the daemon's config file (its admin section says where to ask)")
   .option('--json', 'print the raw JSON')
-  .action(async (opts: { config: string; json?: boolean }) => {
+  .option('-w, --watch', 'redraw every second with the last transitions (the status page in the terminal); Ctrl-C exits')
+  .action(async (opts: { config: string; json?: boolean; watch?: boolean }) => {
+    if (opts.watch) return watchStatus(opts.config);
     const body = await adminCall(opts.config, 'GET', '/status');
     process.stdout.write(opts.json ? body : renderStatus(JSON.parse(body) as DaemonStatus) + '\n');
   });
+
+/** `vipd status --watch`: the page's view, redrawn each second. An unreachable daemon is shown, not fatal: it may be restarting. */
+async function watchStatus(configFile: string): Promise<never> {
+  process.once('SIGINT', () => process.exit(0));
+  for (;;) {
+    let screen: string;
+    try {
+      const status = JSON.parse(await adminCall(configFile, 'GET', '/status')) as DaemonStatus;
+      const timeline = JSON.parse(await adminCall(configFile, 'GET', '/timeline')) as { events: JournalEvent[] };
+      screen = renderStatus(status) + '\n\n' + renderTimeline(timeline.events, WATCH_TIMELINE_ROWS);
+    } catch (err) {
+      screen = `vipd status --watch: ${errorMessage(err)} (retrying every second)`;
+    }
+    process.stdout.write(`\x1b[H\x1b[2J${new Date().toISOString()}  (Ctrl-C to exit)\n\n${screen}\n`);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
 
 program
   .command('drain')

@@ -1,4 +1,5 @@
 import type { DaemonStatus, DrainOrigin } from '../control/control';
+import type { JournalEvent } from '../control/event-journal';
 
 /** Renders `vipd status` for a person: one table per section, reasons spelled out. */
 export function renderStatus(s: DaemonStatus): string {
@@ -81,4 +82,17 @@ function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const fmt = (r: string[]) => r.map((c, i) => (c ?? '').padEnd(widths[i]!)).join('  ').trimEnd();
   return [fmt(header), ...rows.map(fmt)].join('\n');
+}
+
+/** Transitions shown by `vipd status --watch` (the page shows all of the journal). */
+export const WATCH_TIMELINE_ROWS = 15;
+
+/** The last `rows` transitions, newest first; control characters in names are shown as `?` (no terminal escapes). */
+export function renderTimeline(events: readonly JournalEvent[], rows: number): string {
+  const clean = (text: string) => text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
+  const shown = [...events].reverse().slice(0, rows);
+  return table(
+    [`LAST TRANSITIONS (${shown.length} of ${events.length})`, 'KIND', 'SUBJECT', 'CHANGE', 'REASON'],
+    shown.map((e) => [e.at, e.kind, clean(e.subject), clean(`${e.from !== undefined ? `${e.from} -> ` : ''}${e.to}`), clean(e.reason ?? '')]),
+  );
 }

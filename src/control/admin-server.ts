@@ -20,6 +20,8 @@ import { prepareSocketPath, resolveGroup, restrictSocket } from './admin-socket'
 import { readAdminToken, tokenMatches } from './admin-token';
 import { ADMIN_MAX_CONNECTIONS, AdminInputError, type AdminActions } from './control';
 import { parseDrainBody } from './drain-request';
+import { EventJournal } from './event-journal';
+import { StatusFeed } from './status-page-feed';
 
 export interface AdminTimeouts {
   /** Whole header section must arrive within this (slow headers, slowloris). */
@@ -47,6 +49,8 @@ export interface AdminServerOptions {
   /** Over both transports together; default ADMIN_MAX_CONNECTIONS (the fd budget reserves that many). */
   readonly maxConnections?: number;
   readonly timeouts?: Partial<AdminTimeouts>;
+  /** Transitions the status page's timeline shows; the daemon records reloads in it. A private one when absent. */
+  readonly journal?: EventJournal;
 }
 
 type Transport =
@@ -56,7 +60,7 @@ type Transport =
 interface Route {
   readonly method: 'GET' | 'POST';
   /** POST routes change the node: they need the socket or the token, JSON, and a checked body. */
-  handle(res: ServerResponse, body: Record<string, unknown>, source: string): Promise<void>;
+  handle(res: ServerResponse, body: Record<string, unknown>, source: string, request: { req: IncomingMessage; transport: Transport['kind'] }): Promise<void>;
 }
 
 /** Connections of the cap that only the unix socket may use. */
@@ -69,7 +73,7 @@ const MAX_DISCARD_BYTES = 1024 * 1024;
 const REFUSAL_LOG_BURST = 20;
 const REFUSAL_LOG_WINDOW_MS = 10_000;
 
-const ROUTE_LIST = '/status, /metrics, /drain, /undrain, /backends/drain, /backends/undrain';
+const ROUTE_LIST = '/, /events, /timeline, /status, /metrics, /drain, /undrain, /backends/drain, /backends/undrain';
 
 /**
  * The admin HTTP API, on a unix socket and a loopback TCP port. Nothing a client sends can stop the
@@ -95,12 +99,19 @@ export class AdminServer {
   private readonly timeouts: AdminTimeouts;
   private readonly maxConnections: number;
   private refusalLog = { windowStart: 0, logged: 0, suppressed: 0 };
+  /** The status page and its live feed (read-only: served on both transports). */
+  readonly feed: StatusFeed;
 
   constructor(private readonly options: AdminServerOptions) {
     this.timeouts = { ...DEFAULT_ADMIN_TIMEOUTS, ...options.timeouts };
     this.maxConnections = options.maxConnections ?? ADMIN_MAX_CONNECTIONS;
     const actions = options.actions;
+    const journal = options.journal ?? new EventJournal();
+    this.feed = new StatusFeed({ status: () => actions.status(), journal, logger: options.logger });
     this.routes = new Map<string, Route>([
+      ['/', { method: 'GET', handle: async (res) => this.feed.servePage(res) }],
+      ['/events', { method: 'GET', handle: async (res, _body, _source, { req, transport }) => void this.feed.serveEvents(req, res, transport) }],
+      ['/timeline', { method: 'GET', handle: async (res) => sendJson(res, 200, { events: journal.list() }) }],
       ['/status', { method: 'GET', handle: async (res) => sendJson(res, 200, actions.status()) }],
       [
         '/metrics',
@@ -142,6 +153,7 @@ export class AdminServer {
         restrictSocket(socket.path, gid);
         this.unixIno = fs.statSync(socket.path).ino;
       }
+      this.feed.start();
     } catch (err) {
       this.destroy();
       throw err;
@@ -156,6 +168,7 @@ export class AdminServer {
 
   /** Stops listening, lets requests in flight finish (1 s at most), removes the socket file. */
   async close(): Promise<void> {
+    this.feed.close();
     const servers = [this.tcp, this.unix].filter((s): s is Server => s !== undefined);
     this.tcp = undefined;
     const unix = this.unix;
@@ -175,6 +188,7 @@ export class AdminServer {
 
   /** Cuts every connection now. */
   destroy(): void {
+    this.feed.close();
     for (const server of [this.tcp, this.unix]) {
       if (!server) continue;
       server.close();
@@ -300,7 +314,7 @@ export class AdminServer {
       }
       if (route.method === 'GET') {
         req.resume();
-        await route.handle(res, {}, transport.source);
+        await route.handle(res, {}, transport.source, { req, transport: transport.kind });
         return this.count(routeLabel, res.statusCode);
       }
 
@@ -310,7 +324,7 @@ export class AdminServer {
       if (badType) return this.answerRefusal(req, res, routeLabel, badType);
       const body = await readJsonBody(req);
       if ('status' in body) return this.answerRefusal(req, res, routeLabel, body);
-      await route.handle(res, body.value, transport.source);
+      await route.handle(res, body.value, transport.source, { req, transport: transport.kind });
       this.count(routeLabel, res.statusCode);
       this.options.logger.info({ event: 'admin', op: path.slice(1), source: transport.source }, `admin ${path} (${transport.source})`);
     } catch (err) {

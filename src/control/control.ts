@@ -38,6 +38,8 @@ export interface DaemonStatus {
       readonly activeConnections: number;
       readonly totalConnections: number;
       readonly connectErrors: number;
+      /** Passive health keeps the backend out of picking until then (absent when not ejected). */
+      readonly ejectedUntil?: string;
       /** Operator drain of this backend (no new connections). */
       readonly drained: boolean;
       /** Where the backend drain came from (absent when not drained). */

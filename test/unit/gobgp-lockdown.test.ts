@@ -153,6 +153,9 @@ describe('gobgpd without root (defect 9)', () => {
     { name: 'unprivileged vipd running gobgpd as itself: no switch', vipdUid: 65534, bind: false, want: ['--inh-caps=-all', '--ambient-caps=-all', '--no-new-privs', '--pdeathsig', 'TERM'] },
     { name: 'unprivileged vipd asked for another user: refused, naming the key', vipdUid: 1000, bind: false, want: /speaker\.gobgp\.user "nobody" \(uid 65534\): vipd runs as uid 1000 and cannot switch users/ },
   ];
+  test('setpriv: root vipd running gobgpd as root (a container with only CAP_NET_ADMIN cannot switch users): no switch', () => {
+    assert.deepEqual(setprivArgs({ identity: { user: 'root', uid: 0, gid: 0 }, vipdUid: 0, bindPrivilegedPort: false }), ['--inh-caps=-all', '--ambient-caps=-all', '--no-new-privs', '--pdeathsig', 'TERM']);
+  });
   for (const c of cases) {
     test(`setpriv: ${c.name}`, () => {
       const run = () => setprivArgs({ identity: nobody, vipdUid: c.vipdUid, bindPrivilegedPort: c.bind });

@@ -66,7 +66,9 @@ export interface SetprivOptions {
 export function setprivArgs(o: SetprivOptions): string[] {
   const caps = o.bindPrivilegedPort ? '-all,+net_bind_service' : '-all';
   const args: string[] = [];
-  if (o.vipdUid === 0) {
+  // Root asked to run gobgpd as root (a container holding only CAP_NET_ADMIN, which could not switch
+  // users anyway: setgroups needs CAP_SETGID): no switch, the rest of the lockdown applies.
+  if (o.vipdUid === 0 && o.identity.uid !== 0) {
     args.push(`--reuid=${o.identity.uid}`, `--regid=${o.identity.gid}`, '--clear-groups', `--bounding-set=${caps}`);
   } else if (o.vipdUid !== o.identity.uid) {
     throw userError(
