@@ -151,7 +151,9 @@ test(`T04: the last healthy backend flapping every ${FLAP_MS} ms for ${FLAP_FOR_
     `T04: ${changes.length} VIP changes at the ToR in ${FLAP_FOR_MS / 1000} s of flapping (at ${changes.map((c) => Math.round(c)).join(', ')} ms); at most ${worstChanges} in any ${HOLD_DOWN_MS} ms hold-down window (bound ${T04_CHANGES}); ` +
       `UPDATEs from lb1: ${totalUpdates} in total, at most ${worstUpdates} in any hold-down window (bound ${T04_UPDATES}); hold-down and damping (suppressed after the 3rd withdrawal) together`,
   );
-  assert.ok(changes.length >= 2, 'the flapping reached the ToR at least once (the test can fail)');
+  // The FIB can miss an announce that lasts ~100 ms (a hold-down ending just before the backend drops
+  // again); the UPDATE counter does not.
+  assert.ok(totalUpdates >= 2, 'the flapping reached the ToR (the test can fail)');
   assert.ok(worstChanges <= T04_CHANGES, `${worstChanges} changes in one hold-down window`);
   assert.ok(worstUpdates <= T04_UPDATES, `${worstUpdates} UPDATEs in one hold-down window`);
 });
