@@ -9,6 +9,8 @@ export interface BenchOptions {
   readonly rounds: number;
   readonly quick: boolean;
   readonly only: readonly PathName[];
+  /** The "checks" block (bench/checks.ts): cost of 1,000 health checks, vipd next to HAProxy. */
+  readonly checks: boolean;
   /** Profile vipd under the (a), (b) and (c) loads with --cpu-prof, after the tables. */
   readonly profile: boolean;
   readonly profileDir: string | undefined;
@@ -35,7 +37,9 @@ namespace of its own, and prints markdown tables (stdout); progress goes to stde
   --quick           1 round, shorter loads, 2,000 idle connections: a smoke run (~1.5 min)
   --only LIST       comma-separated paths: vipd,haproxy,nginx,direct (default: these four),
                     and libuv: a bare relay on Node's internal libuv handles, the
-                    reference for what net.Socket costs (bench/libuv-relay.ts)
+                    reference for what net.Socket costs (bench/libuv-relay.ts);
+                    and checks: the cost of 1,000 tcp and http health checks a second,
+                    vipd next to HAProxy (bench/checks.ts; alone, it skips the tables)
   --profile         also profile vipd (node --cpu-prof) under the keep-alive, new-connection
                     and bulk loads, and print the top functions (adds ~40 s)
   --profile-dir DIR where the .cpuprofile files go (default: a new directory in $TMPDIR)
@@ -54,6 +58,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
   let rounds: number | undefined;
   let quick = false;
   let only: PathName[] = [...DEFAULT_PATHS];
+  let checks = false;
   let profile = false;
   let profileDir: string | undefined;
   let workersTable = true;
@@ -79,9 +84,10 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
         break;
       case '--only': {
         const names = value().split(',').map((s) => s.trim()).filter(Boolean);
-        const bad = names.filter((n) => !(PATH_NAMES as readonly string[]).includes(n));
-        if (bad.length > 0 || names.length === 0) throw new UsageError(`--only takes a list of ${PATH_NAMES.join(', ')}; got ${bad.join(', ') || 'nothing'}`);
+        const bad = names.filter((n) => !(PATH_NAMES as readonly string[]).includes(n) && n !== 'checks');
+        if (bad.length > 0 || names.length === 0) throw new UsageError(`--only takes a list of ${PATH_NAMES.join(', ')}, checks; got ${bad.join(', ') || 'nothing'}`);
         only = PATH_NAMES.filter((n) => names.includes(n));
+        checks = names.includes('checks');
         break;
       }
       case '--profile':
@@ -113,7 +119,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
         throw new UsageError(`unknown option ${arg}`);
     }
   }
-  return { rounds: rounds ?? (quick ? 1 : 3), quick, only, profile, profileDir, workersTable, keep, vipdBin, boost };
+  return { rounds: rounds ?? (quick ? 1 : 3), quick, only, checks, profile, profileDir, workersTable, keep, vipdBin, boost };
 }
 
 /**

@@ -14,6 +14,7 @@ import {
   wrkScript,
   type Layout,
 } from './configs';
+import { runChecksBlock } from './checks';
 import { curlDownload, httpGetStatus, wrk } from './load';
 import { LATENCY_CONNECTIONS, LATENCY_DELAY_MS, LATENCY_TARGET_RATE, LOAD_CONNECTIONS, measureBlock, type BlockResult, type Durations, type RateFigure, type Scripts } from './measure';
 import { createNamespace, destroyNamespace, namespaceName, staleNamespaces } from './netns';
@@ -218,6 +219,14 @@ async function innerMain(options: BenchOptions): Promise<void> {
     const header = describeRun(opts);
     const env = await prepare(dir, opts);
     opts = { ...opts, vipdBin: snapshotVipd(opts.vipdBin, dir) };
+    const checksEnv = { dir, vipdBin: opts.vipdBin, checkerCores: env.proxyCores, backendCores: env.loadCores, nofile: env.nofile };
+    if (opts.only.length === 0 && opts.checks) {
+      // `--only checks`: the checks block alone, no backend for the tables and no large file.
+      const checksTable = await runChecksBlock(checksEnv, opts);
+      process.stdout.write(`${await header}\n\n${checksTable}\n\nRun time ${((Date.now() - started) / 1000).toFixed(0)} s.\n`);
+      failed = false;
+      return;
+    }
     // Stopped with everything else by stopAll() at the end.
     const backend = startProcess('backend', ['nginx', '-e', path.join(dir, 'backend.error.log'), '-c', path.join(dir, 'backend.conf')], {
       cores: env.loadCores,
@@ -274,6 +283,7 @@ async function innerMain(options: BenchOptions): Promise<void> {
     out.push('', renderSamples(table1));
     if (table2) out.push('', renderSamples(table2));
     if (profiles) out.push('', profiles);
+    if (opts.checks) out.push('', await runChecksBlock(checksEnv, opts));
     out.push('', `Run time ${((Date.now() - started) / 1000).toFixed(0)} s.`);
     process.stdout.write(`${out.join('\n')}\n`);
     failed = false;

@@ -1,14 +1,18 @@
 import { mkdir, stat } from 'node:fs/promises';
+import { resolve as resolvePath } from 'node:path';
 import type { DampingSpec } from './announce/damping';
 import { DrainSequence, type DrainInfo, type DrainTarget } from './announce/drain-sequence';
 import { HookRunner } from './announce/hooks';
 import { AnnounceReconciler, type VipSource } from './announce/reconciler';
-import type { Config, PoolConfig } from './config/config';
+import type { Config, PoolConfig, VipConfig } from './config/config';
+import type { ConfigChanges } from './config/diff';
+import { ConfigReloader, type Refusal, type ReloadResult, type ReloadTarget } from './reload';
 import { adminSocketPath } from './config/schema';
 import { AdminServer } from './control/admin-server';
 import { AdminInputError, type AdminActions, type DaemonStatus, type DrainOrigin, type DrainPhaseStatus, type DrainRequest } from './control/control';
 import { EventJournal } from './control/event-journal';
 import type { CheckSpec, PoolHealth } from './health/health';
+import { parseProbeBytes } from './health/check-files';
 import { createPoolHealth } from './health/pool-health';
 import { systemClock, sleep, type Clock } from './lib/clock';
 import { VipdError, errorMessage } from './lib/errors';
@@ -24,7 +28,7 @@ import { createListener } from './proxy/listener';
 import type { ListenerSpec, PoolLoad, PoolSpec, ProxyLimitsSpec, ProxyListener } from './proxy/proxy';
 import { WorkerPool } from './proxy/worker-pool';
 import { sessionFamilies } from './config/schema';
-import { createGobgpSpeaker } from './speaker/gobgp/gobgp-speaker';
+import { createGobgpSpeaker, type GobgpPeerOptions } from './speaker/gobgp/gobgp-speaker';
 import { peerAnnounceStates } from './speaker/peer-announce';
 import { NullSpeaker, type Advertisement, type Speaker } from './speaker/speaker';
 import { DrainStateFile } from './state/drain-state-file';
@@ -40,6 +44,10 @@ export interface RunOptions {
   readonly clock?: Clock;
 }
 
+/** Sessions of a listener that a reload removed get this long to end by themselves before they are cut. */
+const REMOVED_LISTENER_DRAIN_MS = 30_000;
+/** Keys outside vips, pools and peers that a reload applies in place (any other one is refused by name). */
+const APPLIED_SETTINGS: ReadonlySet<string> = new Set(['announce.holdDown', 'shutdown.grace']);
 /** How often vipd re-checks that its VIPs are still on the interface (someone may remove them). */
 const VIP_CHECK_INTERVAL_MS = 2000;
 /** How often an unbound listener retries its bind (the VIP may appear later when not managed). */
@@ -54,6 +62,8 @@ const CLOSE_DEADLINE_SLACK_MS = 15_000;
 interface PoolRuntime {
   readonly name: string;
   readonly health: PoolHealth;
+  /** The in-process tracker (absent with workers): a reload reconfigures it in place. */
+  readonly tracker?: BackendLoadTracker;
   /** In-process tracker, or the sum of the workers' trackers when proxy.workers > 1. */
   readonly load: PoolLoad & { drainBackend(backendKey: string, drained: boolean): boolean; close?(): void };
 }
@@ -66,6 +76,8 @@ interface ListenerRuntime {
   readonly port: number;
   readonly pool: string;
   readonly listener: ProxyListener;
+  /** In-process listeners only: a reload hands them their new spec. */
+  readonly reconfigure?: (spec: ListenerSpec) => void;
   retry?: { cancel(): void };
 }
 
@@ -77,7 +89,11 @@ export class Daemon implements AdminActions {
   readonly journal = new EventJournal();
   private readonly addresses: VipAddressManager;
   private readonly pools = new Map<string, PoolRuntime>();
-  private readonly listeners: ListenerRuntime[] = [];
+  private listeners: ListenerRuntime[] = [];
+  private readonly connectionLimits: ReturnType<typeof createProcessConnectionLimits> | undefined;
+  private readonly reloader: ConfigReloader;
+  /** The gobgp speaker's peer reload (unset with speaker.driver none). */
+  private setSpeakerPeers: ((peers: readonly GobgpPeerOptions[]) => Promise<void>) | undefined;
   private readonly vipBound = new Map<string, boolean>();
   private readonly speaker: Speaker;
   private readonly reconciler: AnnounceReconciler;
@@ -98,89 +114,44 @@ export class Daemon implements AdminActions {
   /** Drain changes run one at a time: each writes the whole state, so two at once could lose one. */
   private drainChanges: Promise<void> = Promise.resolve();
   private shuttingDown = false;
+  /** start() has finished: a reload before that is refused. */
+  private started = false;
   private vipCheck: { cancel(): void } | undefined;
   private closing: Promise<void> | undefined;
   /** Set once start() gets past the admin socket and the speaker: only then may close() remove the VIPs. */
   private ownsAddresses = false;
   private destroyed = false;
 
-  constructor(private readonly config: Config, options: RunOptions) {
+  constructor(private config: Config, options: RunOptions) {
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger.child({ node: config.node.name });
     this.metrics = createMetrics({ defaultMetrics: true });
     this.addresses = new IpAddressManager(config.net.interface);
     this.drainStore = new DrainStateFile(config.stateDir, config.node.name);
 
-    const poolSpecs = new Map(Object.entries(config.pools).map(([name, pool]) => [name, toPoolSpec(name, pool)]));
-    const healths = new Map<string, PoolHealth>();
-    for (const [name, pool] of Object.entries(config.pools)) {
-      healths.set(
-        name,
-        createPoolHealth({
-          pool: name,
-          backends: pool.backends.map((b) => b.endpoint),
-          check: toCheckSpec(pool.check),
-          clock: this.clock,
-          logger: this.logger.child({ component: 'health', pool: name }),
-          metrics: this.metrics,
-        }),
-      );
-    }
     const limits: ProxyLimitsSpec = {
       ...(config.proxy.maxConnections !== undefined ? { maxConnections: config.proxy.maxConnections } : {}),
       ...(config.proxy.maxConnectionsPerSource !== undefined ? { maxConnectionsPerSource: config.proxy.maxConnectionsPerSource } : {}),
     };
     const proxyLogger = this.logger.child({ component: 'proxy' });
+    const healths = new Map(Object.entries(config.pools).map(([name, pool]) => [name, this.buildHealth(name, pool)]));
     // With workers, health and BGP stay here and the workers carry the data plane.
     this.workerPool =
       config.proxy.workers > 1
         ? new WorkerPool({
             workers: config.proxy.workers,
-            pools: [...poolSpecs.values()].map((spec) => ({ spec, health: healths.get(spec.name)! })),
+            pools: Object.entries(config.pools).map(([name, pool]) => ({ spec: toPoolSpec(name, pool), health: healths.get(name)! })),
             limits,
             logger: proxyLogger,
             metrics: this.metrics,
             clock: this.clock,
           })
         : undefined;
-    const trackers = new Map<string, BackendLoadTracker>();
-    for (const [name, spec] of poolSpecs) {
-      const health = healths.get(name)!;
-      let load: PoolRuntime['load'];
-      if (this.workerPool) {
-        load = this.workerPool.load(name);
-      } else {
-        const tracker = new BackendLoadTracker({ spec, health, metrics: this.metrics, clock: this.clock, logger: proxyLogger.child({ pool: name }) });
-        trackers.set(name, tracker);
-        load = tracker;
-      }
-      this.pools.set(name, { name, health, load });
-    }
-
-    const connectionLimits = this.workerPool ? undefined : createProcessConnectionLimits(limits, proxyLogger, this.metrics);
+    this.connectionLimits = this.workerPool ? undefined : createProcessConnectionLimits(limits, proxyLogger, this.metrics);
+    for (const [name, pool] of Object.entries(config.pools)) this.pools.set(name, this.buildPool(name, pool, healths.get(name)!));
     for (const vip of config.vips) {
       this.vipBound.set(vip.name, false);
-      for (const l of vip.listeners) {
-        const spec: ListenerSpec = {
-          id: `${vip.name}:${l.port}`,
-          vip: vip.name,
-          address: vip.address,
-          port: l.port,
-          pool: poolSpecs.get(l.pool)!,
-          ...(l.maxConnections !== undefined ? { maxConnections: l.maxConnections } : {}),
-        };
-        const listener: ProxyListener = this.workerPool
-          ? this.workerPool.listener(spec)
-          : createListener({
-              spec,
-              load: trackers.get(l.pool)!,
-              ...(connectionLimits ? { limits: connectionLimits } : {}),
-              logger: this.logger.child({ component: 'proxy', vip: vip.name }),
-              metrics: this.metrics,
-              clock: this.clock,
-            });
-        this.listeners.push({ vip: vip.name, port: l.port, pool: l.pool, listener });
-      }
+      for (const l of vip.listeners) this.listeners.push(this.buildListener(vip, l));
     }
 
     this.speaker = this.buildSpeaker();
@@ -192,27 +163,7 @@ export class Daemon implements AdminActions {
       onPhase: () => this.reconciler?.evaluate(),
       closeConnections: (target) => this.closeClientConnections(target),
     });
-    const sources: VipSource[] = config.vips.map((vip) => ({
-      name: vip.name,
-      ...vipAdvertisements(vip, config.speaker.asn, config.speaker.peers),
-      damping: toDampingSpec(vip.damping),
-      inputs: () => ({
-        vip: vip.address,
-        shuttingDown: this.shuttingDown,
-        drained: this.drainSequence.phaseFor(vip.name) === 'withdrawn',
-        draining: this.stopDraining || this.drainSequence.phaseFor(vip.name) === 'grace',
-        vipBound: this.vipBound.get(vip.name) ?? false,
-        minHealthyBackends: vip.minHealthyBackends,
-        gate: vip.gate,
-        onFailure: vip.onFailure,
-        listeners: this.listeners
-          .filter((l) => l.vip === vip.name)
-          .map((l) => {
-            const pool = this.pools.get(l.pool)!;
-            return { id: l.listener.spec.id, bound: l.listener.bound(), pool: pool.health.snapshot(), ...pool.load.outOfService() };
-          }),
-      }),
-    }));
+    const sources: VipSource[] = config.vips.map((vip) => this.vipSource(vip));
     this.reconciler = new AnnounceReconciler({
       vips: sources,
       speaker: this.speaker,
@@ -235,6 +186,16 @@ export class Daemon implements AdminActions {
       metrics: this.metrics,
       journal: this.journal,
     });
+    // The reloader sees the running config and the two apply steps, nothing else of the daemon.
+    const daemon = this;
+    const target: ReloadTarget = {
+      get config() {
+        return daemon.config;
+      },
+      refusals: (next, changes) => this.refusals(next, changes),
+      apply: (next, changes) => this.apply(next, changes),
+    };
+    this.reloader = new ConfigReloader({ file: resolvePath(options.configPath), target, logger: this.logger.child({ component: 'reload' }), metrics: this.metrics });
   }
 
   async start(): Promise<void> {
@@ -251,16 +212,9 @@ export class Daemon implements AdminActions {
     // second vipd refused by the live admin socket) must not remove the addresses of the one running.
     this.ownsAddresses = true;
     await this.checkVips();
-    for (const l of this.listeners) {
-      l.listener.onBoundChange(() => this.reconciler.evaluate());
-      await this.bindListener(l);
-    }
-    for (const pool of this.pools.values()) {
-      pool.health.onChange(() => this.reconciler.evaluate());
-      // A drain or an ejection (which ends by time) changes what the pool can serve, not its health.
-      pool.load.onServiceChange(() => this.reconciler.evaluate());
-      pool.health.start();
-    }
+    for (const l of this.listeners) await this.startListener(l);
+    for (const pool of this.pools.values()) this.startPool(pool);
+    this.started = true;
     this.reconciler.evaluate();
     log.info({ event: 'started', admin: this.config.admin.listen.key, adminSocket: adminSocketPath(this.config) }, 'vipd running');
   }
@@ -355,6 +309,234 @@ export class Daemon implements AdminActions {
     this.hooks?.close();
     await this.admin.close();
     log.info({ event: 'stopped', reason }, 'vipd stopped');
+  }
+
+  // Reload (ReloadTarget): the orchestration, validation and diff are in reload.ts and config/diff.ts.
+
+  /** Re-reads the file the daemon was started with; see docs/reload.md. */
+  async reload(source: string): Promise<ReloadResult> {
+    if (!this.started || this.shuttingDown) throw new AdminInputError(409, this.shuttingDown ? 'vipd is shutting down' : 'vipd is still starting');
+    const result = await this.reloader.reload(source);
+    // A reload leaves no trace in the status the timeline is diffed from: recorded here.
+    this.journal.record({
+      at: new Date(this.clock.wallNow()).toISOString(),
+      kind: 'reload',
+      subject: result.file,
+      to: result.result,
+      reason: 'summary' in result ? `${result.summary} (${source})` : `${result.reason.split('\n')[0]} (${source})`,
+    });
+    return result;
+  }
+
+  private refusals(next: Config, changes: ConfigChanges): Refusal[] {
+    const refused: Refusal[] = [];
+    for (const key of changes.settings) {
+      if (!APPLIED_SETTINGS.has(key)) refused.push({ key, path: key.split('.'), message: 'restart needed: this key is not applied in place by a reload' });
+    }
+    next.vips.forEach((vip, vi) => {
+      const oldVip = this.config.vips.find((v) => v.name === vip.name);
+      if (!oldVip) return;
+      vip.listeners.forEach((l, li) => {
+        const before = oldVip.listeners.find((o) => o.port === l.port);
+        if (before && before.pool !== l.pool) {
+          refused.push({
+            key: `vips[${vi}].listeners[${li}].pool`,
+            path: ['vips', vi, 'listeners', li, 'pool'],
+            message: `restart needed: listener ${vip.name}:${l.port} moves from pool ${before.pool} to ${l.pool}; its sessions belong to the old pool`,
+          });
+        }
+      });
+    });
+    if (this.workerPool) {
+      const why = `restart needed: with proxy.workers ${this.config.proxy.workers} the workers' listeners and pools are fixed at start; a reload applies only VIP attributes, peers and announce settings`;
+      const vipIndex = (name: string) => next.vips.findIndex((v) => v.name === name);
+      for (const name of changes.vips.added) refused.push({ key: `vips[${vipIndex(name)}] (${name}, added)`, path: ['vips', vipIndex(name)], message: why });
+      for (const name of changes.vips.removed) refused.push({ key: `vips (${name}, removed)`, path: ['vips'], message: why });
+      for (const v of changes.vips.changed.filter((c) => !c.attributesOnly)) {
+        refused.push({ key: `vips[${vipIndex(v.name)}] (${v.name}: ${v.keys.join(', ')})`, path: ['vips', vipIndex(v.name)], message: why });
+      }
+      for (const name of changes.pools.added) refused.push({ key: `pools.${name} (added)`, path: ['pools', name], message: why });
+      for (const name of changes.pools.removed) refused.push({ key: `pools.${name} (removed)`, path: ['pools'], message: why });
+      for (const p of changes.pools.changed) refused.push({ key: `pools.${p.name}`, path: ['pools', p.name], message: why });
+    }
+    return refused;
+  }
+
+  /**
+   * Applies an accepted config in place. Order: new pools and listeners first (a new VIP serves before
+   * it is announced), then the VIP set (withdrawals of removed VIPs go out), then changed pools, then
+   * what is left over is closed after the withdrawal: removed listeners drain, removed pools stop.
+   */
+  private async apply(next: Config, changes: ConfigChanges): Promise<void> {
+    const log = this.logger.child({ component: 'reload' });
+    const previous = this.config;
+    // Peers first: gobgpd may refuse them (its --dry-run), and then nothing else has changed yet.
+    // Compared as gobgp takes them, since a new VIP family can change a peer's families too.
+    if (this.setSpeakerPeers && JSON.stringify(gobgpPeers(previous)) !== JSON.stringify(gobgpPeers(next))) {
+      await this.setSpeakerPeers(gobgpPeers(next));
+      log.info({ event: 'peers', added: changes.peers.added, removed: changes.peers.removed, changed: changes.peers.changed }, 'BGP peers reloaded: gobgpd applies the changed ones only; unchanged sessions stay up');
+    }
+    this.config = next;
+    this.reconciler.setHoldDown(next.announce.holdDown);
+
+    for (const name of changes.pools.added) {
+      const pool = this.buildPool(name, next.pools[name]!, this.buildHealth(name, next.pools[name]!));
+      this.pools.set(name, pool);
+      this.startPool(pool);
+    }
+    for (const change of changes.pools.changed) {
+      const pool = this.pools.get(change.name)!;
+      const cfg = next.pools[change.name]!;
+      const spec = toPoolSpec(change.name, cfg);
+      // Health first: a removed backend leaves the snapshot (so no picker sees it) before its entry goes.
+      pool.health.reconfigure(cfg.backends.map((b) => b.endpoint), toCheckSpec(cfg.check));
+      const removed = pool.tracker?.reconfigure(spec) ?? [];
+      for (const l of this.listeners) {
+        if (l.pool === change.name) l.reconfigure?.({ ...l.listener.spec, pool: spec });
+      }
+      for (const r of removed) this.dropBackendDrain(change.name, r.backend, 'removed by reload');
+    }
+
+    // Listeners of kept VIPs (by id), new VIPs' listeners, and those to retire.
+    const wanted = new Map<string, { vip: VipConfig; l: VipConfig['listeners'][number] }>();
+    for (const vip of next.vips) for (const l of vip.listeners) wanted.set(`${vip.name}:${l.port}`, { vip, l });
+    const retired = this.listeners.filter((l) => !wanted.has(l.listener.spec.id));
+    const kept = this.listeners.filter((l) => wanted.has(l.listener.spec.id));
+    for (const l of kept) {
+      const { vip, l: lc } = wanted.get(l.listener.spec.id)!;
+      if (lc.maxConnections !== l.listener.spec.maxConnections) l.reconfigure?.(this.listenerSpec(vip, lc));
+    }
+    const keptIds = new Set(kept.map((l) => l.listener.spec.id));
+    const added: ListenerRuntime[] = [];
+    for (const [id, { vip, l }] of wanted) if (!keptIds.has(id)) added.push(this.buildListener(vip, l));
+    this.listeners = [...kept, ...added];
+    for (const name of changes.vips.added) this.vipBound.set(name, false);
+    if (changes.vips.added.length > 0) await this.checkVipsOnce();
+    for (const l of added) await this.startListener(l);
+
+    this.reconciler.setVips(next.vips.map((vip) => this.vipSource(vip)));
+    // Removed VIPs are withdrawn before their listeners stop and their addresses go.
+    await this.reconciler.idle();
+    for (const name of changes.vips.removed) {
+      this.vipBound.delete(name);
+      const vip = previous.vips.find((v) => v.name === name)!;
+      if (previous.net.manageAddresses) {
+        await this.addresses.remove(vip.address).catch((err) => log.warn({ vip: name, err: errorMessage(err) }, 'could not remove VIP'));
+      }
+    }
+    for (const l of retired) {
+      l.retry?.cancel();
+      log.info({ event: 'listenerRemoved', listener: l.listener.spec.id, active: l.listener.stats().active, drainMs: REMOVED_LISTENER_DRAIN_MS }, `listener ${l.listener.spec.id} removed by reload: accepts nothing new; its sessions get ${REMOVED_LISTENER_DRAIN_MS} ms`);
+      void l.listener.close(REMOVED_LISTENER_DRAIN_MS).catch(() => undefined);
+    }
+    for (const name of changes.pools.removed) {
+      const pool = this.pools.get(name)!;
+      this.pools.delete(name);
+      for (const b of previous.pools[name]!.backends) this.dropBackendDrain(name, b.endpoint.key, 'its pool was removed by reload');
+      const sessionsDone = Promise.all(retired.filter((l) => l.pool === name).map((l) => l.listener.close(REMOVED_LISTENER_DRAIN_MS).catch(() => undefined)));
+      void sessionsDone.then(() => {
+        pool.load.close?.();
+        return pool.health.close();
+      });
+    }
+    this.reconciler.evaluate();
+    await this.reconciler.idle();
+  }
+
+  /** A drain of a backend the reload removed is dropped from the running node and the state file. */
+  private dropBackendDrain(pool: string, backend: string, why: string): void {
+    const key = backendDrainKey(pool, backend);
+    const mark = this.backendDrains.get(key);
+    if (!mark) return;
+    void this.changeDrains(() => {
+      if (!this.backendDrains.has(key)) return undefined;
+      const current = this.drainState();
+      return {
+        state: { ...current, backends: current.backends.filter((b) => backendDrainKey(b.pool, b.backend) !== key) },
+        apply: () => {
+          this.backendDrains.delete(key);
+          this.logger.warn({ component: 'state', event: 'drainDropped', pool, backend, source: mark.source, file: this.drainStore.file }, `drain of ${backend} in pool ${pool} (by ${mark.source}) dropped: ${why}`);
+        },
+      };
+    }).catch((err) => this.logger.error({ component: 'state', event: 'drainDropped', pool, backend, err: errorMessage(err) }, 'could not save the drain state without the removed backend'));
+  }
+
+  private buildHealth(name: string, pool: PoolConfig): PoolHealth {
+    return createPoolHealth({
+      pool: name,
+      backends: pool.backends.map((b) => b.endpoint),
+      check: toCheckSpec(pool.check),
+      clock: this.clock,
+      logger: this.logger.child({ component: 'health', pool: name }),
+      metrics: this.metrics,
+    });
+  }
+
+  private buildPool(name: string, pool: PoolConfig, health: PoolHealth): PoolRuntime {
+    if (this.workerPool) return { name, health, load: this.workerPool.load(name) };
+    const tracker = new BackendLoadTracker({ spec: toPoolSpec(name, pool), health, metrics: this.metrics, clock: this.clock, logger: this.logger.child({ component: 'proxy', pool: name }) });
+    return { name, health, tracker, load: tracker };
+  }
+
+  private startPool(pool: PoolRuntime): void {
+    pool.health.onChange(() => this.reconciler.evaluate());
+    // A drain or an ejection (which ends by time) changes what the pool can serve, not its health.
+    pool.load.onServiceChange(() => this.reconciler.evaluate());
+    pool.health.start();
+  }
+
+  private listenerSpec(vip: VipConfig, l: VipConfig['listeners'][number]): ListenerSpec {
+    return {
+      id: `${vip.name}:${l.port}`,
+      vip: vip.name,
+      address: vip.address,
+      port: l.port,
+      pool: toPoolSpec(l.pool, this.config.pools[l.pool]!),
+      ...(l.maxConnections !== undefined ? { maxConnections: l.maxConnections } : {}),
+    };
+  }
+
+  private buildListener(vip: VipConfig, l: VipConfig['listeners'][number]): ListenerRuntime {
+    const spec = this.listenerSpec(vip, l);
+    if (this.workerPool) return { vip: vip.name, port: l.port, pool: l.pool, listener: this.workerPool.listener(spec) };
+    const listener = createListener({
+      spec,
+      load: this.pools.get(l.pool)!.tracker!,
+      ...(this.connectionLimits ? { limits: this.connectionLimits } : {}),
+      logger: this.logger.child({ component: 'proxy', vip: vip.name }),
+      metrics: this.metrics,
+      clock: this.clock,
+    });
+    return { vip: vip.name, port: l.port, pool: l.pool, listener, reconfigure: (next) => listener.reconfigure(next) };
+  }
+
+  private async startListener(l: ListenerRuntime): Promise<void> {
+    l.listener.onBoundChange(() => this.reconciler.evaluate());
+    await this.bindListener(l);
+  }
+
+  private vipSource(vip: VipConfig): VipSource {
+    return {
+      name: vip.name,
+      ...vipAdvertisements(vip, this.config.speaker.asn, this.config.speaker.peers),
+      damping: toDampingSpec(vip.damping),
+      inputs: () => ({
+        vip: vip.address,
+        shuttingDown: this.shuttingDown,
+        drained: this.drainSequence.phaseFor(vip.name) === 'withdrawn',
+        draining: this.stopDraining || this.drainSequence.phaseFor(vip.name) === 'grace',
+        vipBound: this.vipBound.get(vip.name) ?? false,
+        minHealthyBackends: vip.minHealthyBackends,
+        gate: vip.gate,
+        onFailure: vip.onFailure,
+        listeners: this.listeners
+          .filter((l) => l.vip === vip.name)
+          .map((l) => {
+            const pool = this.pools.get(l.pool)!;
+            return { id: l.listener.spec.id, bound: l.listener.bound(), pool: pool.health.snapshot(), ...pool.load.outOfService() };
+          }),
+      }),
+    };
   }
 
   // AdminActions
@@ -640,8 +822,7 @@ export class Daemon implements AdminActions {
   private buildSpeaker(): Speaker {
     const s = this.config.speaker;
     if (s.driver === 'none') return new NullSpeaker();
-    const families = sessionFamilies(s, this.config.vips.map((v) => v.address));
-    return createGobgpSpeaker({
+    const speaker = createGobgpSpeaker({
       asn: s.asn!,
       routerId: s.routerId!,
       manage: s.gobgp.manage,
@@ -653,25 +834,24 @@ export class Daemon implements AdminActions {
       gobgpdPath: s.gobgp.binary,
       listenPort: s.gobgp.listenPort,
       reconcileIntervalMs: s.gobgp.reconcileInterval,
-      peers: s.peers.map((p, i) => ({
-        address: p.address,
-        asn: p.asn,
-        families: families[i]!,
-        ...(p.nextHopIpv6 !== undefined ? { nextHopIpv6: p.nextHopIpv6 } : {}),
-        ...(p.nextHopIpv4 !== undefined ? { nextHopIpv4: p.nextHopIpv4 } : {}),
-        holdTimeS: p.holdTime / 1000,
-        keepaliveS: p.keepalive / 1000,
-        connectRetryS: p.connectRetry / 1000,
-        ...(p.password !== undefined ? { password: p.password } : {}),
-      })),
+      peers: gobgpPeers(this.config),
       clock: this.clock,
       logger: this.logger.child({ component: 'speaker' }),
       metrics: this.metrics,
     });
+    this.setSpeakerPeers = (peers) => speaker.setPeers(peers);
+    return speaker;
   }
 
   /** Puts (or finds) each VIP on the interface, then re-checks periodically. */
   private async checkVips(): Promise<void> {
+    await this.checkVipsOnce();
+    if (!this.shuttingDown) {
+      this.vipCheck = this.clock.setTimeout(() => void this.checkVips(), VIP_CHECK_INTERVAL_MS);
+    }
+  }
+
+  private async checkVipsOnce(): Promise<void> {
     let changed = false;
     for (const vip of this.config.vips) {
       let bound = false;
@@ -681,6 +861,8 @@ export class Daemon implements AdminActions {
       } catch (err) {
         this.logger.error({ component: 'net', vip: vip.name, err: errorMessage(err) }, `cannot put ${vip.address} on ${this.config.net.interface}`);
       }
+      // A VIP removed by a reload while this pass ran is not brought back.
+      if (!this.vipBound.has(vip.name) || !this.config.vips.includes(vip)) continue;
       if (this.vipBound.get(vip.name) !== bound) {
         this.logger.info({ component: 'net', vip: vip.name, bound }, `${vip.address} ${bound ? 'is' : 'is NOT'} on ${this.config.net.interface}`);
         this.vipBound.set(vip.name, bound);
@@ -688,9 +870,6 @@ export class Daemon implements AdminActions {
       }
     }
     if (changed) this.reconciler.evaluate();
-    if (!this.shuttingDown) {
-      this.vipCheck = this.clock.setTimeout(() => void this.checkVips(), VIP_CHECK_INTERVAL_MS);
-    }
   }
 
   private async bindListener(l: ListenerRuntime): Promise<void> {
@@ -702,6 +881,23 @@ export class Daemon implements AdminActions {
       l.retry = this.clock.setTimeout(() => void this.bindListener(l), BIND_RETRY_MS);
     }
   }
+}
+
+/** The speaker's peers as gobgp takes them; families depend on the VIPs too (sessionFamilies). */
+function gobgpPeers(config: Config): GobgpPeerOptions[] {
+  const s = config.speaker;
+  const families = sessionFamilies(s, config.vips.map((v) => v.address));
+  return s.peers.map((p, i) => ({
+    address: p.address,
+    asn: p.asn,
+    families: families[i]!,
+    ...(p.nextHopIpv6 !== undefined ? { nextHopIpv6: p.nextHopIpv6 } : {}),
+    ...(p.nextHopIpv4 !== undefined ? { nextHopIpv4: p.nextHopIpv4 } : {}),
+    holdTimeS: p.holdTime / 1000,
+    keepaliveS: p.keepalive / 1000,
+    connectRetryS: p.connectRetry / 1000,
+    ...(p.password !== undefined ? { password: p.password } : {}),
+  }));
 }
 
 function toPoolSpec(name: string, p: PoolConfig): PoolSpec {
@@ -735,18 +931,30 @@ function toPoolSpec(name: string, p: PoolConfig): PoolSpec {
 }
 
 function toCheckSpec(c: Config['pools'][string]['check']): CheckSpec {
+  const tls = c.tls;
   return {
     kind: c.kind,
     intervalMs: c.interval,
     timeoutMs: c.timeout,
+    ...(c.fastInterval !== undefined ? { fastIntervalMs: c.fastInterval } : {}),
+    ...(c.downInterval !== undefined ? { downIntervalMs: c.downInterval } : {}),
     rise: c.rise,
     fall: c.fall,
-    path: c.path,
-    expectStatus: c.expectStatus,
-    insecureSkipVerify: c.tls.insecureSkipVerify,
+    path: c.path ?? '/',
+    expectStatus: c.expectStatus ?? [200],
+    insecureSkipVerify: tls?.insecureSkipVerify ?? false,
+    tls: tls !== undefined,
     ...(c.host !== undefined ? { host: c.host } : {}),
-    ...(c.tls.caFile !== undefined ? { caFile: c.tls.caFile } : {}),
-    ...(c.tls.serverName !== undefined ? { serverName: c.tls.serverName } : {}),
+    ...(tls?.caFile !== undefined ? { caFile: tls.caFile } : {}),
+    ...(tls?.certFile !== undefined ? { certFile: tls.certFile } : {}),
+    ...(tls?.keyFile !== undefined ? { keyFile: tls.keyFile } : {}),
+    ...(tls?.serverName !== undefined ? { serverName: tls.serverName } : {}),
+    ...(c.expectBody !== undefined ? { expectBody: c.expectBody } : {}),
+    ...(c.expectJson !== undefined ? { expectJson: c.expectJson } : {}),
+    ...(c.send !== undefined ? { send: parseProbeBytes(c.send)! } : {}),
+    ...(c.expect !== undefined ? { expect: parseProbeBytes(c.expect)! } : {}),
+    ...(c.service !== undefined ? { service: c.service } : {}),
+    ...(c.command !== undefined ? { command: c.command } : {}),
   };
 }
 
@@ -818,9 +1026,8 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   });
 }
 
-/** Signals that are logged and ignored. SIGHUP will mean reload once reload exists. */
+/** Signals that are logged and ignored (SIGHUP reloads; see runDaemon). */
 const IGNORED_SIGNALS: ReadonlyArray<{ readonly signal: NodeJS.Signals; readonly why: string }> = [
-  { signal: 'SIGHUP', why: 'reload is not implemented yet; ignored' },
   // A listener of our own also keeps Node from opening its inspector on SIGUSR1 (its default).
   { signal: 'SIGUSR1', why: 'no meaning to vipd (and no inspector is opened); ignored' },
   { signal: 'SIGUSR2', why: 'no meaning to vipd; ignored' },
@@ -853,7 +1060,7 @@ function armTestFault(log: Logger): void {
 /**
  * Runs the daemon until SIGTERM/SIGINT or a fault, then stops it and exits the process.
  * - SIGTERM, SIGINT: graceful close (withdraw, grace, stop), exit 0; a second one exits 1 at once.
- * - SIGHUP, SIGUSR1, SIGUSR2: logged and ignored.
+ * - SIGHUP: reloads the config file in place (docs/reload.md); SIGUSR1, SIGUSR2: logged and ignored.
  * - An uncaught exception or unhandled rejection: logged with its stack, then the same graceful close,
  *   exit 1. A loop that threw cannot be trusted to keep deciding, so the node must stop announcing. A
  *   second fault, or a signal, during that close destroys the daemon and exits 1 at once.
@@ -900,6 +1107,13 @@ export async function runDaemon(config: Config, options: RunOptions): Promise<vo
   process.on('SIGTERM', onStopSignal);
   process.on('SIGINT', onStopSignal);
   for (const { signal, why } of IGNORED_SIGNALS) process.on(signal, () => log.warn({ event: 'signal', signal }, `${signal}: ${why}`));
+  // SIGHUP reloads the config file (docs/reload.md); the result is logged by the reloader. A SIGHUP
+  // before the daemon has started, or while it stops, is logged and changes nothing.
+  process.on('SIGHUP', () => {
+    log.info({ event: 'signal', signal: 'SIGHUP' }, `SIGHUP: reloading ${options.configPath}`);
+    if (!daemon || stopping !== undefined) return void log.warn({ event: 'signal', signal: 'SIGHUP' }, 'SIGHUP ignored: vipd is not running (starting or stopping)');
+    daemon.reload('SIGHUP').catch((err) => log.warn({ event: 'reload', source: 'SIGHUP', err: errorMessage(err) }, `SIGHUP: reload not done: ${errorMessage(err)}`));
+  });
   process.on('uncaughtException', (err) => onFault('uncaughtException', err));
   process.on('unhandledRejection', (reason) => onFault('unhandledRejection', reason));
 

@@ -63,7 +63,8 @@ export interface ReconcilerOptions {
 }
 
 interface VipRecord {
-  readonly source: VipSource;
+  /** Replaced on reload (setVips); state, hold-down and damping stay. */
+  source: VipSource;
   /** The advertised path's attribute set; undefined while withdrawn. */
   route: RouteState | undefined;
   reason: Decision['reason'];
@@ -93,13 +94,15 @@ function drainingAdvertisement(source: VipSource): Advertisement {
  * decide() and the speaker sit the hold-down and flap damping (RFC 2439), both per VIP.
  */
 export class AnnounceReconciler {
-  private readonly records: VipRecord[];
+  private records: VipRecord[];
+  private holdDownMs: number;
   private readonly queue = new LatestOnlyQueue();
   private readonly changes: ListenerSet<VipStateChange>;
   private timer: TimerHandle | undefined;
   private closed = false;
 
   constructor(private readonly options: ReconcilerOptions) {
+    this.holdDownMs = options.holdDownMs;
     const now = options.clock.wallNow();
     this.changes = new ListenerSet((err) => options.logger.error({ event: 'listener', err: errorMessage(err) }, 'a VIP state listener threw'));
     this.records = options.vips.map((source) => ({
@@ -142,7 +145,7 @@ export class AnnounceReconciler {
         continue;
       }
       if (record.route !== undefined && !decision.announce && isHealthReason(decision.reason)) {
-        record.holdUntil = now + this.options.holdDownMs;
+        record.holdUntil = now + this.holdDownMs;
         if (record.damping?.withdrawn(now)) {
           const penalty = Math.round(record.damping.penalty(now));
           this.options.logger.warn({ event: 'damping', vip: record.source.name, penalty }, `${record.source.name} flaps: suppressed by flap damping (penalty ${penalty})`);
@@ -157,6 +160,56 @@ export class AnnounceReconciler {
     }
     this.scheduleWake(nextWake, now);
     if (changed) this.push();
+  }
+
+  /**
+   * Reload: the VIPs become `sources`. A VIP kept by name keeps its state, reason, hold-down and damping
+   * penalty and takes its new source (attributes, gate, inputs); a new one starts as 'starting'; a
+   * removed one leaves the desired set (withdrawn, logged with reason `removedByReload`). The set is
+   * pushed only when an advertised VIP left or changed what it sends; the speaker diffs against what
+   * gobgpd holds, so an unchanged path is never re-sent.
+   */
+  setVips(sources: readonly VipSource[]): void {
+    if (this.closed) return;
+    const old = new Map(this.records.map((r) => [r.source.name, r]));
+    const now = this.options.clock.wallNow();
+    let push = false;
+    const next = sources.map((source): VipRecord => {
+      const record = old.get(source.name);
+      if (!record) {
+        return { source, route: undefined, reason: 'starting', detail: 'added by reload', since: now, holdUntil: 0, damping: source.damping?.enabled ? new FlapDamping(source.damping) : undefined };
+      }
+      old.delete(source.name);
+      if (record.route !== undefined) {
+        const before = this.advertisementFor(record.source, record.route);
+        const after = this.advertisementFor(source, record.route);
+        if (JSON.stringify(before) !== JSON.stringify(after)) {
+          push = true;
+          this.options.logger.info(
+            { event: 'route', op: 'update', vip: source.name, prefix: after.prefix, reason: 'reload', before, after },
+            `update ${after.prefix}: reload changed its attributes`,
+          );
+        }
+      }
+      record.source = source;
+      return record;
+    });
+    for (const gone of old.values()) {
+      this.options.metrics.vipAnnounced.remove({ vip: gone.source.name });
+      if (gone.route !== undefined) push = true;
+      this.options.logger.info(
+        { event: 'route', op: 'withdraw', vip: gone.source.name, prefix: gone.source.advertisement.prefix, reason: 'removedByReload', changed: gone.route !== undefined },
+        `withdraw ${gone.source.advertisement.prefix}: removedByReload (the VIP is no longer in the config)`,
+      );
+    }
+    this.records = next;
+    if (push) this.push();
+    this.evaluate();
+  }
+
+  /** Reload: the hold-down for withdrawals from now on (one under way keeps its end). */
+  setHoldDown(ms: number): void {
+    this.holdDownMs = ms;
   }
 
   /** Withdraws everything now and resolves once the speaker has applied it. */

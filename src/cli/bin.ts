@@ -1,6 +1,9 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
 import { Command, CommanderError } from 'commander';
+import { parseDocument } from 'yaml';
+import { parseEndpoint, type Endpoint } from '../net/endpoint';
 import { loadConfigFile, type Config } from '../config/config';
 import { adminSocketPath } from '../config/schema';
 import type { DaemonStatus } from '../control/control';
@@ -91,6 +94,39 @@ function readTokenFile(file: string): string {
   } catch (err) {
     throw new VipdError('VIPD_ERR_ADMIN', `--token-file ${file}: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`);
   }
+}
+
+/**
+ * Where the daemon's admin listens, from a config file that may be invalid elsewhere: only node.name,
+ * admin.socket and admin.listen are read. A file that cannot even say that is a usage error.
+ */
+function locateAdmin(file: string): { socket: string; listen: Endpoint } {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    process.stderr.write(`vipd: ${file}: cannot find the daemon's admin socket: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}\n`);
+    process.exit(EXIT_USAGE);
+  }
+  // Tolerant: a file with errors elsewhere still says where its daemon listens.
+  const doc = parseDocument(text, { uniqueKeys: false, prettyErrors: false });
+  const scalar = (path: string[]): unknown => {
+    try {
+      return doc.getIn(path);
+    } catch {
+      return undefined;
+    }
+  };
+  const name = scalar(['node', 'name']);
+  if (typeof name !== 'string' || name.length === 0) {
+    process.stderr.write(`vipd: ${file}: node.name cannot be read, so the admin socket cannot be found\n`);
+    process.exit(EXIT_USAGE);
+  }
+  const socketSetting = scalar(['admin', 'socket']);
+  const listenSetting = scalar(['admin', 'listen']);
+  const socket = adminSocketPath({ node: { name }, admin: { socket: typeof socketSetting === 'string' ? socketSetting : undefined } });
+  const listen = parseEndpoint(typeof listenSetting === 'string' ? listenSetting : '127.0.0.1:9180') ?? parseEndpoint('127.0.0.1:9180')!;
+  return { socket, listen };
 }
 
 const program = new Command()
@@ -203,6 +239,41 @@ for (const [name, drained] of [['drain-backend', true], ['undrain-backend', fals
       process.stdout.write(`${pool} ${backend}: ${drained ? 'drained' : 'undrained'}\n`);
     });
 }
+
+program
+  .command('reload')
+  .description("make the running daemon re-read the config file it was started with, and apply it in place (docs/reload.md)")
+  .requiredOption('-c, --config <file>', "the daemon's config file: its node and admin sections say where the socket is")
+  .option('--token-file <file>', 'send over TCP with this bearer token instead of the unix socket')
+  .action(async (opts: { config: string; tokenFile?: string }) => {
+    // The daemon validates the file itself and names each bad key and line; the CLI only needs its socket,
+    // so a file broken elsewhere still reaches the daemon (which refuses it, counts it, and keeps serving).
+    const located = locateAdmin(opts.config);
+    let res: { status: number; body: string };
+    const target: AdminTarget = opts.tokenFile !== undefined ? { tcp: located.listen, token: readTokenFile(opts.tokenFile) } : { socket: located.socket };
+    try {
+      res = await adminRequest(target, 'POST', '/reload', undefined, 120_000);
+    } catch (err) {
+      if (err instanceof AdminUnreachableError && err.notRunning) {
+        throw new VipdError('VIPD_ERR_ADMIN', `no vipd answering on ${describeTarget(target)}: is it running? (nothing was reloaded)`, { cause: err });
+      }
+      throw err;
+    }
+    let report: { result?: string; summary?: string; reason?: string; error?: string; file?: string } = {};
+    try {
+      report = JSON.parse(res.body) as typeof report;
+    } catch {
+      // not JSON: shown as it is
+    }
+    const read = report.file !== undefined ? `(the daemon read ${report.file}${report.file !== resolvePath(opts.config) ? `, the file it was started with, not ${opts.config}` : ''})` : '';
+    if (res.status === 200) {
+      process.stdout.write(`reload ${report.result ?? 'done'}: ${report.summary ?? ''}\n${read}\n`);
+      return;
+    }
+    if (read) process.stderr.write(`${read}\n`);
+    process.stderr.write(`vipd: reload ${report.result ?? 'refused'} (${res.status}); the old config keeps serving:\n${(report.reason ?? report.error ?? res.body).trim()}\n`);
+    process.exit(EXIT_RUNTIME);
+  });
 
 program
   .command('version')

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { LineCounter, isMap, isPair, isScalar, parseDocument, type Document, type Node as YamlNode } from 'yaml';
 import { z } from 'zod';
 import { ConfigError, VipdError, type ConfigIssue } from '../lib/errors';
-import { configSchema, type Config } from './schema';
+import { checkFileProblems, configSchema, type Config } from './schema';
 
 /**
  * Contract of the config module: YAML text in, a validated, deeply frozen Config out, or a ConfigError
@@ -10,17 +10,22 @@ import { configSchema, type Config } from './schema';
  */
 export type { Config, VipConfig, PoolConfig, PeerConfig, BackendConfig } from './schema';
 
-export function loadConfigFile(file: string): Config {
+/** `checkFiles: false` skips reading the files a config names (TLS, exec commands): for configs of another machine. */
+export interface LoadOptions {
+  readonly checkFiles?: boolean;
+}
+
+export function loadConfigFile(file: string, options: LoadOptions = {}): Config {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
     throw new VipdError('VIPD_ERR_CONFIG_IO', `${file}: cannot read config: ${(err as NodeJS.ErrnoException).code ?? err}`, { cause: err });
   }
-  return parseConfig(text, file);
+  return parseConfig(text, file, options);
 }
 
-export function parseConfig(text: string, file = '<config>'): Config {
+export function parseConfig(text: string, file = '<config>', options: LoadOptions = {}): Config {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
   const syntaxIssues = [...doc.errors, ...doc.warnings].map((e): ConfigIssue => {
@@ -33,6 +38,12 @@ export function parseConfig(text: string, file = '<config>'): Config {
   const result = configSchema.safeParse(raw ?? {});
   if (!result.success) {
     throw new ConfigError(file, result.error.issues.flatMap((issue) => locateIssue(issue, doc, lineCounter)));
+  }
+  if (options.checkFiles !== false) {
+    const problems = checkFileProblems(result.data);
+    if (problems.length > 0) {
+      throw new ConfigError(file, problems.flatMap((p) => locateIssue({ code: z.ZodIssueCode.custom, path: p.path, message: p.message }, doc, lineCounter)));
+    }
   }
   return deepFreeze(result.data);
 }
@@ -98,4 +109,17 @@ function deepFreeze<T>(value: T): T {
     for (const v of Object.values(value as object)) deepFreeze(v);
   }
   return value;
+}
+
+/**
+ * Line and column of the key at `path` in `text` (or of its nearest existing ancestor): reload names
+ * the line of a key it refuses, as check-config does for the keys it refuses.
+ */
+export function keyPosition(text: string, path: ReadonlyArray<string | number>): { line: number; col: number } {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
+  const parent = path.slice(0, -1);
+  const last = path[path.length - 1];
+  const keyNode = typeof last === 'string' ? findKeyNode(doc, parent, last) : undefined;
+  return position(keyNode ?? nearestNode(doc, path), lineCounter);
 }

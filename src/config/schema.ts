@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { parseDuration } from '../lib/duration';
 import { canonicalAddress, isIpv4Mapped, isLoopbackAddress, isUnspecifiedAddress, sameAddress } from '../net/address';
 import { endpoint, parseEndpoint } from '../net/endpoint';
+import { commandProblem, parseProbeBytes, tlsFileProblems } from '../health/check-files';
 
 /**
  * The config schema. Everything the daemon reads is validated here, so the rest of the code can trust
@@ -235,6 +236,26 @@ const gobgpApi = z.string().refine((s) => {
   return !!ep && (ep.host.startsWith('127.') || ep.host === '::1');
 }, (s) => ({ message: `"${s}" must be a loopback IP:PORT or unix:/absolute/path; gobgpd's API has no authentication` }));
 
+/** tcp send/expect: text, or bytes written as `hex:0a1b…`; kept as text (a frozen config holds no Buffer). */
+const probeBytes = z.string().min(1).superRefine((text, ctx) => {
+  const bytes = parseProbeBytes(text);
+  if (bytes === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, fatal: true, message: `"${text}" is not hex: write hex: then pairs of hex digits` });
+  else if (bytes.length > 65_536) ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'longer than the 64 KiB a probe reads' });
+});
+
+/** Keys that only mean something for some kinds; on another kind they are refused rather than ignored. */
+const CHECK_KEYS_BY_KIND: ReadonlyArray<readonly [key: 'path' | 'expectStatus' | 'host' | 'expectBody' | 'expectJson' | 'send' | 'expect' | 'service' | 'command', kinds: readonly string[]]> = [
+  ['path', ['http', 'https']],
+  ['expectStatus', ['http', 'https']],
+  ['host', ['http', 'https']],
+  ['expectBody', ['http', 'https']],
+  ['expectJson', ['http', 'https']],
+  ['send', ['tcp']],
+  ['expect', ['tcp']],
+  ['service', ['grpc']],
+  ['command', ['exec']],
+];
+
 /** POSIX user name, as useradd accepts it (no leading dash, no colon or slash). */
 const unixUser = z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/, 'not a user name');
 
@@ -265,29 +286,85 @@ const nextHopIpv4 = z.string().superRefine((s, ctx) => {
 
 const checkSchema = z
   .object({
-    kind: z.enum(['tcp', 'http', 'https']).default('tcp'),
-    path: z.string().startsWith('/', 'must start with /').default('/'),
-    expectStatus: z.array(z.number().int().min(100).max(599)).min(1).default([200]),
+    kind: z.enum(['tcp', 'http', 'https', 'etcd', 'grpc', 'exec']).default('tcp'),
+    path: z.string().startsWith('/', 'must start with /').optional(),
+    expectStatus: z.array(z.number().int().min(100).max(599)).min(1).optional(),
     host: z.string().min(1).optional(),
+    /** http(s): the body must contain this (read at most 64 KiB). */
+    expectBody: z.string().min(1).optional(),
+    /** http(s): the body is JSON with these values at these dotted paths. */
+    expectJson: z.record(z.string().regex(/^[^.]+(\.[^.]+)*$/, 'a dotted path: a.b.0.c'), z.unknown()).optional(),
+    /** tcp: written once connected. */
+    send: probeBytes.optional(),
+    /** tcp: must arrive within the timeout (substring of the first 64 KiB). */
+    expect: probeBytes.optional(),
+    /** grpc: the service asked about (grpc.health.v1); the whole server when unset. */
+    service: z.string().optional(),
+    /** exec: argv, no shell; exit 0 means up. */
+    command: z.array(z.string().min(1)).min(1, 'command needs at least the program').optional(),
     interval: duration(50, 300_000).default('1s'),
+    /** While a transition is pending (HAProxy fastinter); default: interval. */
+    fastInterval: duration(50, 300_000).optional(),
+    /** While down (HAProxy downinter); default: interval. */
+    downInterval: duration(50, 300_000).optional(),
     timeout: duration(10, 60_000).default('1s'),
     rise: z.number().int().min(1, 'rise must be 1..20').max(20, 'rise must be 1..20').default(2),
     fall: z.number().int().min(1, 'fall must be 1..20').max(20, 'fall must be 1..20').default(2),
+    /** https always speaks TLS; etcd and grpc speak TLS when this block is present. */
     tls: z
       .object({
         caFile: z.string().min(1).optional(),
+        certFile: z.string().min(1).optional(),
+        keyFile: z.string().min(1).optional(),
         insecureSkipVerify: z.boolean().default(false),
         serverName: z.string().min(1).optional(),
       })
       .strict()
-      .default({}),
+      .optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
-    if (c.timeout > c.interval) {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['timeout'], message: `timeout (${c.timeout}ms) must not exceed interval (${c.interval}ms)` });
+    for (const key of ['interval', 'fastInterval', 'downInterval'] as const) {
+      const ms = c[key];
+      if (ms !== undefined && c.timeout > ms) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['timeout'], message: `timeout (${c.timeout}ms) must not exceed ${key} (${ms}ms)` });
+      }
+    }
+    for (const [key, kinds] of CHECK_KEYS_BY_KIND) {
+      if (c[key] !== undefined && !kinds.includes(c.kind)) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: [key], message: `${key} applies to kind ${kinds.join(' or ')}, not ${c.kind}` });
+      }
+    }
+    if (c.expectBody !== undefined && c.expectJson !== undefined) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['expectJson'], message: 'use expectBody or expectJson, not both' });
+    }
+    if (c.kind === 'exec' && c.command === undefined) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['command'], message: 'kind exec needs command: [program, args...]' });
     }
   });
+
+/**
+ * What the files a config names say about it (TLS material, exec commands): read at load, so a missing
+ * file or a key that is not the certificate's is refused with its key and line, never a stream of
+ * probe failures. Apart from the schema because it depends on the machine, not on the text: config.ts
+ * runs it unless told the config is for another machine (the examples name a kubeadm node's files).
+ */
+export function checkFileProblems(config: Config): Array<{ path: Array<string | number>; message: string }> {
+  const problems: Array<{ path: Array<string | number>; message: string }> = [];
+  for (const [name, pool] of Object.entries(config.pools)) {
+    const c = pool.check;
+    const at = (...rest: Array<string | number>) => ['pools', name, 'check', ...rest];
+    if (c.kind === 'exec' && c.command !== undefined) {
+      const problem = commandProblem(c.command[0]!);
+      if (problem !== undefined) problems.push({ path: at('command', 0), message: problem });
+    }
+    const speaksTls = c.kind === 'https' || ((c.kind === 'etcd' || c.kind === 'grpc') && c.tls !== undefined);
+    if (c.tls !== undefined && speaksTls) {
+      for (const problem of tlsFileProblems(c.tls)) problems.push({ path: at('tls', problem.key), message: problem.message });
+    }
+  }
+  return problems;
+}
 
 const backendObject = z
   .object({

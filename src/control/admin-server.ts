@@ -73,7 +73,7 @@ const MAX_DISCARD_BYTES = 1024 * 1024;
 const REFUSAL_LOG_BURST = 20;
 const REFUSAL_LOG_WINDOW_MS = 10_000;
 
-const ROUTE_LIST = '/, /events, /timeline, /status, /metrics, /drain, /undrain, /backends/drain, /backends/undrain';
+const ROUTE_LIST = '/, /events, /timeline, /status, /metrics, /drain, /undrain, /backends/drain, /backends/undrain, /reload';
 
 /**
  * The admin HTTP API, on a unix socket and a loopback TCP port. Nothing a client sends can stop the
@@ -127,6 +127,7 @@ export class AdminServer {
       ['/undrain', { method: 'POST', handle: async (res, body, source) => { const r = parseDrainBody(body, false); await actions.undrain(source, r); sendJson(res, 200, { drained: false, ...r }); } }],
       ['/backends/drain', { method: 'POST', handle: (res, body, source) => this.drainBackend(res, body, true, source) }],
       ['/backends/undrain', { method: 'POST', handle: (res, body, source) => this.drainBackend(res, body, false, source) }],
+      ['/reload', { method: 'POST', handle: (res, body, source) => this.reload(res, body, source) }],
     ]);
   }
 
@@ -352,6 +353,14 @@ export class AdminServer {
     return undefined;
   }
 
+  /** 200 when applied or unchanged; 409 with the reason (and each refused key's line) otherwise. */
+  private async reload(res: ServerResponse, body: Record<string, unknown>, source: string): Promise<void> {
+    expectNoFields(body);
+    const report = await this.options.actions.reload(source);
+    const ok = report.result === 'applied' || report.result === 'unchanged';
+    sendJson(res, ok ? 200 : 409, ok ? report : { error: report.reason ?? report.result, ...report });
+  }
+
   private async drainBackend(res: ServerResponse, body: Record<string, unknown>, drained: boolean, source: string): Promise<void> {
     const unknownKeys = Object.keys(body).filter((k) => k !== 'pool' && k !== 'backend');
     if (unknownKeys.length) throw new AdminInputError(400, `unknown field(s) ${unknownKeys.map((k) => quoted(k, 32)).join(', ')}; expected {"pool": NAME, "backend": "IP:PORT"}`);
@@ -424,6 +433,11 @@ function countHeader(rawHeaders: readonly string[], name: string): number {
   let n = 0;
   for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]!.toLowerCase() === name) n++;
   return n;
+}
+
+function expectNoFields(body: Record<string, unknown>): void {
+  const keys = Object.keys(body);
+  if (keys.length) throw new AdminInputError(400, `unknown field(s) ${keys.map((k) => quoted(k, 32)).join(', ')}; this endpoint takes an empty body or {}`);
 }
 
 function truncate(text: string): string {

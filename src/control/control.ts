@@ -129,6 +129,21 @@ export interface AdminActions {
    */
   drainBackend(pool: string, backend: string, drained: boolean, source: string): Promise<void>;
   metricsText(): Promise<{ contentType: string; body: string }>;
+  /**
+   * Re-reads the config file the daemon was started with and applies it in place, or refuses it and
+   * keeps the old one (docs/reload.md). Throws AdminInputError 409 while starting or stopping.
+   */
+  reload(source: string): Promise<ReloadReport>;
+}
+
+/** What a reload did; `issues` name each refused key with its line in the file. */
+export interface ReloadReport {
+  /** The file the daemon read: always the one it was started with. */
+  readonly file?: string;
+  readonly result: 'applied' | 'unchanged' | 'rejected' | 'failed';
+  readonly summary?: string;
+  readonly reason?: string;
+  readonly issues?: ReadonlyArray<{ readonly path: string; readonly line: number; readonly col: number; readonly message: string }>;
 }
 
 /**

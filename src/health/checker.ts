@@ -21,6 +21,10 @@ export interface BackendCheckerOptions {
   readonly backend: Endpoint;
   readonly probe: Probe;
   readonly intervalMs: number;
+  /** HAProxy's fastinter: the interval while a transition is pending (changePending); intervalMs when unset. */
+  readonly fastIntervalMs?: number | undefined;
+  /** HAProxy's downinter: the interval while unhealthy and not on the way up; intervalMs when unset. */
+  readonly downIntervalMs?: number | undefined;
   readonly timeoutMs: number;
   readonly rise: number;
   readonly fall: number;
@@ -29,8 +33,15 @@ export interface BackendCheckerOptions {
   readonly random?: () => number;
   /** How much of an interval jitter may remove; 0.1 unless set. */
   readonly jitterFraction?: number;
+  /** Where the thresholds start: 'unknown' for a new backend; a reload that rebuilds a checker keeps the old state. */
+  readonly initialState?: HealthState;
   /** Called for every result, in order, after the state has been updated. */
   readonly onResult: (record: CheckRecord) => void;
+  /**
+   * When the first probe starts, from start(); within intervalMs×jitterFraction at random when unset.
+   * A pool of many backends sets it to spread their first probes (and so every later one) over the interval.
+   */
+  readonly firstDelayMs?: number | undefined;
   /** Logs the checker's own life cycle (start, close) at debug. */
   readonly logger?: Logger;
 }
@@ -43,13 +54,19 @@ export const DEFAULT_JITTER_FRACTION = 0.1;
  * Schedules the probes of one backend and runs their results through the rise/fall thresholds.
  *
  * Promises: at most one probe of the backend is in flight; the first probe starts within
- * intervalMs×jitter of start(); consecutive probe starts are at most intervalMs apart when probes
+ * intervalMs×jitter of start() (or at firstDelayMs); consecutive probe starts are at most intervalMs apart when probes
  * finish within intervalMs (otherwise back to back); no result is ever later than timeoutMs after its
  * probe started, even from a probe that breaks its own contract. So a backend that stops answering
- * is marked down within intervalMs×fall + timeoutMs (when timeoutMs ≤ intervalMs).
+ * is marked down within intervalMs×fall + timeoutMs (when timeoutMs ≤ intervalMs; a fastIntervalMs
+ * below intervalMs only shortens it).
+ *
+ * Which interval applies after each result (HAProxy's inter/fastinter/downinter): fastIntervalMs while
+ * the thresholds have a change pending (including every result in 'unknown', which is a change pending
+ * by definition), downIntervalMs while unhealthy with nothing pending, intervalMs otherwise.
  */
 export class BackendChecker {
   private memory: ThresholdMemory = initialMemory;
+  private lastOutcome: CheckOutcome = 'unchanged';
   private readonly lifecycle: StateMachine<CheckerLifecycle>;
   private timer: TimerHandle | undefined;
   private attemptGuard: TimerHandle | undefined;
@@ -65,6 +82,7 @@ export class BackendChecker {
   constructor(private readonly options: BackendCheckerOptions) {
     this.random = options.random ?? Math.random;
     this.jitterFraction = options.jitterFraction ?? DEFAULT_JITTER_FRACTION;
+    if (options.initialState !== undefined) this.memory = { state: options.initialState, successes: 0, failures: 0 };
     this.lifecycle = new StateMachine<CheckerLifecycle>('idle', { machine: 'checker', ...(options.logger ? { logger: options.logger } : {}) });
   }
 
@@ -76,7 +94,7 @@ export class BackendChecker {
   start(): void {
     if (!this.lifecycle.transition(['idle'], 'running', 'start()')) return;
     // Prompt, but spread: many checkers started together must not probe in lockstep.
-    this.schedule(this.options.intervalMs * this.jitterFraction * this.random());
+    this.schedule(this.options.firstDelayMs ?? this.options.intervalMs * this.jitterFraction * this.random());
   }
 
   /**
@@ -114,7 +132,15 @@ export class BackendChecker {
    * intervalMs×fall + timeoutMs, the bound the reliability scenarios (T02, T03) hold us to.
    */
   private nextWait(): number {
-    return this.options.intervalMs * (1 - this.jitterFraction * this.random());
+    return this.currentIntervalMs() * (1 - this.jitterFraction * this.random());
+  }
+
+  /** The interval the next wait is based on, from the last judged result. */
+  currentIntervalMs(): number {
+    const { intervalMs, fastIntervalMs, downIntervalMs } = this.options;
+    if (this.lastOutcome === 'changePending') return fastIntervalMs ?? intervalMs;
+    if (this.memory.state === 'unhealthy') return downIntervalMs ?? intervalMs;
+    return intervalMs;
   }
 
   private schedule(delayMs: number): void {
@@ -176,6 +202,7 @@ export class BackendChecker {
     const from = this.memory.state;
     const { memory, outcome } = applyResult(this.memory, result.ok, this.options);
     this.memory = memory;
+    this.lastOutcome = outcome;
     this.options.onResult({ backend: this.options.backend, result, at: this.options.clock.wallNow(), from, to: memory.state, outcome });
   }
 }

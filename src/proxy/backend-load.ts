@@ -64,7 +64,8 @@ export class BackendEntry implements BackendCounters {
   /** The active-connections series exists (materialised at its first connection, as an inc would). */
   activeSeries = false;
 
-  readonly outlier: BackendOutlier;
+  /** Replaced only by a reload that changes the pool's outlier settings. */
+  outlier: BackendOutlier;
   /** Wall-clock ms at which the current ejection ends (for status, comparable with BackendStatus.since). */
   ejectedUntilWall: number | undefined;
   ejectionTimer: TimerHandle | undefined;
@@ -76,9 +77,10 @@ export class BackendEntry implements BackendCounters {
   constructor(
     readonly pool: string,
     readonly endpoint: Endpoint,
-    readonly weight: number,
-    /** Infinity when the backend has no cap. */
-    readonly maxConnections: number,
+    /** Mutable only by a reload (BackendLoadTracker.reconfigure). */
+    public weight: number,
+    /** Infinity when the backend has no cap. Mutable only by a reload. */
+    public maxConnections: number,
     outlier: PoolSpec['outlier'],
   ) {
     this.outlier = new BackendOutlier(outlier);
@@ -123,7 +125,8 @@ export interface BackendLoadOptions {
  */
 export class BackendLoadTracker implements PoolLoad {
   readonly pool: string;
-  readonly spec: PoolSpec;
+  /** Replaced only by reconfigure() (a reload). */
+  spec: PoolSpec;
   private readonly entries = new Map<string, BackendEntry>();
   private readonly metrics: Metrics;
   private readonly clock: Clock;
@@ -248,6 +251,51 @@ export class BackendLoadTracker implements PoolLoad {
       if (perWeight > maxPerWeight) maxPerWeight = perWeight;
     }
     return sumActive === 0 ? 1 : maxPerWeight / (sumActive / sumWeight);
+  }
+
+  /**
+   * Reload: the pool's backends and settings become `spec`'s. A kept backend keeps its entry (its
+   * connections, counters, drain and ejection) with the new weight and cap; a new one gets an entry
+   * (healthy only once the health snapshot says so); a removed one leaves the pool: nothing new is
+   * sent to it, and its established sessions carry on to their end, or are closed at once when the
+   * pool has closeOnBackendDown. Returns the removed backends' keys and how many sessions each had.
+   */
+  reconfigure(spec: PoolSpec): Array<{ readonly backend: string; readonly active: number }> {
+    const keep = new Set(spec.backends.map((b) => b.endpoint.key));
+    const outlierChanged = JSON.stringify(spec.outlier) !== JSON.stringify(this.spec.outlier);
+    this.spec = spec;
+    const removed: Array<{ backend: string; active: number }> = [];
+    for (const [key, entry] of [...this.entries]) {
+      if (keep.has(key)) continue;
+      this.entries.delete(key);
+      if (entry.ejectionTimer !== undefined) entry.ejectionTimer.cancel();
+      removed.push({ backend: key, active: entry.active });
+      // Waiters attributed to it go on waiting for any backend of the pool.
+      this.log?.info({ event: 'backendRemoved', backend: key, active: entry.active, closeOnBackendDown: spec.closeOnBackendDown }, `backend ${key} removed by reload: ${spec.closeOnBackendDown ? 'its sessions are closed (closeOnBackendDown)' : 'its established sessions drain'}`);
+      // Usually the health snapshot has dropped it already (PoolHealth.reconfigure first), and closed them then.
+      if (spec.closeOnBackendDown && entry.healthy && entry.active > 0) this.backendDown.emit(entry);
+      this.metrics.backendQueued.remove(entry.labels);
+      this.metrics.backendEjected.remove(entry.labels);
+      this.metrics.backendDrained.remove(entry.labels);
+    }
+    for (const backend of spec.backends) {
+      const existing = this.entries.get(backend.endpoint.key);
+      if (existing === undefined) {
+        const entry = this.createEntry(backend.endpoint, backend.weight, backend.maxConnections);
+        entry.healthy = this.current.healthy.some((h) => h.key === backend.endpoint.key);
+        this.metrics.backendQueued.set(entry.labels, 0);
+        this.metrics.backendEjected.set(entry.labels, 0);
+        this.metrics.backendDrained.set(entry.labels, 0);
+        this.metrics.backendEjections.inc(entry.labels, 0);
+        continue;
+      }
+      existing.weight = backend.weight;
+      existing.maxConnections = backend.maxConnections ?? Infinity;
+      if (outlierChanged) existing.outlier = new BackendOutlier(spec.outlier);
+      if (existing.canTakeConnection) this.serveWaiters(existing);
+    }
+    this.serviceListeners.emit();
+    return removed;
   }
 
   /** Registers a listener for closeOnBackendDown. Returns an unregister. */

@@ -43,6 +43,8 @@ export interface TcpProxyListener extends ProxyListener {
   sessions(): IterableIterator<ProxySession>;
   /** Called once per session, after it has closed (the access log hook). Returns an unsubscribe. */
   onSessionEnd(listener: (session: ProxySession) => void): () => void;
+  /** Reload: new sessions use `spec` (same id, same pool; see TcpListener.reconfigure). */
+  reconfigure(spec: ListenerSpec): void;
 }
 
 /**
@@ -67,14 +69,16 @@ export function createListener(options: ListenerOptions): TcpProxyListener {
 }
 
 class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandler {
-  readonly spec: ListenerSpec;
+  /** Replaced only by reconfigure() (a reload). */
+  spec: ListenerSpec;
   readonly load: BackendLoadTracker;
   readonly connect: Connector;
   readonly maxReadBufferBytes: number;
   readonly random: () => number;
   readonly sessionMachine: StateMachineOptions;
 
-  private readonly picker: Picker;
+  private picker: Picker;
+  private readonly randomOption: (() => number) | undefined;
   /** One PickRequest per listener, refilled for every pick: pickers must not keep it, and picks are synchronous. */
   private readonly request: MutablePickRequest;
   private pickFor: Session | undefined;
@@ -93,8 +97,8 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
   private readonly boundListeners: ListenerSet<boolean>;
   private readonly endListeners: ListenerSet<ProxySession>;
   private readonly detachFromPool: () => void;
-  private readonly idleMs: number;
-  private readonly sweepIntervalMs: number;
+  private idleMs: number;
+  private sweepIntervalMs: number;
   private readonly machine: StateMachine<ListenerState>;
   private isBound = false;
   private starting: { promise: Promise<void>; onListening: () => void; reject: (err: Error) => void } | undefined;
@@ -121,6 +125,7 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
     this.load = options.load;
     this.limits = options.limits;
     this.random = options.random ?? Math.random;
+    this.randomOption = options.random;
     this.maxReadBufferBytes = options.maxReadBufferBytes ?? DEFAULT_MAX_READ_BUFFER_BYTES;
     this.picker = createPicker(pool, options.random === undefined ? undefined : { random: options.random });
     this.connect =
@@ -203,6 +208,22 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
 
   onBoundChange(listener: (bound: boolean) => void): () => void {
     return this.boundListeners.add(listener);
+  }
+
+  /**
+   * Reload: new sessions use `spec` (its pool's balance, timeouts, attempts; the listener's cap); live
+   * sessions read the new timeouts from their next check on. The pool must be the same tracker's pool:
+   * a listener never moves to another pool in place. The housekeeping period is kept until its next start.
+   */
+  reconfigure(spec: ListenerSpec): void {
+    if (spec.id !== this.spec.id || spec.pool.name !== this.spec.pool.name) {
+      throw new VipdError('VIPD_ERR_CONFIG', `listener ${this.spec.id} cannot become ${spec.id} on pool ${spec.pool.name} in place`);
+    }
+    const pool = spec.pool;
+    this.spec = spec;
+    this.picker = createPicker(pool, this.randomOption === undefined ? undefined : { random: this.randomOption });
+    this.idleMs = pool.timeouts.idleMs;
+    this.sweepIntervalMs = sweepInterval(pool.timeouts.idleMs, pool.timeouts.maxConnectionAgeMs);
   }
 
   stats(): ListenerStats {

@@ -15,6 +15,8 @@ export interface FakeSpeakerOptions {
 export class FakeSpeaker implements Speaker {
   /** Every desired set applied, in order. */
   readonly pushes: Array<readonly string[]> = [];
+  /** The same pushes with their attributes (a reload test checks what is re-sent). */
+  readonly sets: Array<readonly Advertisement[]> = [];
   /** The same pushes, stamped with options.now() (0 without it). */
   readonly applied: Array<{ readonly at: number; readonly prefixes: readonly string[] }> = [];
   readonly violations: string[] = [];
@@ -52,6 +54,7 @@ export class FakeSpeaker implements Speaker {
       }
       this.pushes.push(prefixes);
       this.lastAds = ads;
+      this.sets.push(ads);
       this.applied.push({ at: this.options.now?.() ?? 0, prefixes });
     } finally {
       // An overlapping push (a violation already) must not clear the flag of the one still running.

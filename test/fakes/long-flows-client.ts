@@ -1,72 +1,113 @@
 import { connect, type Socket } from 'node:net';
 
 /**
- * Long-lived flows for ECMP tests (T20), run in the client namespace:
- *   node dist/test/fakes/long-flows-client.js --target 198.19.0.10:7001 --flows 600 --duration 30000
- * Opens `flows` connections (200/s). The backend's first line names the peer it sees, which is the
- * balancer that proxied the flow. Then each flow sends one byte a second and expects it echoed; a flow
- * ends by RST (ECONNRESET), FIN, another error, or a timeout (no echo for 3 s, the black-hole case).
- * Prints one JSON line: every flow with its balancer and how and when (Date.now()) it ended.
+ * Long-lived flows for lab tests: opens `flows` keep-alive HTTP/1.1 connections to the target and
+ * sends GET `path` on each every `intervalMs` for `durationMs`, then reports what a user would see:
+ * a flow is kept when it was never closed or reset and every request got its 200. Run inside the
+ * client namespace:
+ *   node dist/test/fakes/long-flows-client.js --target 198.19.0.10:2379 --flows 200 --duration 20000
+ * It prints one JSON line (LongFlowsReport). Bounded in count and time; it stops by itself.
  */
-export interface FlowResult {
-  readonly balancer: string;
-  /** undefined: still open at the end. */
-  readonly ended?: 'rst' | 'fin' | 'timeout' | string;
-  readonly endedAt?: number;
+export interface LongFlowsReport {
+  readonly flows: number;
+  readonly connected: number;
+  /** Open to the end with every request answered 200. */
+  readonly kept: number;
+  /** Closed or reset by the other side (or failed to connect), by reason. */
+  readonly lost: Readonly<Record<string, number>>;
+  readonly requests: number;
+  readonly answered: number;
 }
 
-function arg(name: string, fallback?: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  const v = i >= 0 ? process.argv[i + 1] : fallback;
-  if (v === undefined) throw new Error(`--${name} is required`);
-  return v;
+interface Flow {
+  socket: Socket;
+  connected: boolean;
+  lostReason: string | undefined;
+  sent: number;
+  answered: number;
+  buffer: string;
 }
 
-async function main(): Promise<void> {
-  const [host, portText] = arg('target').split(':') as [string, string];
-  const count = Number(arg('flows', '600'));
-  const durationMs = Number(arg('duration', '30000'));
-  const started = Date.now();
-  const flows: Array<{ balancer: string; ended?: string; endedAt?: number; socket: Socket; lastEcho: number }> = [];
-  const end = (f: (typeof flows)[number], how: string) => {
-    if (f.ended !== undefined) return;
-    f.ended = how;
-    f.endedAt = Date.now();
-    f.socket.destroy();
-  };
-  // Pings start with the first flow: a flow opened early must not wait for the last one to be echoed.
-  const ping = setInterval(() => {
-    const now = Date.now();
-    for (const f of flows) {
-      if (f.ended !== undefined) continue;
-      if (now - f.lastEcho > 3000) end(f, 'timeout');
-      else f.socket.write('.');
-    }
-  }, 1000);
-  for (let i = 0; i < count; i++) {
-    const socket = connect({ host, port: Number(portText) });
-    const flow: (typeof flows)[number] = { balancer: '', socket, lastEcho: Date.now() };
-    flows.push(flow);
-    let buffered = '';
-    socket.setEncoding('latin1');
-    socket.on('data', (chunk: string) => {
-      flow.lastEcho = Date.now();
-      if (flow.balancer === '') {
-        buffered += chunk;
-        const nl = buffered.indexOf('\n');
-        if (nl >= 0) flow.balancer = buffered.slice(0, nl);
+export async function runLongFlows(o: { host: string; port: number; flows: number; intervalMs: number; durationMs: number; path: string }): Promise<LongFlowsReport> {
+  const flows: Flow[] = [];
+  const request = `GET ${o.path} HTTP/1.1\r\nHost: ${o.host}\r\n\r\n`;
+  await Promise.all(
+    Array.from({ length: o.flows }, () => {
+      return new Promise<void>((resolve) => {
+        const socket = connect({ host: o.host, port: o.port });
+        const flow: Flow = { socket, connected: false, lostReason: undefined, sent: 0, answered: 0, buffer: '' };
+        flows.push(flow);
+        socket.setEncoding('latin1');
+        socket.on('connect', () => {
+          flow.connected = true;
+          resolve();
+        });
+        socket.on('data', (chunk: string) => {
+          flow.buffer += chunk;
+          for (;;) {
+            const i = flow.buffer.indexOf('HTTP/1.1 200 ');
+            if (i < 0) break;
+            flow.answered++;
+            flow.buffer = flow.buffer.slice(i + 13);
+          }
+          if (flow.buffer.length > 65536) flow.buffer = flow.buffer.slice(-64);
+        });
+        socket.on('error', (err: NodeJS.ErrnoException) => {
+          flow.lostReason ??= err.code ?? err.message;
+          resolve();
+        });
+        socket.on('close', () => {
+          flow.lostReason ??= 'closed by peer';
+          resolve();
+        });
+      });
+    }),
+  );
+  const started = performance.now();
+  while (performance.now() - started < o.durationMs) {
+    for (const flow of flows) {
+      if (flow.connected && flow.lostReason === undefined) {
+        flow.sent++;
+        flow.socket.write(request);
       }
-    });
-    socket.on('error', (err: NodeJS.ErrnoException) => end(flow, err.code === 'ECONNRESET' ? 'rst' : (err.code ?? err.message)));
-    socket.on('end', () => end(flow, 'fin'));
-    socket.on('close', () => end(flow, 'closed'));
-    if (i % 20 === 19) await new Promise((r) => setTimeout(r, 100));
+    }
+    await new Promise((r) => setTimeout(r, o.intervalMs));
   }
-  await new Promise((r) => setTimeout(r, Math.max(0, durationMs - (Date.now() - started))));
-  clearInterval(ping);
-  const results: FlowResult[] = flows.map((f) => ({ balancer: f.balancer, ...(f.ended !== undefined ? { ended: f.ended, endedAt: f.endedAt } : {}) }));
-  for (const f of flows) f.socket.destroy();
-  process.stdout.write(JSON.stringify({ started, flows: results }) + '\n');
+  // The last requests get their answers.
+  await new Promise((r) => setTimeout(r, 1000));
+  const lost: Record<string, number> = {};
+  let kept = 0;
+  for (const flow of flows) {
+    const reason = flow.lostReason ?? (flow.answered < flow.sent ? 'unanswered request' : undefined);
+    if (reason === undefined) kept++;
+    else lost[reason] = (lost[reason] ?? 0) + 1;
+    flow.lostReason ??= 'ended by client';
+    flow.socket.destroy();
+  }
+  return {
+    flows: o.flows,
+    connected: flows.filter((f) => f.connected).length,
+    kept,
+    lost,
+    requests: flows.reduce((n, f) => n + f.sent, 0),
+    answered: flows.reduce((n, f) => n + f.answered, 0),
+  };
 }
 
-void main();
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
+}
+
+if (require.main === module) {
+  const target = arg('target', '198.19.0.10:2379');
+  const colon = target.lastIndexOf(':');
+  runLongFlows({
+    host: target.slice(0, colon).replace(/^\[|\]$/g, ''),
+    port: Number(target.slice(colon + 1)),
+    flows: Number(arg('flows', '200')),
+    intervalMs: Number(arg('interval', '1000')),
+    durationMs: Number(arg('duration', '20000')),
+    path: arg('path', '/health'),
+  }).then((report) => process.stdout.write(JSON.stringify(report) + '\n'));
+}

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { createLab, REPO_ROOT, sleep, waitFor, type Lab } from '../lab';
-import type { FlowResult } from '../fakes/long-flows-client';
+import type { FlowResult } from '../fakes/ecmp-flows-client';
 
 /**
  * T20, ECMP rehash, asserted from the FRR ToR and a real client: 3 balancers, 600 long-lived flows to
@@ -15,7 +15,7 @@ const PREFIX = `${VIP}/32`;
 const PORT = 7001;
 const FLOWS = 600;
 const HOLD_DOWN_MS = 5000;
-const CLIENT_JS = join(REPO_ROOT, 'dist', 'test', 'fakes', 'long-flows-client.js');
+const CLIENT_JS = join(REPO_ROOT, 'dist', 'test', 'fakes', 'ecmp-flows-client.js');
 
 let lab: Lab;
 

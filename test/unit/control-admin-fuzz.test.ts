@@ -41,6 +41,7 @@ test(`admin fuzz (T29): ${CASES} seeded raw requests, each a 4xx or cut; /status
     undrain: async (source) => void mutations.push(`undrain ${source}`),
     drainBackend: async (pool, backend, drained, source) => void mutations.push(`${drained} ${pool} ${backend} ${source}`),
     metricsText: async () => ({ contentType: 'text/plain', body: 'x 1\n' }),
+    reload: async (source) => (mutations.push(`reload ${source}`), { result: 'unchanged', summary: 'nothing changed' }),
   };
   const metrics = createMetrics();
   const server = new AdminServer({ listen: endpoint('127.0.0.1', 0), socket: { path: socketPath }, tokenFile, actions, logger: silentLogger(), metrics, timeouts: TIMEOUTS });

@@ -29,6 +29,10 @@ function recordingActions(): { actions: AdminActions; calls: string[] } {
       calls.push(`${drained ? 'drain' : 'undrain'} ${pool} ${backend} (${source})`);
     },
     metricsText: async () => ({ contentType: 'text/plain', body: 'vipd_x 1\n' }),
+    reload: async (source) => {
+      calls.push(`reload (${source})`);
+      return { result: 'rejected', reason: 'f.yaml:3:5: speaker.asn: restart needed', issues: [{ path: 'speaker.asn', line: 3, col: 5, message: 'restart needed' }] };
+    },
   };
   return { actions, calls };
 }
@@ -138,6 +142,7 @@ describe('admin API routes', () => {
       undrain: async () => {},
       drainBackend: async () => {},
       metricsText: async () => ({ contentType: 'text/plain', body: '' }),
+      reload: async () => ({ result: 'unchanged' }),
     };
     const socketPath = path.join(dir, 'a.sock');
     const server = new AdminServer({ socket: { path: socketPath }, actions, logger: silentLogger(), metrics: createMetrics() });

@@ -93,7 +93,7 @@ test('pool health: close() resolves once probes answered; listeners hear nothing
   health.onChange(() => {
     throw new Error('bad subscriber');
   });
-  health.onChange((_s, t) => heard.push(t.to));
+  health.onChange((_s, t) => heard.push(t!.to));
   health.start();
   await clock.advance(0);
   probe.answer(true);

@@ -40,7 +40,7 @@ function pool(script: (target: Endpoint, now: number) => FakeAnswer, options: { 
     random: seededRandom(11),
   });
   const changes: Array<{ snapshot: PoolSnapshot; transition: HealthTransition; now: number }> = [];
-  health.onChange((snapshot, transition) => changes.push({ snapshot, transition, now: clock.now() }));
+  health.onChange((snapshot, transition) => changes.push({ snapshot, transition: transition!, now: clock.now() }));
   return { clock, probe, metrics, health, changes };
 }
 
@@ -163,7 +163,7 @@ describe('createPoolHealth listeners, metrics and logs', () => {
       throw new Error('listener bug');
     });
     const unsubscribe = health.onChange((_s, transition) => {
-      second.push(transition);
+      second.push(transition!);
       unsubscribe();
     });
     health.start();

@@ -13,9 +13,15 @@ async function listen(server: Server): Promise<number> {
 }
 
 describe('TcpProbe against loopback', () => {
-  it('passes when the port accepts, and closes the connection it opened', async () => {
+  it('passes when the port accepts, and resets the connection it opened (RST, as HAProxy does)', async () => {
     const server = createServer();
-    const closed = new Promise<boolean>((resolve) => server.on('connection', (s) => s.on('close', () => resolve(true))));
+    let reset = false;
+    const closed = new Promise<boolean>((resolve) =>
+      server.on('connection', (s) => {
+        s.on('error', (err: NodeJS.ErrnoException) => (reset = err.code === 'ECONNRESET'));
+        s.on('close', () => resolve(true));
+      }),
+    );
     const port = await listen(server);
     const result = await new TcpProbe().check(endpoint('127.0.0.1', port), 1000);
     const closedByProbe = await Promise.race([closed, delay(1000, false, { ref: false })]);
@@ -24,6 +30,7 @@ describe('TcpProbe against loopback', () => {
     assert.deepEqual({ ok: result.ok, detail: result.detail }, { ok: true, detail: 'connected' });
     assert.ok(result.durationMs < 1000);
     assert.ok(closedByProbe);
+    assert.ok(reset, 'the backend saw an RST');
   });
 
   it('fails with "connect ECONNREFUSED" on a closed port', async () => {

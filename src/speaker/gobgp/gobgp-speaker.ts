@@ -21,7 +21,7 @@ import {
   type RibFamily,
   type RibRoute,
 } from './codec';
-import type { GobgpdFamily } from './gobgpd-config';
+import type { GobgpdConfig, GobgpdFamily } from './gobgpd-config';
 import { defaultIpv6NextHop, type NextHopProbes } from './next-hop';
 import { PeerTable, canonicalPeerAddress } from './peers';
 import { GobgpdSupervisor, type SupervisorEvent } from './supervisor';
@@ -106,14 +106,24 @@ export interface GobgpSpeakerOptions {
  * the WatchEvent stream comes back, when it fails, and every reconcileIntervalMs. Local paths that are
  * not in the desired set are deleted whoever added them.
  */
-export function createGobgpSpeaker(options: GobgpSpeakerOptions): Speaker {
+/** A gobgp speaker, plus what a reload may change while it runs. */
+export interface GobgpSpeakerHandle extends Speaker {
+  /**
+   * Reload: the BGP peers become `peers`. Managed: gobgpd's config is rewritten and gobgpd applies only
+   * the changed neighbors (unchanged sessions stay up). External: only what vipd expects and reports
+   * changes. Rejects, changing nothing, when gobgpd refuses the new neighbors or is not running.
+   */
+  setPeers(peers: readonly GobgpPeerOptions[]): Promise<void>;
+}
+
+export function createGobgpSpeaker(options: GobgpSpeakerOptions): GobgpSpeakerHandle {
   return new GobgpSpeaker(options);
 }
 
 type SpeakerState = 'new' | 'starting' | 'running' | 'closing' | 'closed';
 
 /** Why a reconciliation ran, in the order used to label one that several asked for. */
-const TRIGGERS = ['close', 'push', 'start', 'reconnect', 'watch-error', 'interval'] as const;
+const TRIGGERS = ['close', 'push', 'start', 'reconnect', 'watch-error', 'interval', 'peers'] as const;
 type Trigger = (typeof TRIGGERS)[number];
 
 interface Waiter {
@@ -134,7 +144,7 @@ function toPeerFamilies(peer: GobgpPeerOptions): readonly GobgpdFamily[] {
 const RIB_FAMILY: Readonly<Record<AddressFamily, RibFamily>> = { 'ipv4-unicast': 'ipv4', 'ipv6-unicast': 'ipv6' };
 const NOT_CLOSED: readonly SpeakerState[] = ['new', 'starting', 'running', 'closing'];
 
-class GobgpSpeaker implements Speaker {
+class GobgpSpeaker implements GobgpSpeakerHandle {
   private readonly machine: StateMachine<SpeakerState>;
   private startPromise: Promise<void> | undefined;
   private closePromise: Promise<void> | undefined;
@@ -161,10 +171,13 @@ class GobgpSpeaker implements Speaker {
   private readonly peerTable: PeerTable;
   private readonly log: Logger;
   private readonly intervalMs: number;
+  /** The configured peers; a reload replaces them (setPeers). */
+  private peerOptions: readonly GobgpPeerOptions[];
 
   constructor(private readonly options: GobgpSpeakerOptions) {
     this.log = options.logger;
     this.intervalMs = options.reconcileIntervalMs ?? 3000;
+    this.peerOptions = options.peers;
     if (!(this.intervalMs > 0)) throw new VipdError('VIPD_ERR_GOBGP_API', `reconcileIntervalMs ${this.intervalMs} must be positive`);
     this.machine = new StateMachine<SpeakerState>('new', { machine: 'speaker', logger: options.logger, level: 'info' });
     this.listeners = new ListenerSet((err) => this.log.error({ event: 'listener', err: errorMessage(err) }, 'speaker event listener failed'));
@@ -253,6 +266,37 @@ class GobgpSpeaker implements Speaker {
     return routes;
   }
 
+  async setPeers(peers: readonly GobgpPeerOptions[]): Promise<void> {
+    if (this.state !== 'running') throw new VipdError('VIPD_ERR_GOBGP_API', `the speaker is ${this.state}: its peers cannot change now`);
+    if (this.options.manage) await this.supervisor!.reloadNeighbors(await this.neighborsOf(peers));
+    this.peerOptions = peers;
+    const removed = this.peerTable.setConfigured(peers.map((p) => ({ address: p.address, asn: p.asn, families: toPeerFamilies(p) })));
+    for (const peer of removed) this.forgetAdvertised(peer);
+    if (!this.options.manage) await this.checkExternalPeers().catch((err) => this.log.warn({ event: 'peer', err: errorMessage(err) }, 'cannot list the external gobgpd\'s peers'));
+    this.reconcileInBackground('peers');
+  }
+
+  private async neighborsOf(peers: readonly GobgpPeerOptions[]): Promise<GobgpdConfig['neighbors']> {
+    const neighbors = [];
+    for (const p of peers) {
+      const crossFamilyNextHop = await this.crossFamilyNextHop(p);
+      neighbors.push({
+        address: p.address,
+        asn: p.asn,
+        connectRetryS: p.connectRetryS ?? 5,
+        holdTimeS: p.holdTimeS ?? 3,
+        keepaliveS: p.keepaliveS ?? 1,
+        families: toPeerFamilies(p),
+        ...(crossFamilyNextHop !== undefined && { crossFamilyNextHop }),
+        ...(p.password !== undefined && { password: p.password }),
+        ...(p.ebgpMultihopTtl !== undefined && { ebgpMultihopTtl: p.ebgpMultihopTtl }),
+        ...(p.localAddress !== undefined && { localAddress: p.localAddress }),
+        ...(p.passive !== undefined && { passive: p.passive }),
+      });
+    }
+    return neighbors;
+  }
+
   /** Managed mode: the next hop of each session's paths of the other family, where one is needed. */
   private async crossFamilyNextHop(p: GobgpPeerOptions): Promise<string | undefined> {
     const families = toPeerFamilies(p);
@@ -270,23 +314,7 @@ class GobgpSpeaker implements Speaker {
     let address = options.api;
     try {
       if (options.manage) {
-        const neighbors = [];
-        for (const p of options.peers) {
-          const crossFamilyNextHop = await this.crossFamilyNextHop(p);
-          neighbors.push({
-            address: p.address,
-            asn: p.asn,
-            connectRetryS: p.connectRetryS ?? 5,
-            holdTimeS: p.holdTimeS ?? 3,
-            keepaliveS: p.keepaliveS ?? 1,
-            families: toPeerFamilies(p),
-            ...(crossFamilyNextHop !== undefined && { crossFamilyNextHop }),
-            ...(p.password !== undefined && { password: p.password }),
-            ...(p.ebgpMultihopTtl !== undefined && { ebgpMultihopTtl: p.ebgpMultihopTtl }),
-            ...(p.localAddress !== undefined && { localAddress: p.localAddress }),
-            ...(p.passive !== undefined && { passive: p.passive }),
-          });
-        }
+        const neighbors = await this.neighborsOf(this.peerOptions);
         if (this.state !== 'starting') throw closedError();
         const supervisor = new GobgpdSupervisor({
           config: {
@@ -375,7 +403,7 @@ class GobgpSpeaker implements Speaker {
   /** An external gobgpd is configured by someone else: say so when it lacks a peer vipd expects. */
   private async checkExternalPeers(): Promise<void> {
     const known = new Set((await this.client!.listPeer()).map((p) => canonicalPeerAddress(p.conf?.neighbor_address ?? p.state?.neighbor_address ?? '')));
-    for (const peer of this.options.peers) {
+    for (const peer of this.peerOptions) {
       const address = canonicalPeerAddress(peer.address);
       if (!known.has(address)) this.log.warn({ event: 'peer', peer: address }, 'external gobgpd has no such neighbor; its session will stay unknown');
     }

@@ -61,6 +61,34 @@ export class PeerTable {
     this.transition(canonicalPeerAddress(address), state.peer_asn, SESSION_STATES[state.session_state] ?? 'unknown', `gobgpd ${event.type.toLowerCase()} event`);
   }
 
+  /**
+   * Reload: the configured peers become `configured`. A kept peer keeps its state; a new one is listed
+   * as 'unknown' until gobgpd reports it; a removed one leaves the table and its gauges. Returns the
+   * removed addresses.
+   */
+  setConfigured(configured: PeerTableOptions['configured']): string[] {
+    const next = new Map(configured.map((p) => [canonicalPeerAddress(p.address), p]));
+    const removed: string[] = [];
+    for (const address of [...this.peers.keys()]) {
+      if (next.has(address)) continue;
+      this.peers.delete(address);
+      removed.push(address);
+      for (const s of PEER_STATES) this.options.metrics.peerState.remove({ peer: address, state: s });
+      this.options.logger.info({ event: 'peer', op: 'removed', peer: address }, 'BGP peer removed by reload');
+    }
+    for (const [address, p] of next) {
+      const current = this.peers.get(address);
+      if (current) {
+        this.peers.set(address, { ...current, asn: p.asn, families: p.families });
+        continue;
+      }
+      this.peers.set(address, { address, asn: p.asn, state: 'unknown', since: this.options.clock.wallNow(), families: p.families });
+      this.setGauge(address, 'unknown');
+      this.options.logger.info({ event: 'peer', op: 'added', peer: address }, 'BGP peer added by reload');
+    }
+    return removed;
+  }
+
   /** When gobgpd cannot be asked, vipd does not know any session's state. */
   forgetStates(reason: string): void {
     for (const p of this.peers.values()) this.transition(p.address, p.asn, 'unknown', reason);

@@ -126,6 +126,8 @@ export class GobgpdSupervisor {
   private destroying: Promise<void> | undefined;
   private dir: string | undefined;
   private configFile = '';
+  /** What gobgpd.toml holds now (reloadNeighbors replaces the neighbors). */
+  private currentConfig: GobgpdConfig;
   private api = '';
   private child: ChildProcess | undefined;
   private childStartedAt = 0;
@@ -141,6 +143,7 @@ export class GobgpdSupervisor {
   private readonly daemonLog: Logger;
 
   constructor(private readonly options: GobgpdSupervisorOptions) {
+    this.currentConfig = options.config;
     const b = options.restartBackoff ?? { initialMs: 500, maxMs: 30_000 };
     this.backoff = new Backoff(b.initialMs, b.maxMs);
     this.log = options.logger;
@@ -181,7 +184,7 @@ export class GobgpdSupervisor {
   async start(): Promise<void> {
     if (!this.machine.transition(['new'], 'running', 'start')) throw processError(`supervisor already ${this.state}`);
     try {
-      const config = renderGobgpdConfig(this.options.config);
+      const config = renderGobgpdConfig(this.currentConfig);
       if (this.options.api !== undefined) gobgpdApiHost(this.options.api, this.options.allowTcpApi ?? false);
       const identity = await lookupGobgpdUser(this.options.user ?? 'nobody');
       this.identity = identity;
@@ -300,11 +303,40 @@ export class GobgpdSupervisor {
     return ['-f', this.configFile, '-t', 'toml', '--api-hosts', gobgpdApiHost(this.api), '--pprof-disable'];
   }
 
+  /**
+   * Reload: gobgpd's neighbors become `neighbors`. The new gobgpd.toml is checked with --dry-run beside
+   * the old one, renamed over it (same owner and mode), and gobgpd is sent SIGHUP: gobgpd diffs its
+   * neighbors itself and calls AddPeer, DeletePeer and UpdatePeer for the changed ones only, so an
+   * unchanged session stays up. A respawned gobgpd reads the same file. Rejects (and changes nothing)
+   * when gobgpd refuses the file or is not running.
+   */
+  async reloadNeighbors(neighbors: GobgpdConfig['neighbors']): Promise<void> {
+    const pid = this.pid;
+    if (!this.machine.is('running') || pid === undefined || this.configFile === '') throw processError('gobgpd is not running: its peers cannot change now');
+    const config = { ...this.currentConfig, neighbors };
+    const next = `${this.configFile}.next`;
+    await fs.promises.writeFile(next, renderGobgpdConfig(config), { mode: 0o600 });
+    try {
+      if (process.geteuid?.() === 0 && this.identity !== undefined && this.identity.uid !== 0) {
+        await fs.promises.chown(next, 0, this.identity.gid);
+        await fs.promises.chmod(next, 0o640);
+      }
+      await this.dryRun(next);
+      await fs.promises.rename(next, this.configFile);
+    } catch (err) {
+      await fs.promises.rm(next, { force: true });
+      throw err;
+    }
+    this.currentConfig = config;
+    process.kill(pid, 'SIGHUP');
+    this.log.info({ event: 'daemon', op: 'reloadNeighbors', neighbors: neighbors.map((n) => n.address) }, 'gobgpd.toml rewritten and gobgpd told (SIGHUP): it applies changed neighbors only');
+  }
+
   /** Catches config errors before the first spawn instead of in a restart loop. */
-  private dryRun(): Promise<void> {
+  private dryRun(file = this.configFile): Promise<void> {
     const gobgpd = this.options.gobgpdPath ?? 'gobgpd';
     return new Promise((resolve, reject) => {
-      const child = spawn(gobgpd, ['-f', this.configFile, '-t', 'toml', '--dry-run'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(gobgpd, ['-f', file, '-t', 'toml', '--dry-run'], { stdio: ['ignore', 'pipe', 'pipe'] });
       let output = '';
       child.stdout.on('data', (d: Buffer) => (output += d.toString()));
       child.stderr.on('data', (d: Buffer) => (output += d.toString()));
