@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { createLab, REPO_ROOT, waitFor, type BgpPath, type Lab } from '../lab';
 import { TorRouteWatch } from '../lab/route-watch';
-import type { TrafficReport } from '../lab/traffic';
+import { ecmpChangeVerdict, type TrafficReport } from '../lab/traffic';
 
 /**
  * Issue 10, announcement policy, asserted from the FRR ToR (its BGP table and kernel FIB) and a real
@@ -173,6 +173,7 @@ test('T19: drain with GRACEFUL_SHUTDOWN: local-pref 0 at the ToR, out of ECMP bu
   try {
     await new Promise((r) => setTimeout(r, 1000));
     const t0 = performance.now();
+    const wall0 = Date.now();
     const drained = await admin('lb1', '/drain', {});
     assert.equal(drained.code, 200, drained.stdout);
     const outMs = await nexthopsReach(API, 2, t0, 5000);
@@ -196,8 +197,10 @@ test('T19: drain with GRACEFUL_SHUTDOWN: local-pref 0 at the ToR, out of ECMP bu
     figure(`T19: lb1's path withdrawn from the ToR's BGP table ${Math.round(withdrawnMs)} ms after the drain (grace ${GRACE_MS} ms, bound grace + 1000 ms)`);
     assert.ok(withdrawnMs >= GRACE_MS - 100 && withdrawnMs <= GRACE_MS + 1000, `withdrawn at ${Math.round(withdrawnMs)} ms`);
     const report = await load;
-    figure(`T19: ${report.failed} failed of ${report.attempted} new connections at 200 conn/s during the drain (bound 0)`);
-    assert.equal(report.failed, 0, JSON.stringify(report.errors));
+    // The ECMP change happened between the drain request and the poll that saw two next hops.
+    const verdict = ecmpChangeVerdict(report, wall0, wall0 + outMs);
+    figure(`T19: at 200 conn/s during the drain: ${verdict.text}`);
+    assert.ok(verdict.ok, `${verdict.text}: ${JSON.stringify(report.failures)}`);
   } catch (err) {
     // Leave lb1 serving for the tests after this one, whatever failed here.
     await load.catch(() => undefined);
