@@ -1,12 +1,15 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { resolve as resolvePath } from 'node:path';
+import type { DampingSpec } from './announce/damping';
+import { DrainSequence, type DrainInfo, type DrainTarget } from './announce/drain-sequence';
+import { HookRunner } from './announce/hooks';
 import { AnnounceReconciler, type VipSource } from './announce/reconciler';
 import type { Config, PoolConfig, VipConfig } from './config/config';
 import type { ConfigChanges } from './config/diff';
 import { ConfigReloader, type Refusal, type ReloadResult, type ReloadTarget } from './reload';
 import { adminSocketPath } from './config/schema';
 import { AdminServer } from './control/admin-server';
-import { AdminInputError, type AdminActions, type DaemonStatus, type DrainOrigin } from './control/control';
+import { AdminInputError, type AdminActions, type DaemonStatus, type DrainOrigin, type DrainPhaseStatus, type DrainRequest } from './control/control';
 import { EventJournal } from './control/event-journal';
 import type { CheckSpec, PoolHealth } from './health/health';
 import { parseProbeBytes } from './health/check-files';
@@ -27,9 +30,9 @@ import { WorkerPool } from './proxy/worker-pool';
 import { sessionFamilies } from './config/schema';
 import { createGobgpSpeaker, type GobgpPeerOptions } from './speaker/gobgp/gobgp-speaker';
 import { peerAnnounceStates } from './speaker/peer-announce';
-import { NullSpeaker, type Speaker } from './speaker/speaker';
+import { NullSpeaker, type Advertisement, type Speaker } from './speaker/speaker';
 import { DrainStateFile } from './state/drain-state-file';
-import type { BackendDrainMark, DrainMark, DrainState, DrainStateStore } from './state/state';
+import type { BackendDrainMark, DrainMark, DrainState, DrainStateStore, VipDrainMark } from './state/state';
 
 /**
  * Composition root: the only place that builds concrete implementations and wires them. Start order
@@ -49,6 +52,8 @@ const APPLIED_SETTINGS: ReadonlySet<string> = new Set(['announce.holdDown', 'shu
 const VIP_CHECK_INTERVAL_MS = 2000;
 /** How often an unbound listener retries its bind (the VIP may appear later when not managed). */
 const BIND_RETRY_MS = 1000;
+/** How often drain.file is looked for. */
+const DRAIN_FILE_CHECK_MS = 1000;
 /** After the shutdown grace, how long sessions get to finish before they are cut. */
 const SESSION_CLOSE_MS = 1000;
 /** A graceful close that has not finished this long after the grace is given up: destroy and exit. */
@@ -96,6 +101,14 @@ export class Daemon implements AdminActions {
   private readonly workerPool: WorkerPool | undefined;
   private readonly drainStore: DrainStateStore;
   private nodeDrain: HeldDrain<DrainMark> | undefined;
+  /** Drains of single VIPs, by VIP name. */
+  private readonly vipDrains = new Map<string, HeldDrain<VipDrainMark>>();
+  /** Phases and deadlines of the drains held (grace, withdrawn, closed). */
+  private readonly drainSequence: DrainSequence;
+  private readonly hooks: HookRunner | undefined;
+  /** SIGTERM's own GRACEFUL_SHUTDOWN phase (not a drain: nothing is persisted). */
+  private stopDraining = false;
+  private drainFileCheck: { cancel(): void } | undefined;
   /** Keyed by backendDrainKey(pool, backend). */
   private readonly backendDrains = new Map<string, HeldDrain<BackendDrainMark>>();
   /** Drain changes run one at a time: each writes the whole state, so two at once could lose one. */
@@ -142,6 +155,14 @@ export class Daemon implements AdminActions {
     }
 
     this.speaker = this.buildSpeaker();
+    this.drainSequence = new DrainSequence({
+      clock: this.clock,
+      logger: this.logger.child({ component: 'announce' }),
+      metrics: this.metrics,
+      closeAfterMs: config.drain.closeAfter,
+      onPhase: () => this.reconciler?.evaluate(),
+      closeConnections: (target) => this.closeClientConnections(target),
+    });
     const sources: VipSource[] = config.vips.map((vip) => this.vipSource(vip));
     this.reconciler = new AnnounceReconciler({
       vips: sources,
@@ -151,6 +172,11 @@ export class Daemon implements AdminActions {
       metrics: this.metrics,
       holdDownMs: config.announce.holdDown,
     });
+    const hook = config.hooks.onChange;
+    this.hooks = hook
+      ? new HookRunner({ hook: { argv: hook, timeoutMs: config.hooks.timeout }, node: config.node.name, clock: this.clock, logger: this.logger.child({ component: 'hooks' }), metrics: this.metrics })
+      : undefined;
+    if (this.hooks) this.reconciler.onChange((change) => this.hooks!.notify(change));
     this.admin = new AdminServer({
       listen: config.admin.listen,
       socket: { path: adminSocketPath(config), ...(config.admin.socketGroup !== undefined ? { group: config.admin.socketGroup } : {}) },
@@ -177,6 +203,7 @@ export class Daemon implements AdminActions {
     log.info({ event: 'start', version: vipdVersion, vips: this.config.vips.length, speaker: this.config.speaker.driver }, 'vipd starting');
     // Before anything can be announced: a node drained before a restart must not announce for an instant.
     await this.restoreDrains();
+    await this.checkDrainFile();
     await this.admin.start();
     // The speaker comes up first so sessions establish while checks run; it advertises nothing until told.
     this.speaker.onEvent(() => this.reconciler.evaluate());
@@ -222,7 +249,10 @@ export class Daemon implements AdminActions {
     attempt('speaker', () => this.speaker.destroy());
     attempt('timers', () => {
       this.vipCheck?.cancel();
+      this.drainFileCheck?.cancel();
+      this.drainSequence.close();
       this.reconciler.close();
+      this.hooks?.close();
     });
     for (const l of this.listeners) {
       attempt(`listener ${l.listener.spec.id}`, () => {
@@ -242,11 +272,22 @@ export class Daemon implements AdminActions {
 
   private async doClose(reason: string): Promise<void> {
     const log = this.logger.child({ component: 'daemon' });
-    log.info({ event: 'stop', reason, graceMs: this.config.shutdown.grace }, `vipd stopping (${reason}): withdrawing routes`);
-    this.shuttingDown = true;
+    // The drain sequence, bounded by shutdown.grace: GRACEFUL_SHUTDOWN for at most half of it (so the
+    // fabric moves new flows first), then withdraw, and the rest of the grace for the withdraw to spread.
+    const drainMs = Math.min(this.config.drain.grace, Math.floor(this.config.shutdown.grace / 2));
+    log.info({ event: 'stop', reason, graceMs: this.config.shutdown.grace, drainMs }, `vipd stopping (${reason}): ${drainMs > 0 ? `GRACEFUL_SHUTDOWN for ${drainMs} ms, then ` : ''}withdrawing routes`);
     this.vipCheck?.cancel();
+    this.drainFileCheck?.cancel();
+    this.drainSequence.close();
+    if (drainMs > 0) {
+      this.stopDraining = true;
+      this.reconciler.evaluate();
+      await withTimeout(this.reconciler.idle(), 5000).catch((err) => log.warn({ err: errorMessage(err) }, 'draining push did not complete'));
+      await sleep(this.clock, drainMs);
+    }
+    this.shuttingDown = true;
     await withTimeout(this.reconciler.withdrawAll('shuttingDown'), 5000).catch((err) => log.warn({ err: errorMessage(err) }, 'withdraw did not complete'));
-    if (this.config.shutdown.grace > 0) await sleep(this.clock, this.config.shutdown.grace);
+    if (this.config.shutdown.grace - drainMs > 0) await sleep(this.clock, this.config.shutdown.grace - drainMs);
     for (const l of this.listeners) l.retry?.cancel();
     await Promise.all(this.listeners.map((l) => l.listener.close(SESSION_CLOSE_MS)));
     await this.workerPool?.close();
@@ -265,6 +306,7 @@ export class Daemon implements AdminActions {
       }
     }
     this.reconciler.close();
+    this.hooks?.close();
     await this.admin.close();
     log.info({ event: 'stopped', reason }, 'vipd stopped');
   }
@@ -472,18 +514,17 @@ export class Daemon implements AdminActions {
   private vipSource(vip: VipConfig): VipSource {
     return {
       name: vip.name,
-      advertisement: {
-        prefix: hostPrefix(vip.address),
-        communities: vip.communities,
-        ...(vip.nextHop !== undefined ? { nextHop: vip.nextHop } : {}),
-        ...(vip.med !== undefined ? { med: vip.med } : {}),
-      },
+      ...vipAdvertisements(vip, this.config.speaker.asn, this.config.speaker.peers),
+      damping: toDampingSpec(vip.damping),
       inputs: () => ({
         vip: vip.address,
         shuttingDown: this.shuttingDown,
-        drained: this.nodeDrain !== undefined,
+        drained: this.drainSequence.phaseFor(vip.name) === 'withdrawn',
+        draining: this.stopDraining || this.drainSequence.phaseFor(vip.name) === 'grace',
         vipBound: this.vipBound.get(vip.name) ?? false,
         minHealthyBackends: vip.minHealthyBackends,
+        gate: vip.gate,
+        onFailure: vip.onFailure,
         listeners: this.listeners
           .filter((l) => l.vip === vip.name)
           .map((l) => {
@@ -514,10 +555,14 @@ export class Daemon implements AdminActions {
         reason: a.reason,
         detail: a.detail,
         since: iso(a.since),
+        penalty: a.penalty,
+        ...(a.suppressedUntil !== undefined ? { suppressedUntil: iso(a.suppressedUntil) } : {}),
+        ...(this.vipDrains.has(a.vip) ? { drain: drainOrigin(this.vipDrains.get(a.vip)!) } : {}),
         listeners: this.listeners
           .filter((l) => l.vip === a.vip)
           .map((l) => ({ id: l.listener.spec.id, port: l.port, pool: l.pool, bound: l.listener.bound(), activeSessions: l.listener.stats().active })),
-        peers: peerAnnounceStates(a.prefix, a, peers, advertised),
+        // Pessimized and draining paths are advertised too: per peer they are announced or not.
+        peers: peerAnnounceStates(a.prefix, { state: a.state === 'withdrawn' ? 'withdrawn' : 'announced', reason: a.reason }, peers, advertised),
       })),
       pools: [...this.pools.values()].map((p) => {
         const snap = p.health.snapshot();
@@ -552,25 +597,51 @@ export class Daemon implements AdminActions {
         ...(p.negotiated ? { negotiated: p.negotiated } : {}),
         advertised: advertised.get(p.address) ?? [],
       })),
+      drains: this.drainSequence.list().map(drainPhaseStatus),
     };
   }
 
-  async drain(source: string): Promise<void> {
+  async drain(source: string, request: DrainRequest = {}): Promise<void> {
+    const vip = request.vip;
+    if (vip !== undefined) this.knownVip(vip);
+    const graceMs = request.graceMs ?? this.config.drain.grace;
     await this.changeDrains(() => {
-      if (this.nodeDrain) return undefined;
-      const mark = { source, at: new Date(this.clock.wallNow()).toISOString() };
-      return { state: { ...this.drainState(), node: mark }, apply: () => this.setNodeDrain(mark, source) };
+      const at = new Date(this.clock.wallNow()).toISOString();
+      if (vip === undefined) {
+        if (this.nodeDrain) return undefined;
+        const mark = { source, at };
+        return { state: { ...this.drainState(), node: mark }, apply: () => this.setNodeDrain(mark, source, graceMs) };
+      }
+      if (this.vipDrains.has(vip)) return undefined;
+      const mark: VipDrainMark = { vip, source, at };
+      const current = this.drainState();
+      return { state: { ...current, vips: [...(current.vips ?? []), mark] }, apply: () => this.setVipDrain(mark, true, graceMs) };
     });
     await this.reconciler.idle();
   }
 
-  async undrain(source: string): Promise<void> {
+  async undrain(source: string, request: { readonly vip?: string } = {}): Promise<void> {
+    const vip = request.vip;
+    if (vip !== undefined) this.knownVip(vip);
     await this.changeDrains(() => {
-      if (!this.nodeDrain) return undefined;
-      const { node: _, ...rest } = this.drainState();
-      return { state: rest, apply: () => this.setNodeDrain(undefined, source) };
+      if (vip === undefined) {
+        if (!this.nodeDrain) return undefined;
+        const { node: _, ...rest } = this.drainState();
+        return { state: rest, apply: () => this.setNodeDrain(undefined, source) };
+      }
+      const held = this.vipDrains.get(vip);
+      if (!held) return undefined;
+      const current = this.drainState();
+      return { state: { ...current, vips: (current.vips ?? []).filter((v) => v.vip !== vip) }, apply: () => this.setVipDrain({ ...held, source }, false, 0) };
     });
     await this.reconciler.idle();
+  }
+
+  /** Throws the 404 that lists the known VIPs. */
+  private knownVip(vip: string): void {
+    if (!this.config.vips.some((v) => v.name === vip)) {
+      throw new AdminInputError(404, `no VIP "${vip}"; VIPs: ${this.config.vips.map((v) => v.name).join(', ')}`);
+    }
   }
 
   async drainBackend(poolName: string, backend: string, drained: boolean, source: string): Promise<void> {
@@ -604,6 +675,7 @@ export class Daemon implements AdminActions {
     return {
       ...(this.nodeDrain ? { node: strip(this.nodeDrain) } : {}),
       backends: [...this.backendDrains.values()].map((b) => strip(b)),
+      ...(this.vipDrains.size > 0 ? { vips: [...this.vipDrains.values()].map((v) => strip(v)) } : {}),
     };
   }
 
@@ -625,16 +697,74 @@ export class Daemon implements AdminActions {
     return run;
   }
 
-  private setNodeDrain(mark: HeldDrain<DrainMark> | undefined, source: string): void {
+  /** A restored drain (mark.restoredFrom) starts withdrawn; a new one runs the sequence from its grace. */
+  private setNodeDrain(mark: HeldDrain<DrainMark> | undefined, source: string, graceMs = 0): void {
     this.nodeDrain = mark;
     const drained = mark !== undefined;
     const restored = mark?.restoredFrom !== undefined ? ` (restored from ${mark.restoredFrom})` : '';
     this.logger.info(
-      { component: 'daemon', event: drained ? 'drain' : 'undrain', source, ...(mark?.restoredFrom !== undefined ? { restoredFrom: mark.restoredFrom } : {}) },
-      `node ${drained ? 'drained' : 'undrained'} by ${source}${restored}: every VIP ${drained ? 'is withdrawn (reason drained)' : 'goes back through the health gate'}`,
+      { component: 'daemon', event: drained ? 'drain' : 'undrain', source, graceMs, ...(mark?.restoredFrom !== undefined ? { restoredFrom: mark.restoredFrom } : {}) },
+      `node ${drained ? 'drained' : 'undrained'} by ${source}${restored}: every VIP ${drained ? (graceMs > 0 && !restored ? `carries GRACEFUL_SHUTDOWN for ${graceMs} ms, then is withdrawn (reason drained)` : 'is withdrawn (reason drained)') : 'goes back through the health gate'}`,
     );
     this.metrics.drained.set(drained ? 1 : 0);
-    this.reconciler.evaluate();
+    this.applyDrain(undefined, mark, graceMs);
+  }
+
+  private setVipDrain(mark: HeldDrain<VipDrainMark>, drained: boolean, graceMs: number): void {
+    if (drained) this.vipDrains.set(mark.vip, mark);
+    else this.vipDrains.delete(mark.vip);
+    const restored = mark.restoredFrom !== undefined ? ` (restored from ${mark.restoredFrom})` : '';
+    this.logger.info(
+      { component: 'daemon', event: drained ? 'drainVip' : 'undrainVip', vip: mark.vip, source: mark.source, graceMs, ...(mark.restoredFrom !== undefined ? { restoredFrom: mark.restoredFrom } : {}) },
+      `VIP ${mark.vip} ${drained ? 'drained' : 'undrained'} by ${mark.source}${restored}; the other VIPs are left alone`,
+    );
+    this.applyDrain(mark.vip, drained ? mark : undefined, graceMs);
+  }
+
+  private applyDrain(target: DrainTarget, mark: HeldDrain<DrainMark> | undefined, graceMs: number): void {
+    if (!mark) this.drainSequence.end(target);
+    else if (mark.restoredFrom !== undefined) this.drainSequence.restore(target, mark, mark.restoredFrom);
+    else this.drainSequence.begin(target, mark, graceMs);
+    this.reconciler?.evaluate();
+  }
+
+  /** drain.closeAfter: the client connections still open on the target's listeners are closed. */
+  private closeClientConnections(target: DrainTarget): void {
+    let closed = 0;
+    for (const l of this.listeners) {
+      if (target !== undefined && l.vip !== target) continue;
+      const listener = l.listener as Partial<{ sessions(): IterableIterator<{ destroy(): void }> }>;
+      if (typeof listener.sessions !== 'function') {
+        this.logger.warn({ component: 'announce', event: 'drainClose', listener: l.listener.spec.id }, `drain.closeAfter: listener ${l.listener.spec.id} runs in workers; its connections are left to end by themselves`);
+        continue;
+      }
+      for (const session of [...listener.sessions()]) {
+        session.destroy();
+        closed++;
+      }
+    }
+    this.logger.info({ component: 'announce', event: 'drainClose', target: target ?? 'node', closed }, `drain.closeAfter: closed ${closed} client connection(s) of ${target ?? 'the node'}`);
+  }
+
+  /**
+   * drain.file: while the file exists the node is drained (source "drain file PATH"); once it is gone,
+   * a node drain that the file made ends. A drain set by anyone else is never ended by the file.
+   */
+  private async checkDrainFile(): Promise<void> {
+    const file = this.config.drain.file;
+    if (file === undefined || this.shuttingDown) return;
+    const source = `drain file ${file}`;
+    const exists = await stat(file).then(
+      () => true,
+      () => false,
+    );
+    try {
+      if (exists && !this.nodeDrain) await this.drain(source);
+      else if (!exists && this.nodeDrain?.source === source) await this.undrain(`${source} (removed)`);
+    } catch (err) {
+      this.logger.warn({ component: 'daemon', event: 'drainFile', file, err: errorMessage(err) }, `drain file ${file}: ${errorMessage(err)}`);
+    }
+    if (!this.shuttingDown && !this.destroyed) this.drainFileCheck = this.clock.setTimeout(() => void this.checkDrainFile(), DRAIN_FILE_CHECK_MS);
   }
 
   private setBackendDrain(pool: PoolRuntime, mark: HeldDrain<BackendDrainMark>, drained: boolean): void {
@@ -665,6 +795,13 @@ export class Daemon implements AdminActions {
     }
     const state = await this.drainStore.load();
     if (state.node) this.setNodeDrain({ ...state.node, restoredFrom: file }, state.node.source);
+    for (const mark of state.vips ?? []) {
+      if (!this.config.vips.some((v) => v.name === mark.vip)) {
+        log.warn({ event: 'drainDropped', vip: mark.vip, source: mark.source, file }, `drain of VIP ${mark.vip} (by ${mark.source}) dropped: that VIP is no longer in the config`);
+        continue;
+      }
+      this.setVipDrain({ ...mark, restoredFrom: file }, true, 0);
+    }
     for (const mark of state.backends) {
       const pool = this.pools.get(mark.pool);
       const endpoint = parseEndpoint(mark.backend);
@@ -814,6 +951,56 @@ function toCheckSpec(c: Config['pools'][string]['check']): CheckSpec {
     ...(c.expect !== undefined ? { expect: parseProbeBytes(c.expect)! } : {}),
     ...(c.service !== undefined ? { service: c.service } : {}),
     ...(c.command !== undefined ? { command: c.command } : {}),
+  };
+}
+
+/** The paths of one VIP per state: up (attributes.up), pessimized and draining (GRACEFUL_SHUTDOWN added by the reconciler). */
+function vipAdvertisements(vip: Config['vips'][number], ownAsn: number | undefined, peers: Config['speaker']['peers']): Pick<VipSource, 'advertisement' | 'pessimized' | 'draining'> {
+  type AttributeSet = NonNullable<Config['vips'][number]['attributes']['up']>;
+  const base = { prefix: hostPrefix(vip.address), ...(vip.nextHop !== undefined ? { nextHop: vip.nextHop } : {}) };
+  const toAd = (a: AttributeSet): Advertisement => ({
+    ...base,
+    communities: a.communities,
+    ...(a.largeCommunities.length > 0 ? { largeCommunities: a.largeCommunities } : {}),
+    ...(a.med !== undefined ? { med: a.med } : {}),
+    ...(a.localPref !== undefined ? { localPref: a.localPref } : {}),
+    ...(a.asPathPrepend > 0 && ownAsn !== undefined ? { asPath: new Array<number>(a.asPathPrepend).fill(ownAsn) } : {}),
+  });
+  const up = toAd(vip.attributes.up);
+  return {
+    advertisement: up,
+    pessimized: vip.attributes.pessimized ? toAd(vip.attributes.pessimized) : defaultPessimized(up, ownAsn, peers),
+    ...(vip.attributes.draining ? { draining: toAd(vip.attributes.draining) } : {}),
+  };
+}
+
+/**
+ * Without attributes.pessimized, a pessimized path must still lose to any balancer whose gate passes:
+ * three own-AS prepends (a longer AS path also leaves ECMP) toward eBGP peers, and a local-pref 50
+ * under the default 100 toward iBGP peers (gobgpd sends LOCAL_PREF to iBGP peers only). Config refuses
+ * a mix of both kinds of peers without explicit attributes, and prepends toward iBGP peers.
+ */
+function defaultPessimized(up: Advertisement, ownAsn: number | undefined, peers: Config['speaker']['peers']): Advertisement {
+  if (ownAsn === undefined || peers.length === 0) return up;
+  const ibgp = peers.filter((p) => p.asn === ownAsn).length;
+  if (ibgp === 0) return { ...up, asPath: [...(up.asPath ?? []), ownAsn, ownAsn, ownAsn] };
+  return { ...up, localPref: Math.min(up.localPref ?? 100, 100) > 50 ? 50 : 0 };
+}
+
+function toDampingSpec(d: Config['vips'][number]['damping']): DampingSpec {
+  return { enabled: d.enabled, penalty: d.penalty, halfLifeMs: d.halfLife, suppress: d.suppress, reuse: d.reuse, maxSuppressMs: d.maxSuppress };
+}
+
+function drainPhaseStatus(d: DrainInfo): DrainPhaseStatus {
+  const iso = (ms: number) => new Date(ms).toISOString();
+  return {
+    target: d.target,
+    phase: d.phase,
+    drainedBy: d.source,
+    drainedAt: d.at,
+    ...(d.graceUntil !== undefined ? { graceUntil: iso(d.graceUntil) } : {}),
+    ...(d.closeAt !== undefined ? { closeAt: iso(d.closeAt) } : {}),
+    ...(d.restoredFrom !== undefined ? { restoredFrom: d.restoredFrom } : {}),
   };
 }
 

@@ -10,6 +10,7 @@ import type { DaemonStatus } from '../control/control';
 import { ConfigError, VipdError, errorMessage } from '../lib/errors';
 import { createLogger } from '../lib/logger';
 import { vipdVersion } from '../lib/version';
+import { parseGrace } from '../control/drain-request';
 import { lookupGobgpdUser } from '../speaker/gobgp/gobgpd-user';
 import { adminRequest, AdminUnreachableError, describeTarget, type AdminTarget } from './admin-client';
 import { renderStatus, renderTimeline, WATCH_TIMELINE_ROWS } from './status-table';
@@ -197,20 +198,33 @@ async function watchStatus(configFile: string): Promise<never> {
   }
 }
 
-for (const [name, description] of [
-  ['drain', 'withdraw every VIP of this node; existing connections keep being served'],
-  ['undrain', 'announce again, through the usual health gate'],
-] as const) {
-  program
-    .command(name)
-    .description(description)
-    .requiredOption('-c, --config <file>', "the daemon's config file (its admin section says where the socket is)")
-    .option('--token-file <file>', 'send over TCP with this bearer token instead of the unix socket')
-    .action(async (opts: { config: string; tokenFile?: string }) => {
-      await adminCall(opts.config, 'POST', `/${name}`, undefined, opts);
-      process.stdout.write(`${name}ed\n`);
-    });
-}
+program
+  .command('drain')
+  .description('planned maintenance: advertise with GRACEFUL_SHUTDOWN for the grace, then withdraw (every VIP, or --vip); existing connections keep being served')
+  .requiredOption('-c, --config <file>', "the daemon's config file (its admin section says where the socket is)")
+  .option('--token-file <file>', 'send over TCP with this bearer token instead of the unix socket')
+  .option('--vip <name>', 'drain this VIP only; the others are left alone')
+  .option('--grace <duration>', 'how long the path stays with GRACEFUL_SHUTDOWN before the withdraw (0s..1h; default drain.grace)')
+  .action(async (opts: { config: string; tokenFile?: string; vip?: string; grace?: string }) => {
+    if (opts.grace !== undefined) {
+      const parsed = parseGrace(opts.grace);
+      if ('error' in parsed) throw new VipdError('VIPD_ERR_ADMIN', `--grace: ${parsed.error}`);
+    }
+    const body = { ...(opts.vip !== undefined ? { vip: opts.vip } : {}), ...(opts.grace !== undefined ? { grace: opts.grace } : {}) };
+    await adminCall(opts.config, 'POST', '/drain', JSON.stringify(body), opts);
+    process.stdout.write(opts.vip !== undefined ? `drained VIP ${opts.vip}\n` : 'drained\n');
+  });
+
+program
+  .command('undrain')
+  .description('end a drain (the node, or --vip); the VIPs go back through their gates')
+  .requiredOption('-c, --config <file>', "the daemon's config file (its admin section says where the socket is)")
+  .option('--token-file <file>', 'send over TCP with this bearer token instead of the unix socket')
+  .option('--vip <name>', 'undrain this VIP only')
+  .action(async (opts: { config: string; tokenFile?: string; vip?: string }) => {
+    await adminCall(opts.config, 'POST', '/undrain', JSON.stringify(opts.vip !== undefined ? { vip: opts.vip } : {}), opts);
+    process.stdout.write(opts.vip !== undefined ? `undrained VIP ${opts.vip}\n` : 'undrained\n');
+  });
 
 for (const [name, drained] of [['drain-backend', true], ['undrain-backend', false]] as const) {
   program

@@ -11,10 +11,20 @@ export function renderStatus(s: DaemonStatus): string {
     ...s.pools.flatMap((p) => p.backends.flatMap((b) => (b.drain ? [[`backend ${p.name} ${b.address}`, drainText(b.drain)]] : []))),
   ];
   if (drains.length) lines.push(table(['DRAINED', 'BY'], drains), '');
+  // Drains of the node and of single VIPs: where each is in GRACEFUL_SHUTDOWN -> withdraw -> close.
+  if (s.drains?.length) {
+    lines.push(
+      table(
+        ['DRAIN', 'PHASE', 'GRACE UNTIL', 'CLOSE AT', 'BY'],
+        s.drains.map((d) => [d.target, d.phase, d.graceUntil ?? '-', d.closeAt ?? '-', `${d.drainedBy} at ${d.drainedAt}`]),
+      ),
+      '',
+    );
+  }
   lines.push(
     table(
-      ['VIP', 'PREFIX', 'STATE', 'REASON', 'SINCE', 'DETAIL'],
-      s.vips.map((v) => [v.name, v.prefix, v.state, v.reason, v.since, v.detail]),
+      ['VIP', 'PREFIX', 'STATE', 'REASON', 'SINCE', 'PENALTY', 'DETAIL'],
+      s.vips.map((v) => [v.name, v.prefix, v.state, v.reason, v.since, v.suppressedUntil ? `${v.penalty ?? 0} (until ${v.suppressedUntil})` : String(v.penalty ?? 0), v.detail]),
     ),
     '',
   );

@@ -161,7 +161,11 @@ export function summarize(changes: ConfigChanges): string {
 }
 
 function diffVip(old: VipConfig, vip: VipConfig): VipChange | undefined {
-  const keys = changedKeys(old as unknown as Record<string, unknown>, vip as unknown as Record<string, unknown>);
+  const all = changedKeys(old as unknown as Record<string, unknown>, vip as unknown as Record<string, unknown>);
+  // The communities/med shorthands are mirrored into attributes.up (schema.ts): a change of a shorthand
+  // alone is named by the key the operator wrote, not twice. gateKey only says which key the gate came from.
+  const mirrored = (all.includes('communities') || all.includes('med')) && deepEqual({ ...old.attributes, up: undefined }, { ...vip.attributes, up: undefined });
+  const keys = all.filter((k) => k !== 'gateKey' && !(k === 'attributes' && mirrored));
   if (keys.length === 0) return undefined;
   const id = (port: number) => `${vip.name}:${port}`;
   const oldByPort = new Map(old.listeners.map((l) => [l.port, l]));

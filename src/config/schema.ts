@@ -1,4 +1,6 @@
+import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { isIP } from 'node:net';
+import * as nodePath from 'node:path';
 import { Address4, Address6 } from 'ip-address';
 import { z } from 'zod';
 import { parseDuration } from '../lib/duration';
@@ -95,6 +97,90 @@ const community = z.string().refine((s) => {
   const m = /^(\d{1,5}):(\d{1,5})$/.exec(s);
   return !!m && Number(m[1]) <= 65535 && Number(m[2]) <= 65535;
 }, (s) => ({ message: `"${s}" is not a community (write ASN:VALUE, each 0..65535)` }));
+
+const UINT32_MAX = 4294967295;
+
+/** RFC 8092 large community, "GLOBAL:LOCAL1:LOCAL2", each 0..4294967295. */
+const largeCommunity = z.string().refine((s) => {
+  const m = /^(\d{1,10}):(\d{1,10}):(\d{1,10})$/.exec(s);
+  return !!m && [m[1], m[2], m[3]].every((n) => Number(n) <= UINT32_MAX);
+}, (s) => ({ message: `"${s}" is not a large community (write ASN:X:Y, each 0..4294967295)` }));
+
+/** One attribute set of a VIP's path (vips[].attributes.up / pessimized / draining). */
+const attributeSetSchema = z
+  .object({
+    communities: z.array(community).default([]),
+    largeCommunities: z.array(largeCommunity).default([]),
+    med: z.number().int('med is a whole number').min(0, 'med must be 0..4294967295').max(UINT32_MAX, 'med must be 0..4294967295').optional(),
+    /** The own AS put this many extra times in front of the AS path (eBGP peers only). */
+    asPathPrepend: z.number().int('asPathPrepend is a whole number').min(0, 'asPathPrepend must be 0..10').max(10, 'asPathPrepend must be 0..10').default(0),
+    /** iBGP only: eBGP peers never see LOCAL_PREF. */
+    localPref: z.number().int('localPref is a whole number').min(0, 'localPref must be 0..4294967295').max(UINT32_MAX, 'localPref must be 0..4294967295').optional(),
+  })
+  .strict();
+
+const gateSchema = z
+  .object({
+    /** A number of usable backends, or "P%" of the pool's configured backends; each listener's pool must have it. */
+    minHealthy: z.union([
+      z.number().int('minHealthy is a whole number or "P%"').min(1, 'minHealthy must be 1..1000').max(1000, 'minHealthy must be 1..1000'),
+      z.string().transform((text, ctx) => {
+        const m = /^(\d{1,3})%$/.exec(text);
+        const percent = m ? Number(m[1]) : NaN;
+        if (!(percent >= 1 && percent <= 100)) {
+          ctx.addIssue({ code: z.ZodIssueCode.custom, fatal: true, message: `"${text}" is not a percentage 1%..100%` });
+          return z.NEVER;
+        }
+        return { percent };
+      }),
+    ]),
+    listeners: z.enum(['all', 'any']).default('all'),
+  })
+  .strict();
+
+const dampingSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    /** Added per health-caused withdrawal. */
+    penalty: z.number().int().min(1, 'penalty must be 1..100000').max(100_000, 'penalty must be 1..100000').default(1000),
+    halfLife: duration(1000, 3_600_000).default('30s'),
+    suppress: z.number().int().min(1, 'suppress must be 1..1000000').max(1_000_000, 'suppress must be 1..1000000').default(2000),
+    reuse: z.number().int().min(1, 'reuse must be 1..1000000').max(1_000_000, 'reuse must be 1..1000000').default(750),
+    maxSuppress: duration(1000, 86_400_000).default('10m'),
+  })
+  .strict()
+  .superRefine((d, ctx) => {
+    if (d.reuse >= d.suppress) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['reuse'], message: `reuse (${d.reuse}) must be below suppress (${d.suppress})` });
+  });
+
+/** argv[0] of a command vipd runs itself: an executable file now, not at the first state change. */
+function executableProblem(command: string): string | undefined {
+  const candidates = command.includes('/') ? [command] : (process.env.PATH ?? '').split(':').filter(Boolean).map((dir) => nodePath.join(dir, command));
+  for (const file of candidates) {
+    try {
+      if (!statSync(file).isFile()) continue;
+      accessSync(file, fsConstants.X_OK);
+      return undefined;
+    } catch {
+      // Try the next PATH entry.
+    }
+  }
+  if (!command.includes('/')) return `"${command}" is not an executable file in PATH`;
+  try {
+    statSync(command);
+  } catch {
+    return `${command} does not exist`;
+  }
+  return `${command} is not an executable file`;
+}
+
+const commandArgv = z
+  .array(z.string().min(1, 'an argument is never empty'))
+  .min(1, 'a command needs at least argv[0]')
+  .superRefine((argv, ctx) => {
+    const problem = executableProblem(argv[0]!);
+    if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, path: [0], message: problem });
+  });
 
 const endpointText = z.string().transform((text, ctx) => {
   const ep = parseEndpoint(text);
@@ -359,10 +445,21 @@ const vipSchema = z
   .object({
     name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'use letters, digits, . _ - (max 63)'),
     address: vipAddress,
-    communities: z.array(community).default([]),
+    /** Shorthand of attributes.up.communities. */
+    communities: z.array(community).optional(),
+    /** Shorthand of attributes.up.med. */
     med: z.number().int().min(0).max(4294967295).optional(),
     nextHop: ipAddress.optional(),
-    minHealthyBackends: z.number().int().min(1).max(1000).default(1),
+    /** Shorthand of gate: {minHealthy: N, listeners: all}. */
+    minHealthyBackends: z.number().int().min(1).max(1000).optional(),
+    gate: gateSchema.optional(),
+    /** What a failing gate does: withdraw the path, or keep it with the pessimized attributes while every listener can still serve. */
+    onFailure: z.enum(['withdraw', 'pessimize']).default('withdraw'),
+    attributes: z
+      .object({ up: attributeSetSchema.optional(), pessimized: attributeSetSchema.optional(), draining: attributeSetSchema.optional() })
+      .strict()
+      .default({}),
+    damping: dampingSchema.default({}),
     listeners: z.array(listenerSchema).min(1, 'a VIP needs at least one listener'),
   })
   .strict()
@@ -370,6 +467,27 @@ const vipSchema = z
     if (v.nextHop !== undefined && isIP(v.nextHop) !== isIP(v.address)) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['nextHop'], message: `next hop ${v.nextHop} is IPv${isIP(v.nextHop)} but the VIP ${v.address} is IPv${isIP(v.address)}` });
     }
+    if (v.gate !== undefined && v.minHealthyBackends !== undefined) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['minHealthyBackends'], message: 'minHealthyBackends is the shorthand of gate.minHealthy; give one of them (gate: {minHealthy: N})' });
+    }
+    if (v.attributes.up !== undefined) {
+      for (const key of ['communities', 'med'] as const) {
+        if (v[key] !== undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: [key], message: `${key} is the shorthand of attributes.up.${key}; give one of them` });
+      }
+    }
+  })
+  .transform((v) => {
+    const up = v.attributes.up ?? { communities: v.communities ?? [], largeCommunities: [], asPathPrepend: 0, ...(v.med !== undefined ? { med: v.med } : {}) };
+    return {
+      ...v,
+      communities: up.communities,
+      ...(up.med !== undefined ? { med: up.med } : {}),
+      minHealthyBackends: v.minHealthyBackends ?? (typeof v.gate?.minHealthy === 'number' ? v.gate.minHealthy : 1),
+      gate: v.gate ?? { minHealthy: v.minHealthyBackends ?? 1, listeners: 'all' as const },
+      /** Which key the gate came from, so that errors name the one the operator wrote. */
+      gateKey: v.gate !== undefined ? ('gate' as const) : ('minHealthyBackends' as const),
+      attributes: { ...v.attributes, up },
+    };
   });
 
 const peerSchema = z
@@ -521,6 +639,26 @@ export const configSchema = z
       })
       .strict()
       .default({}),
+    /** Planned maintenance (`vipd drain`, the admin API, drain.file, SIGTERM): GRACEFUL_SHUTDOWN, grace, withdraw, close. */
+    drain: z
+      .object({
+        /** How long a drained path stays advertised with GRACEFUL_SHUTDOWN before it is withdrawn. */
+        grace: duration(0, 3_600_000).default('5s'),
+        /** From the start of a drain: close the client connections that remain. Unset: never (they end by themselves). */
+        closeAfter: duration(0, 86_400_000).optional(),
+        /** While this file exists, the node is drained; checked every second and at start. */
+        file: z.string().startsWith('/', 'must be an absolute path').optional(),
+      })
+      .strict()
+      .default({}),
+    hooks: z
+      .object({
+        /** argv run (no shell) on each VIP state change, with VIPD_VIP, VIPD_STATE, VIPD_PREVIOUS_STATE, VIPD_REASON, VIPD_NODE. */
+        onChange: commandArgv.optional(),
+        timeout: duration(100, 600_000).default('10s'),
+      })
+      .strict()
+      .default({}),
     speaker: speakerSchema,
     vips: z.array(vipSchema).min(1, 'at least one VIP is required'),
     pools: z.record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'pool names use letters, digits, . _ -'), poolSchema),
@@ -550,6 +688,7 @@ export const configSchema = z
         }
       });
     });
+    checkVipPolicies(cfg, ctx);
     const listenerPorts = new Set(cfg.vips.flatMap((v) => v.listeners.map((l) => l.port)));
     for (const [poolName, pool] of Object.entries(cfg.pools)) {
       pool.backends.forEach(({ endpoint: b }, bi) => {
@@ -569,6 +708,45 @@ export const configSchema = z
       });
     }
   });
+
+type RawConfig = {
+  readonly speaker: z.output<typeof speakerSchema>;
+  readonly vips: ReadonlyArray<z.output<typeof vipSchema>>;
+  readonly pools: Readonly<Record<string, { readonly backends: readonly unknown[] }>>;
+};
+
+/** Gates against pool sizes, and attributes against the kind of sessions that would carry them. */
+function checkVipPolicies(cfg: RawConfig, ctx: z.RefinementCtx): void {
+  const s = cfg.speaker;
+  const peers = s.driver === 'gobgp' ? s.peers : [];
+  const ibgp = peers.filter((p) => p.asn === s.asn).length;
+  const ebgp = peers.length - ibgp;
+  cfg.vips.forEach((vip, vi) => {
+    if (typeof vip.gate.minHealthy === 'number') {
+      const need = vip.gate.minHealthy;
+      vip.listeners.forEach((l) => {
+        const size = cfg.pools[l.pool]?.backends.length;
+        if (size !== undefined && need > size) {
+          const path = vip.gateKey === 'gate' ? ['vips', vi, 'gate', 'minHealthy'] : ['vips', vi, 'minHealthyBackends'];
+          ctx.addIssue({ code: z.ZodIssueCode.custom, path, message: `${need} is above the size of pool "${l.pool}" (${size} backends); the gate could never pass` });
+        }
+      });
+    }
+    for (const state of ['up', 'pessimized', 'draining'] as const) {
+      const attrs = vip.attributes[state];
+      if (!attrs) continue;
+      if (attrs.localPref !== undefined && peers.length > 0 && ibgp === 0) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['vips', vi, 'attributes', state, 'localPref'], message: 'localPref is for iBGP peers only, and every peer here is eBGP (its asn differs from speaker.asn); use asPathPrepend or med' });
+      }
+      if (attrs.asPathPrepend > 0 && ibgp > 0) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['vips', vi, 'attributes', state, 'asPathPrepend'], message: `an iBGP peer would drop a path carrying its own AS (loop detection); use localPref toward iBGP peers` });
+      }
+    }
+    if (vip.onFailure === 'pessimize' && vip.attributes.pessimized === undefined && ibgp > 0 && ebgp > 0) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['vips', vi, 'attributes', 'pessimized'], message: 'required with onFailure: pessimize when peers are both iBGP and eBGP (no default makes the path worse to both)' });
+    }
+  });
+}
 
 export type Config = z.output<typeof configSchema>;
 export type VipConfig = Config['vips'][number];

@@ -19,6 +19,7 @@ import {
 import { prepareSocketPath, resolveGroup, restrictSocket } from './admin-socket';
 import { readAdminToken, tokenMatches } from './admin-token';
 import { ADMIN_MAX_CONNECTIONS, AdminInputError, type AdminActions } from './control';
+import { parseDrainBody } from './drain-request';
 import { EventJournal } from './event-journal';
 import { StatusFeed } from './status-page-feed';
 
@@ -122,8 +123,8 @@ export class AdminServer {
           },
         },
       ],
-      ['/drain', { method: 'POST', handle: async (res, body, source) => (expectNoFields(body), await actions.drain(source), sendJson(res, 200, { drained: true })) }],
-      ['/undrain', { method: 'POST', handle: async (res, body, source) => (expectNoFields(body), await actions.undrain(source), sendJson(res, 200, { drained: false })) }],
+      ['/drain', { method: 'POST', handle: async (res, body, source) => { const r = parseDrainBody(body, true); await actions.drain(source, r); sendJson(res, 200, { drained: true, ...r }); } }],
+      ['/undrain', { method: 'POST', handle: async (res, body, source) => { const r = parseDrainBody(body, false); await actions.undrain(source, r); sendJson(res, 200, { drained: false, ...r }); } }],
       ['/backends/drain', { method: 'POST', handle: (res, body, source) => this.drainBackend(res, body, true, source) }],
       ['/backends/undrain', { method: 'POST', handle: (res, body, source) => this.drainBackend(res, body, false, source) }],
       ['/reload', { method: 'POST', handle: (res, body, source) => this.reload(res, body, source) }],

@@ -12,10 +12,17 @@ export interface DaemonStatus {
   readonly vips: ReadonlyArray<{
     readonly name: string;
     readonly prefix: string;
-    readonly state: 'announced' | 'withdrawn';
+    /** announced: the up path; pessimized and draining paths are advertised too, with their attributes. */
+    readonly state: 'announced' | 'pessimized' | 'draining' | 'withdrawn';
     readonly reason: string;
     readonly detail: string;
     readonly since: string;
+    /** Flap damping penalty (RFC 2439) now; 0 without damping. */
+    readonly penalty?: number;
+    /** ISO time a damping suppression ends if the VIP does not flap again. */
+    readonly suppressedUntil?: string;
+    /** Where a drain of this VIP alone came from (absent when not drained). */
+    readonly drain?: DrainOrigin;
     readonly listeners: ReadonlyArray<{ readonly id: string; readonly port: number; readonly pool: string; readonly bound: boolean; readonly activeSessions: number }>;
     /** Per BGP peer: `announced` only when the path is in that peer's adj-RIB-out; otherwise why not. */
     readonly peers: ReadonlyArray<VipPeerAnnounce>;
@@ -51,6 +58,30 @@ export interface DaemonStatus {
     /** Prefixes in this peer's adj-RIB-out. */
     readonly advertised: readonly string[];
   }>;
+  /** Drains of the node and of single VIPs, each with its phase and deadlines. */
+  readonly drains?: ReadonlyArray<DrainPhaseStatus>;
+}
+
+/** One running or held drain (announce/drain-sequence.ts). */
+export interface DrainPhaseStatus {
+  /** "node" or the VIP's name. */
+  readonly target: string;
+  /** grace: advertised with GRACEFUL_SHUTDOWN; withdrawn: past the grace; closed: remaining connections closed. */
+  readonly phase: 'grace' | 'withdrawn' | 'closed';
+  readonly drainedBy: string;
+  readonly drainedAt: string;
+  /** ISO time the grace ends (the withdraw), while in grace. */
+  readonly graceUntil?: string;
+  /** ISO time remaining connections are closed (drain.closeAfter), while pending. */
+  readonly closeAt?: string;
+  readonly restoredFrom?: string;
+}
+
+/** A drain request: the whole node, or one VIP; the grace defaults to drain.grace. */
+export interface DrainRequest {
+  readonly vip?: string;
+  /** 0..3,600,000 ms. */
+  readonly graceMs?: number;
 }
 
 export interface VipPeerAnnounce {
@@ -85,11 +116,13 @@ export class AdminInputError extends Error {
 export interface AdminActions {
   status(): DaemonStatus;
   /**
-   * Drains (or undrains) the node. `source` names who asked (e.g. `admin socket /run/vipd/lb1.sock`); it is
+   * Drains (or undrains) the node, or one VIP (404 listing the known VIPs for an unknown one): the
+   * path is advertised with GRACEFUL_SHUTDOWN for the grace, then withdrawn. `source` names who asked (e.g. `admin socket /run/vipd/lb1.sock`); it is
    * logged and kept with the drain in the state file. Resolves once the change is durable and pushed.
    */
-  drain(source: string): Promise<void>;
-  undrain(source: string): Promise<void>;
+  drain(source: string, request?: DrainRequest): Promise<void>;
+  /** Ends the drain of the node, or of `request.vip`; the VIPs go back through their gates. */
+  undrain(source: string, request?: { readonly vip?: string }): Promise<void>;
   /**
    * Stops (drained=true) or resumes new connections to one backend; established ones carry on. Persisted
    * like drain(). Throws AdminInputError for an unknown pool or backend.

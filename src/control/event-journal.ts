@@ -66,7 +66,8 @@ export class EventJournal {
       if (old ? old.state === vip.state && old.reason === vip.reason : vip.state === 'withdrawn' && vip.reason === 'starting') continue;
       found.push({
         at: vip.since,
-        kind: vip.state === 'announced' ? 'announce' : 'withdraw',
+        // Pessimized and draining paths are still advertised (issue 10 policy).
+        kind: vip.state === 'withdrawn' ? 'withdraw' : 'announce',
         subject: name,
         ...(old ? { from: `${old.state} (${old.reason})` } : {}),
         to: vip.state,

@@ -43,7 +43,7 @@ export function renderStatusFragment(status: DaemonStatus, events: readonly Jour
       status.vips.map((v) => [
         `<b>${e(v.name)}</b>`,
         e(v.prefix),
-        badge(v.state, v.state === 'announced' ? 'ok' : 'bad'),
+        badge(v.state, v.state === 'announced' ? 'ok' : v.state === 'withdrawn' ? 'bad' : 'warn'),
         `${e(v.reason)}${v.detail ? `<div class="dim">${e(v.detail)}</div>` : ''}`,
         ago(v.since, now),
         status.drained ? badge(v.state === 'announced' ? 'draining' : 'drained', 'warn') : '<span class="dim">-</span>',

@@ -14,6 +14,10 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     vipAnnounced: new Gauge({ name: 'vipd_announce_vip_announced', help: '1 while the VIP is in the desired advertisement set', labelNames: ['vip'], registers: r }),
     vipDecisions: new Counter({ name: 'vipd_announce_decisions_total', help: 'Announce/withdraw decisions that changed state, by reason', labelNames: ['vip', 'action', 'reason'], registers: r }),
     drained: new Gauge({ name: 'vipd_announce_drained', help: '1 while the node is drained by the operator', registers: r }),
+    vipState: new Gauge({ name: 'vipd_announce_vip_state', help: '1 for the current state of a VIP (announced, pessimized, draining, withdrawn)', labelNames: ['vip', 'state'], registers: r }),
+    dampingPenalty: new Gauge({ name: 'vipd_announce_damping_penalty', help: 'RFC 2439 flap damping penalty of a VIP', labelNames: ['vip'], registers: r }),
+    vipDrainPhase: new Gauge({ name: 'vipd_announce_drain_phase', help: '1 for the current phase of a drain (grace, withdrawn, closed); target is "node" or a VIP name', labelNames: ['target', 'phase'], registers: r }),
+    hookRuns: new Counter({ name: 'vipd_announce_hook_runs_total', help: 'hooks.onChange runs, by result (ok, failed, timeout, error)', labelNames: ['vip', 'result'], registers: r }),
     // health
     backendState: new Gauge({ name: 'vipd_health_backend_state', help: '1 for the current health state of a backend', labelNames: ['pool', 'backend', 'state'], registers: r }),
     healthChecks: new Counter({ name: 'vipd_health_checks_total', help: 'Health probes run, by result', labelNames: ['pool', 'backend', 'result'], registers: r }),

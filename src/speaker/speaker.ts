@@ -10,8 +10,12 @@ export interface Advertisement {
   readonly nextHop?: string;
   /** "65000:100" form. */
   readonly communities: readonly string[];
+  /** RFC 8092 "ASN:X:Y" form, each part 0..4294967295. */
+  readonly largeCommunities?: readonly string[];
   readonly med?: number;
   readonly localPref?: number;
+  /** AS numbers put before the path gobgpd sends (the own AS repeated, to prepend); empty or unset for none. */
+  readonly asPath?: readonly number[];
 }
 
 /** Address families a session carries (MP-BGP, RFC 4760), in gobgpd's names. */

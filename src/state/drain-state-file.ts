@@ -16,6 +16,8 @@ const fileSchema = z
     node: z.string().min(1),
     nodeDrain: z.object(mark).strict().nullable(),
     backendDrains: z.array(z.object({ pool: z.string().min(1), backend: z.string().min(1), ...mark }).strict()),
+    /** Drains of single VIPs (issue 10); absent in files written before them. */
+    vipDrains: z.array(z.object({ vip: z.string().min(1), ...mark }).strict()).optional(),
   })
   .strict();
 
@@ -70,8 +72,8 @@ export class DrainStateFile implements DrainStateStore {
     if (parsed.data.node !== this.node) {
       throw new VipdError('VIPD_ERR_STATE', `drain state ${this.file} belongs to node "${parsed.data.node}", not "${this.node}"`);
     }
-    const { nodeDrain, backendDrains } = parsed.data;
-    return { ...(nodeDrain ? { node: nodeDrain } : {}), backends: backendDrains };
+    const { nodeDrain, backendDrains, vipDrains } = parsed.data;
+    return { ...(nodeDrain ? { node: nodeDrain } : {}), backends: backendDrains, ...(vipDrains && vipDrains.length > 0 ? { vips: vipDrains } : {}) };
   }
 
   /** A process killed between its write and its rename leaves a temporary behind; it never held the state. */
@@ -89,6 +91,7 @@ export class DrainStateFile implements DrainStateStore {
       node: this.node,
       nodeDrain: state.node ? { source: state.node.source, at: state.node.at } : null,
       backendDrains: state.backends.map((b) => ({ pool: b.pool, backend: b.backend, source: b.source, at: b.at })),
+      ...(state.vips && state.vips.length > 0 ? { vipDrains: state.vips.map((v) => ({ vip: v.vip, source: v.source, at: v.at })) } : {}),
     };
     const text = `${JSON.stringify(body, null, 2)}\n`;
     const run = this.chain.then(() => writeAtomically(this.dir, this.file, text));

@@ -18,10 +18,17 @@ export interface BackendDrainMark extends DrainMark {
   readonly backend: string;
 }
 
+/** A drain of one VIP (its route withdrawn, the other VIPs left alone). */
+export interface VipDrainMark extends DrainMark {
+  readonly vip: string;
+}
+
 /** Everything the store keeps for one node. Empty (no drains) when no file exists yet. */
 export interface DrainState {
   readonly node?: DrainMark;
   readonly backends: readonly BackendDrainMark[];
+  /** Absent or empty when no single VIP is drained. */
+  readonly vips?: readonly VipDrainMark[];
 }
 
 export const EMPTY_DRAIN_STATE: DrainState = Object.freeze({ backends: Object.freeze([]) as readonly BackendDrainMark[] });

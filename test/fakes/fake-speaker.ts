@@ -20,6 +20,8 @@ export class FakeSpeaker implements Speaker {
   /** The same pushes, stamped with options.now() (0 without it). */
   readonly applied: Array<{ readonly at: number; readonly prefixes: readonly string[] }> = [];
   readonly violations: string[] = [];
+  /** The advertisements (attributes included) of the last applied push. */
+  lastAds: readonly Advertisement[] = [];
   /** Fails the next n pushes (an unreachable daemon); those are not violations. */
   failNext = 0;
   pushDelay: () => Promise<void> = async () => {};
@@ -51,6 +53,7 @@ export class FakeSpeaker implements Speaker {
         throw new Error('FakeSpeaker: injected failure');
       }
       this.pushes.push(prefixes);
+      this.lastAds = ads;
       this.sets.push(ads);
       this.applied.push({ at: this.options.now?.() ?? 0, prefixes });
     } finally {

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { createLab, pidsInNamespace, REPO_ROOT, type Lab, type LabProcess } from '../lab';
-import type { TrafficReport } from '../lab/traffic';
+import { TorRouteWatch } from '../lab/route-watch';
+import { ecmpChangeVerdict, type TrafficReport } from '../lab/traffic';
 
 /**
  * Issue 2's end-to-end bar: 3 balancers running vipd + managed gobgpd, an FRR ToR, a real 3-member etcd
@@ -76,78 +76,6 @@ async function pidOf(node: string, comm: string): Promise<number[]> {
       return false;
     }
   });
-}
-
-/**
- * The ToR kernel's route to the VIP as it changes, from `ip -ts monitor route` in the ToR's namespace:
- * each change is stamped by ip as the netlink message arrives. Polling `ip route` instead spawns a
- * process per look, 30-150 ms each on the loaded 2-core machine, which blurs a 500 ms bound by a
- * third; the timings below come from here, and the final state is still read with `ip route`.
- */
-class TorRouteWatch {
-  private readonly child: ChildProcess;
-  private readonly changes: Array<{ readonly at: number; readonly nexthops: number }> = [];
-  /** The change being read: its first line, then one line per next hop of a multipath route. */
-  private pending: { at: number; deleted: boolean; direct: boolean; multipath: number } | undefined;
-  private partial = '';
-  private waiters: Array<() => void> = [];
-
-  constructor(ns: string, private readonly vip: string) {
-    // TZ=UTC: ip prints local time, read back here as UTC.
-    this.child = spawn('ip', ['-n', ns, '-ts', 'monitor', 'route'], { env: { ...process.env, TZ: 'UTC' }, stdio: ['ignore', 'pipe', 'inherit'] });
-    this.child.stdout!.setEncoding('utf8');
-    this.child.stdout!.on('data', (chunk: string) => this.read(chunk));
-  }
-
-  /** ms from `since` (Date.now()) to the first change to `nexthops` next hops at or after it. */
-  async until(nexthops: number, since: number, timeoutMs: number): Promise<number> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const hit = this.changes.find((c) => c.at >= since && c.nexthops === nexthops);
-      if (hit) return hit.at - since;
-      const left = deadline - Date.now();
-      if (left <= 0) {
-        throw new Error(`the ToR's route to ${this.vip} never had ${nexthops} next hops within ${timeoutMs} ms; changes: ${JSON.stringify(this.changes.filter((c) => c.at >= since - 1000))}`);
-      }
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-  }
-
-  stop(): void {
-    this.child.kill();
-  }
-
-  private read(chunk: string): void {
-    const lines = (this.partial + chunk).split('\n');
-    this.partial = lines.pop()!;
-    for (const line of lines) {
-      if (line.startsWith('\t')) {
-        if (this.pending && line.trim().startsWith('nexthop ')) this.pending.multipath++;
-        continue;
-      }
-      this.flush();
-      // "[2026-12-06T07:19:01.628594] 198.19.0.10 via 198.18.1.2 dev eth1 proto bgp ...", "... Deleted 198.19.0.10 ..."
-      const m = /^\[(\S+)\] (Deleted )?(\S+)(.*)$/.exec(line);
-      if (!m || m[3] !== this.vip) continue;
-      this.pending = { at: Date.parse(`${m[1]}Z`), deleted: m[2] !== undefined, direct: m[4]!.includes(' via '), multipath: 0 };
-    }
-    // ip flushes after each netlink message, so a chunk ends with a whole change.
-    this.flush();
-  }
-
-  private flush(): void {
-    const p = this.pending;
-    this.pending = undefined;
-    if (!p) return;
-    this.changes.push({ at: p.at, nexthops: p.deleted ? 0 : p.multipath > 0 ? p.multipath : p.direct ? 1 : 0 });
-    for (const wake of this.waiters.splice(0)) wake();
-  }
 }
 
 /**
@@ -283,14 +211,17 @@ test('drain: out of ECMP within 0.5 s with 0 failed new client connections; undr
     assert.equal(drained.code, 0, drained.stderr);
     // Where the time goes: vipd answers once gobgpd no longer has the path; the rest is BGP and the ToR.
     console.log(`T19: drain answered by vipd after ${Date.now() - t0} ms, curl start-up included (printed only: a split of the bound below, not a bound of its own)`);
-    assertWithin('T19: drain -> path leaves ToR', await torReached(2, t0, 5000), T19_DRAIN_MS, 'T19 out of ECMP ≤ 0.5 s');
+    const outMs = await torReached(2, t0, 5000);
+    assertWithin('T19: drain -> path leaves ToR', outMs, T19_DRAIN_MS, 'T19 out of ECMP ≤ 0.5 s');
     assert.ok(!(await nexthops()).includes(lb2.v4));
     const report = await load;
-    console.log('traffic during drain:', JSON.stringify(report));
-    assert.equal(report.failed, 0, JSON.stringify(report.errors));
+    const verdict = ecmpChangeVerdict(report, t0 + outMs, t0 + outMs);
+    console.log(`T19: traffic during drain: ${verdict.text}; p99 ${report.p99Ms} ms`);
+    assert.ok(verdict.ok, `${verdict.text}: ${JSON.stringify(report.failures)}`);
 
     const status = await lab.vipdCli('lb2', ['status', '--config', configs.get('lb2')!]);
-    assert.match(status.stdout, /control-plane\s+198\.19\.0\.10\/32\s+withdrawn\s+drained/);
+    // Within drain.grace (issue 10) the path is still advertised with GRACEFUL_SHUTDOWN, out of ECMP.
+    assert.match(status.stdout, /control-plane\s+198\.19\.0\.10\/32\s+(withdrawn\s+drained|draining\s+draining)/);
   } catch (err) {
     // Leave lb2 serving for the tests after this one, whatever failed here.
     await load.catch(() => undefined);

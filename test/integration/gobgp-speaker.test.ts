@@ -200,6 +200,33 @@ describe('managed gobgpd on loopback', () => {
     assert.deepEqual(await localRib(client), []);
   });
 
+  test('(g) issue 10 attributes: large communities, an AS path prepend and local-pref round-trip; identical paths are not re-added, changed ones replace the path', async () => {
+    const up: Advertisement = { prefix: '198.19.0.12/32', communities: ['65000:100'], largeCommunities: ['65001:1:100', '4200000000:0:4294967295'], localPref: 100 };
+    const pessimized: Advertisement = { ...up, communities: ['65000:666'], asPath: [65001, 65001, 65001], localPref: 50 };
+    const draining: Advertisement = { ...up, communities: ['65000:999', '65535:0'], localPref: 0 };
+    const added = (): number => events.reduce((n, e) => n + (e.type === 'reconciled' ? e.added : 0), 0);
+    try {
+      await speaker.setAdvertisements([up]);
+      assert.deepEqual(await localRib(client), wanted(up));
+      const cli = JSON.parse(execFileSync('gobgp', ['-u', '127.0.0.1', '-p', String(port), '-j', 'global', 'rib']).toString()) as Record<string, Array<{ attrs: Array<Record<string, unknown>> }>>;
+      const large = JSON.stringify(cli['198.19.0.12/32']![0]!.attrs.find((a) => a.type === 32));
+      assert.match(large, /65001/, `gobgp CLI decodes LARGE_COMMUNITY: ${large}`);
+      assert.match(large, /4294967295/);
+      const before = added();
+      await speaker.setAdvertisements([up]);
+      assert.equal(added() - before, 0, 'an identical desired path is not re-added (no UPDATE)');
+      for (const ad of [pessimized, draining, up]) {
+        const n = added();
+        await speaker.setAdvertisements([ad]);
+        assert.equal(added() - n, 1, `a change of attributes replaces the path: ${JSON.stringify(ad)}`);
+        assert.deepEqual(await localRib(client), wanted(ad), 'one path, with the new attributes');
+      }
+      console.log('(g) large communities, 3x prepend and local-pref round-trip through gobgpd; identical push: 0 AddPath; each attribute change: 1 AddPath replacing the path');
+    } finally {
+      await speaker.setAdvertisements([]);
+    }
+  });
+
   test('(d) gobgpd listens on nothing but its loopback API: no BGP port, no pprof', () => {
     const pid = gobgpdPid();
     const listeners = listenersOf(pid);

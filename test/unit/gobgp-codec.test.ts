@@ -49,11 +49,24 @@ describe('codec: Advertisement to RibRoute', () => {
     assert.deepEqual(route, {
       prefix: '2001:db8:100::10/128',
       communities: ['65000:100', '65535:0'],
+      largeCommunities: [],
       med: 0,
       asPath: [],
       origin: 'igp',
     });
   });
+
+  test('large communities (RFC 8092) are sorted numerically, deduplicated; an AS path is kept in order', () => {
+    const route = routeFromAdvertisement({ prefix: '198.19.0.10/32', communities: [], largeCommunities: ['65000:2:1', '4294967295:0:0', '65000:10:0', '65000:2:1'], asPath: [65001, 65001] });
+    assert.deepEqual(route.largeCommunities, ['65000:2:1', '65000:10:0', '4294967295:0:0']);
+    assert.deepEqual(route.asPath, [65001, 65001]);
+  });
+
+  for (const bad of ['65000:1', '4294967296:0:0', '1:2:3:4', 'a:b:c']) {
+    test(`refuses large community ${bad} with VIPD_ERR_CODEC`, () => {
+      assertCodecError(() => routeFromAdvertisement({ prefix: '198.19.0.10/32', communities: [], largeCommunities: [bad] }), /large community/);
+    });
+  }
 
   test('keeps an explicit next hop in canonical form', () => {
     assert.equal(routeFromAdvertisement({ prefix: '2001:db8:100::10/128', nextHop: '2001:DB8:FF::1', communities: [] }).nextHop, '2001:db8:ff::1');
@@ -135,6 +148,18 @@ describe('codec: paths', () => {
     }
   });
 
+  test('large communities encode as LargeCommunitiesAttribute and survive the round trip', () => {
+    const route = routeFromAdvertisement({ prefix: '198.19.0.10/32', communities: ['65535:0'], largeCommunities: ['65000:1:2', '4200000000:7:4294967295'], localPref: 0, asPath: [65001, 65001, 65001] });
+    const attrs = encodeAddPath(route).pattrs.map(unpackForTest);
+    assert.deepEqual(attrs.find((a) => a.type === 'apipb.LargeCommunitiesAttribute')!.fields, {
+      communities: [
+        { global_admin: 65000, local_data1: 1, local_data2: 2 },
+        { global_admin: 4200000000, local_data1: 7, local_data2: 4294967295 },
+      ],
+    });
+    assert.deepEqual(roundTrip(route), route);
+  });
+
   test('an AS path and origin survive the round trip', () => {
     const route: RibRoute = { ...v4, asPath: [65010, 65020], origin: 'egp' };
     assert.deepEqual(roundTrip(route), route);
@@ -145,6 +170,7 @@ describe('codec: paths', () => {
       { ...v4, prefix: '198.19.0.11/32' },
       { ...v4, nextHop: '198.18.0.1' },
       { ...v4, communities: ['65000:100'] },
+      { ...v4, largeCommunities: ['65000:1:1'] },
       { ...v4, med: 11 },
       { ...v4, localPref: undefined },
       { ...v4, asPath: [65010] },
@@ -164,7 +190,7 @@ describe('codec: paths', () => {
 
   test('paths learned from a peer are not local; unknown attribute types are skipped', () => {
     const path = encodeAddPath(v4);
-    const unknown: ApiAny = { type_url: 'type.googleapis.com/apipb.LargeCommunitiesAttribute', value: Buffer.from([0x0a, 0x03, 0x08, 0x01, 0x10]) };
+    const unknown: ApiAny = { type_url: 'type.googleapis.com/apipb.OriginatorIdAttribute', value: Buffer.from([0x0a, 0x03, 0x08, 0x01, 0x10]) };
     const [entry] = decodeDestination({ prefix: v4.prefix, paths: [asRibPath({ ...path, pattrs: [...path.pattrs, unknown] }, '198.18.0.2')] });
     assert.equal(entry!.local, false);
     assert.equal(entry!.neighbor, '198.18.0.2');

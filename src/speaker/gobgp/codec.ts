@@ -22,6 +22,8 @@ export interface RibRoute {
   readonly nextHop?: string;
   /** "65000:100" form, numerically sorted, no duplicates. */
   readonly communities: readonly string[];
+  /** "ASN:X:Y" form (RFC 8092), sorted, no duplicates. */
+  readonly largeCommunities: readonly string[];
   readonly med?: number;
   readonly localPref?: number;
   /** AS numbers in order; empty for locally originated paths. */
@@ -121,6 +123,28 @@ export function formatCommunity(value: number): string {
   return `${Math.floor(value / 0x10000)}:${value % 0x10000}`;
 }
 
+interface LargeCommunity {
+  readonly global_admin: number;
+  readonly local_data1: number;
+  readonly local_data2: number;
+}
+
+export function parseLargeCommunity(text: string): LargeCommunity {
+  const m = /^(\d{1,10}):(\d{1,10}):(\d{1,10})$/.exec(text);
+  const parts = m ? [Number(m[1]), Number(m[2]), Number(m[3])] : [];
+  if (parts.length !== 3 || parts.some((n) => n > UINT32_MAX)) throw codecError(`large community ${JSON.stringify(text)}: expected "asn:x:y" with each part in 0..${UINT32_MAX}`);
+  return { global_admin: parts[0]!, local_data1: parts[1]!, local_data2: parts[2]! };
+}
+
+function formatLargeCommunity(c: LargeCommunity): string {
+  return `${c.global_admin}:${c.local_data1}:${c.local_data2}`;
+}
+
+function normaliseLargeCommunities(values: readonly LargeCommunity[]): string[] {
+  const sorted = [...values].sort((a, b) => a.global_admin - b.global_admin || a.local_data1 - b.local_data1 || a.local_data2 - b.local_data2);
+  return [...new Set(sorted.map(formatLargeCommunity))];
+}
+
 function normaliseCommunities(values: readonly number[]): string[] {
   return [...new Set(values)].sort((a, b) => a - b).map(formatCommunity);
 }
@@ -145,13 +169,15 @@ export function routeFromAdvertisement(ad: Advertisement): RibRoute {
   }
   checkUint32('med', ad.med);
   checkUint32('localPref', ad.localPref);
+  for (const asn of ad.asPath ?? []) if (!Number.isInteger(asn) || asn < 1 || asn > UINT32_MAX) throw codecError(`${ad.prefix}: AS ${asn} in the AS path is not 1..${UINT32_MAX}`);
   return {
     prefix: `${prefix.address}/${prefix.length}`,
     ...(nextHop !== undefined && { nextHop }),
     communities: normaliseCommunities(ad.communities.map(parseCommunity)),
+    largeCommunities: normaliseLargeCommunities((ad.largeCommunities ?? []).map(parseLargeCommunity)),
     ...(ad.med !== undefined && { med: ad.med }),
     ...(ad.localPref !== undefined && { localPref: ad.localPref }),
-    asPath: [],
+    asPath: [...(ad.asPath ?? [])],
     origin: 'igp',
   };
 }
@@ -165,6 +191,7 @@ export function sameRoute(a: RibRoute, b: RibRoute): boolean {
     a.localPref === b.localPref &&
     a.origin === b.origin &&
     sameList(a.communities, b.communities) &&
+    sameList(a.largeCommunities, b.largeCommunities) &&
     sameList(a.asPath, b.asPath)
   );
 }
@@ -217,6 +244,7 @@ export function encodeAddPath(route: RibRoute): ApiPath {
   if (route.med !== undefined) pattrs.push(pack('MultiExitDiscAttribute', { med: route.med }));
   if (route.localPref !== undefined) pattrs.push(pack('LocalPrefAttribute', { local_pref: route.localPref }));
   if (route.communities.length > 0) pattrs.push(pack('CommunitiesAttribute', { communities: route.communities.map(parseCommunity) }));
+  if (route.largeCommunities.length > 0) pattrs.push(pack('LargeCommunitiesAttribute', { communities: route.largeCommunities.map(parseLargeCommunity) }));
   return { nlri, pattrs, family: UNICAST_FAMILIES[prefix.family] };
 }
 
@@ -236,6 +264,7 @@ function decodePath(path: ApiPath, destinationPrefix: string): RibEntry {
   const prefix = canonicalPrefix(`${String(nlri.fields.prefix)}/${String(nlri.fields.prefix_len)}`);
   let nextHop: string | undefined;
   const communities: number[] = [];
+  const largeCommunities: LargeCommunity[] = [];
   const asPath: number[] = [];
   let med: number | undefined;
   let localPref: number | undefined;
@@ -263,6 +292,9 @@ function decodePath(path: ApiPath, destinationPrefix: string): RibEntry {
       case 'CommunitiesAttribute':
         communities.push(...(fields.communities as number[]));
         break;
+      case 'LargeCommunitiesAttribute':
+        largeCommunities.push(...(fields.communities as LargeCommunity[]));
+        break;
       case 'AsPathAttribute':
         for (const segment of fields.segments as Array<{ numbers: number[] }>) asPath.push(...segment.numbers);
         break;
@@ -281,6 +313,7 @@ function decodePath(path: ApiPath, destinationPrefix: string): RibEntry {
       prefix,
       ...(nextHop !== undefined && { nextHop }),
       communities: normaliseCommunities(communities),
+      largeCommunities: normaliseLargeCommunities(largeCommunities),
       ...(med !== undefined && { med }),
       ...(localPref !== undefined && { localPref }),
       asPath,
