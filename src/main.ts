@@ -347,18 +347,6 @@ export class Daemon implements AdminActions {
         }
       });
     });
-    if (this.workerPool) {
-      const why = `restart needed: with proxy.workers ${this.config.proxy.workers} the workers' listeners and pools are fixed at start; a reload applies only VIP attributes, peers and announce settings`;
-      const vipIndex = (name: string) => next.vips.findIndex((v) => v.name === name);
-      for (const name of changes.vips.added) refused.push({ key: `vips[${vipIndex(name)}] (${name}, added)`, path: ['vips', vipIndex(name)], message: why });
-      for (const name of changes.vips.removed) refused.push({ key: `vips (${name}, removed)`, path: ['vips'], message: why });
-      for (const v of changes.vips.changed.filter((c) => !c.attributesOnly)) {
-        refused.push({ key: `vips[${vipIndex(v.name)}] (${v.name}: ${v.keys.join(', ')})`, path: ['vips', vipIndex(v.name)], message: why });
-      }
-      for (const name of changes.pools.added) refused.push({ key: `pools.${name} (added)`, path: ['pools', name], message: why });
-      for (const name of changes.pools.removed) refused.push({ key: `pools.${name} (removed)`, path: ['pools'], message: why });
-      for (const p of changes.pools.changed) refused.push({ key: `pools.${p.name}`, path: ['pools', p.name], message: why });
-    }
     return refused;
   }
 
@@ -390,11 +378,12 @@ export class Daemon implements AdminActions {
       const spec = toPoolSpec(change.name, cfg);
       // Health first: a removed backend leaves the snapshot (so no picker sees it) before its entry goes.
       pool.health.reconfigure(cfg.backends.map((b) => b.endpoint), toCheckSpec(cfg.check));
-      const removed = pool.tracker?.reconfigure(spec) ?? [];
+      // With workers, each worker reconfigures its own tracker and listeners of the pool (vipd:updatePool).
+      const removed = this.workerPool ? this.workerPool.updatePool(spec) : (pool.tracker?.reconfigure(spec) ?? []).map((r) => r.backend);
       for (const l of this.listeners) {
-        if (l.pool === change.name) l.reconfigure?.({ ...l.listener.spec, pool: spec });
+        if (l.pool === change.name && !this.workerPool) l.reconfigure?.({ ...l.listener.spec, pool: spec });
       }
-      for (const r of removed) this.dropBackendDrain(change.name, r.backend, 'removed by reload');
+      for (const backend of removed) this.dropBackendDrain(change.name, backend, 'removed by reload');
     }
 
     // Listeners of kept VIPs (by id), new VIPs' listeners, and those to retire.
@@ -473,7 +462,11 @@ export class Daemon implements AdminActions {
   }
 
   private buildPool(name: string, pool: PoolConfig, health: PoolHealth): PoolRuntime {
-    if (this.workerPool) return { name, health, load: this.workerPool.load(name) };
+    if (this.workerPool) {
+      // At start the worker pool was given every pool; one a reload adds joins it now.
+      const load = this.started ? this.workerPool.addPool(toPoolSpec(name, pool), health) : this.workerPool.load(name);
+      return { name, health, load };
+    }
     const tracker = new BackendLoadTracker({ spec: toPoolSpec(name, pool), health, metrics: this.metrics, clock: this.clock, logger: this.logger.child({ component: 'proxy', pool: name }) });
     return { name, health, tracker, load: tracker };
   }
@@ -498,7 +491,10 @@ export class Daemon implements AdminActions {
 
   private buildListener(vip: VipConfig, l: VipConfig['listeners'][number]): ListenerRuntime {
     const spec = this.listenerSpec(vip, l);
-    if (this.workerPool) return { vip: vip.name, port: l.port, pool: l.pool, listener: this.workerPool.listener(spec) };
+    if (this.workerPool) {
+      const listener = this.workerPool.listener(spec);
+      return { vip: vip.name, port: l.port, pool: l.pool, listener, reconfigure: (next) => listener.reconfigure(next) };
+    }
     const listener = createListener({
       spec,
       load: this.pools.get(l.pool)!.tracker!,

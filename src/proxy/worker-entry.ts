@@ -6,7 +6,8 @@ import { createMetrics, type Metrics } from '../lib/metrics';
 import { BackendLoadTracker, type SnapshotSource } from './backend-load';
 import { createProcessConnectionLimits, type ConnectionLimits } from './limits';
 import { createListener, type TcpProxyListener } from './listener';
-import { isProtocolMessage, type FromWorker, type ListenerReport, type PoolReport, type ToWorker, type WorkerListenerInit } from './worker-protocol';
+import type { PoolSpec } from './proxy';
+import { isProtocolMessage, type FromWorker, type ListenerReport, type PoolReport, type ToWorker, type WorkerListenerInit, type WorkerPoolInit } from './worker-protocol';
 
 /**
  * A proxy worker process, forked by WorkerPool through node:cluster. It runs the very listeners a
@@ -57,7 +58,8 @@ interface WorkerPoolState {
   readonly load: BackendLoadTracker;
 }
 
-class ProxyWorker {
+/** Exported for the unit tests, which drive it with protocol messages in the test process. */
+export class ProxyWorker {
   private readonly log: Logger;
   private readonly metrics: Metrics;
   private readonly pools = new Map<string, WorkerPoolState>();
@@ -69,19 +71,12 @@ class ProxyWorker {
     init: InitMessage,
     private readonly send: (message: FromWorker) => void,
   ) {
-    // Tells the workers apart in ps and top; the primary keeps node's own title.
-    process.title = `vipd proxy worker ${init.worker}`;
     this.log = createLogger(init.log.level).child({ ...init.log.bindings, component: 'proxy', worker: init.worker });
     // No default (process) metrics: the primary's registry has them, and summing two processes' heap
     // sizes under one name would be meaningless.
     this.metrics = createMetrics();
     this.limits = createProcessConnectionLimits(init.limits, this.log, this.metrics);
-    for (const pool of init.pools) {
-      const health = new PushedHealth(pool.snapshot, this.log);
-      const load = new BackendLoadTracker({ spec: pool.spec, health, metrics: this.metrics, logger: this.log.child({ pool: pool.spec.name }) });
-      for (const key of pool.drained) load.drainBackend(key, true);
-      this.pools.set(pool.spec.name, { health, load });
-    }
+    for (const pool of init.pools) this.addPool(pool);
     for (const entry of init.listeners) this.addListener(entry);
     this.reportTimer = setInterval(() => this.report(), init.reportIntervalMs);
     this.reportTimer.unref();
@@ -118,6 +113,29 @@ class ProxyWorker {
           },
         );
         return;
+      case 'vipd:addPool':
+        if (this.pools.has(message.pool.spec.name)) this.log.warn({ event: 'protocolError', pool: message.pool.spec.name }, 'pool exists already; addPool ignored');
+        else this.addPool(message.pool);
+        return;
+      case 'vipd:updatePool':
+        this.updatePool(message.spec);
+        return;
+      case 'vipd:removePool':
+        this.removePool(message.pool);
+        return;
+      case 'vipd:addListener':
+        this.addListenerByReload(message.listener);
+        return;
+      case 'vipd:updateListener': {
+        const listener = this.listeners.get(message.spec.id);
+        const pool = this.pools.get(message.spec.pool.name);
+        if (listener === undefined || pool === undefined) {
+          this.log.warn({ event: 'protocolError', listener: message.spec.id }, 'updateListener for an unknown listener or pool ignored');
+          return;
+        }
+        listener.reconfigure({ ...message.spec, pool: pool.load.spec });
+        return;
+      }
       case 'vipd:exit':
         this.exit();
         return;
@@ -125,9 +143,58 @@ class ProxyWorker {
   }
 
   exit(): void {
-    clearInterval(this.reportTimer);
-    for (const listener of this.listeners.values()) void listener.destroy();
+    void this.stop();
     process.exit(0);
+  }
+
+  /** Stops reporting and destroys every listener (exit() without the exit). */
+  async stop(): Promise<void> {
+    clearInterval(this.reportTimer);
+    await Promise.all([...this.listeners.values()].map((listener) => listener.destroy()));
+  }
+
+  private addPool(pool: WorkerPoolInit): void {
+    const health = new PushedHealth(pool.snapshot, this.log);
+    const load = new BackendLoadTracker({ spec: pool.spec, health, metrics: this.metrics, logger: this.log.child({ pool: pool.spec.name }) });
+    for (const key of pool.drained) load.drainBackend(key, true);
+    this.pools.set(pool.spec.name, { health, load });
+  }
+
+  /** As the single-process reload does: tracker first (kept backends keep their sessions), then its listeners. */
+  private updatePool(spec: PoolSpec): void {
+    const pool = this.pools.get(spec.name);
+    if (pool === undefined) {
+      this.log.warn({ event: 'protocolError', pool: spec.name }, 'updatePool for an unknown pool ignored');
+      return;
+    }
+    pool.load.reconfigure(spec);
+    for (const listener of this.listeners.values()) {
+      if (listener.spec.pool.name === spec.name) listener.reconfigure({ ...listener.spec, pool: pool.load.spec });
+    }
+  }
+
+  private removePool(name: string): void {
+    const pool = this.pools.get(name);
+    if (pool === undefined) return;
+    this.pools.delete(name);
+    void pool.load.close();
+  }
+
+  private addListenerByReload(entry: WorkerListenerInit): void {
+    const existing = this.listeners.get(entry.spec.id);
+    // A listener removed by an earlier reload may still be draining under the same id: it keeps its own
+    // reference and finishes; the new one takes the id.
+    if (existing !== undefined && existing.bound()) {
+      this.log.warn({ event: 'protocolError', listener: entry.spec.id }, 'listener exists already; addListener ignored');
+      return;
+    }
+    try {
+      this.addListener(entry);
+    } catch (err) {
+      this.send({ type: 'vipd:bindFailed', listener: entry.spec.id, message: errorMessage(err) });
+      return;
+    }
+    if (entry.start) this.start(entry.spec.id);
   }
 
   private addListener(entry: WorkerListenerInit): void {
@@ -164,6 +231,8 @@ class ProxyWorker {
     if (listener !== undefined) await (destroy ? listener.destroy() : listener.close(graceMs));
     // Final counters first, so the primary's totals include every session of the closed listener.
     this.report();
+    // Gone for good (a reload may add a listener of the same id later, which takes the slot).
+    if (listener !== undefined && this.listeners.get(id) === listener) this.listeners.delete(id);
     this.send({ type: 'vipd:closed', listener: id });
   }
 
@@ -202,7 +271,11 @@ function runWorker(): void {
   process.on('message', (message: unknown) => {
     if (!isProtocolMessage<ToWorker>(message)) return;
     if (worker !== undefined) worker.handle(message);
-    else if (message.type === 'vipd:init') worker = new ProxyWorker(message, post);
+    else if (message.type === 'vipd:init') {
+      // Tells the workers apart in ps and top; the primary keeps node's own title.
+      process.title = `vipd proxy worker ${message.worker}`;
+      worker = new ProxyWorker(message, post);
+    }
   });
 }
 

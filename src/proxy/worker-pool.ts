@@ -73,6 +73,8 @@ export interface WorkerProxyListener extends ProxyListener {
   address(): { readonly port: number } | undefined;
   /** Workers accepting on this listener now. */
   workersBound(): number;
+  /** Reload: new sessions use `spec` in every worker (same id, same pool), and so does a worker started later. */
+  reconfigure(spec: ListenerSpec): void;
 }
 
 /**
@@ -89,6 +91,8 @@ export interface WorkerPoolLoad extends PoolLoad {
   queued(): number;
   /** Connection-count skew across the backends in service, over all workers (see BackendLoadTracker.skew). */
   skew(): number;
+  /** Reload removed the pool: it leaves every worker (see WorkerPool.removePool). */
+  close(): void;
 }
 
 const DEFAULT_REPORT_INTERVAL_MS = 500;
@@ -173,7 +177,8 @@ export class WorkerPool {
   /** As configured: each worker gets its share (perWorkerPoolSpec) when it is forked. */
   private readonly poolSpecs = new Map<string, PoolSpec>();
   private readonly lastSent = new Map<string, PoolSnapshot>();
-  private readonly unsubscribes: Array<() => void> = [];
+  /** Per pool: stops pushing its snapshots (set while running). */
+  private readonly unsubscribes = new Map<string, () => void>();
   private readonly pendingMetrics = new Map<number, { readonly slot: WorkerSlot; readonly done: (json: MetricsJson | undefined) => void }>();
   private readonly reportIntervalMs: number;
   /** Counters of dead worker processes, so that totals never go backwards when a worker is replaced. */
@@ -211,16 +216,75 @@ export class WorkerPool {
   }
 
   /**
-   * The listener for `spec`, served by every worker. Create all listeners before the first start():
-   * a worker learns its listeners when it is forked.
+   * The listener for `spec`, served by every worker. Before start() a worker learns it when it is
+   * forked; after (a reload) every live worker is sent it at once, and its start() binds it. A stopped
+   * listener's id may be reused.
    */
   listener(spec: ListenerSpec): WorkerProxyListener {
-    if (this.starting !== undefined) throw new VipdError('VIPD_ERR_CLOSED', `listener ${spec.id}: listeners must be created before the worker pool starts`);
-    if (this.listenerById.has(spec.id)) throw new VipdError('VIPD_ERR_CONFIG', `listener ${spec.id} exists already`);
+    if (this.lifecycle.is('stopped')) throw new VipdError('VIPD_ERR_CLOSED', `listener ${spec.id}: the worker pool is closed`);
+    const existing = this.listenerById.get(spec.id);
+    if (existing !== undefined && !existing.stopped()) throw new VipdError('VIPD_ERR_CONFIG', `listener ${spec.id} exists already`);
     if (!this.sources.has(spec.pool.name)) throw new VipdError('VIPD_ERR_CONFIG', `listener ${spec.id}: pool ${spec.pool.name} was not given to the worker pool`);
     const listener = new WorkerListener(spec, this, this.options.metrics, this.log, this.clock);
     this.listenerById.set(spec.id, listener);
+    if (this.starting !== undefined) {
+      for (const slot of this.slots) this.post(slot, { type: 'vipd:addListener', listener: { spec: perWorkerSpec(spec, this.slots.length, slot.index), start: false } });
+    }
     return listener;
+  }
+
+  /**
+   * Reload: a new pool, in every live worker at once and in every worker forked later. Add it before
+   * its listeners.
+   */
+  addPool(spec: PoolSpec, health: SnapshotSource): WorkerPoolLoad {
+    if (this.sources.has(spec.name)) throw new VipdError('VIPD_ERR_CONFIG', `pool ${spec.name} exists already`);
+    this.sources.set(spec.name, health);
+    this.poolSpecs.set(spec.name, spec);
+    const load = new PoolLoadView(spec, health, this);
+    this.loads.set(spec.name, load);
+    if (this.lifecycle.is('running')) {
+      this.unsubscribes.set(spec.name, health.onChange((snapshot) => this.pushSnapshot(spec.name, snapshot)));
+      for (const slot of this.slots) {
+        this.post(slot, { type: 'vipd:addPool', pool: { spec: perWorkerPoolSpec(spec, this.slots.length, slot.index), snapshot: health.snapshot(), drained: [] } });
+      }
+    }
+    return load;
+  }
+
+  /**
+   * Reload: the pool's backends, weights, caps and settings become `spec` in every worker (each its
+   * share), as BackendLoadTracker.reconfigure does in process: kept backends keep their sessions,
+   * removed ones drain (or are closed under closeOnBackendDown). The pool's listeners take the new
+   * spec too. Returns the removed backends' keys.
+   */
+  updatePool(spec: PoolSpec): string[] {
+    const load = this.loads.get(spec.name);
+    if (load === undefined) throw new VipdError('VIPD_ERR_CONFIG', `pool ${spec.name} was not given to the worker pool`);
+    const removed = load.reconfigure(spec);
+    this.poolSpecs.set(spec.name, spec);
+    for (const slot of this.slots) this.post(slot, { type: 'vipd:updatePool', spec: perWorkerPoolSpec(spec, this.slots.length, slot.index) });
+    // Workers update their listeners' pool with updatePool; this side keeps the spec a restarted worker gets.
+    for (const listener of this.listenerById.values()) if (listener.spec.pool.name === spec.name) listener.setSpec({ ...listener.spec, pool: spec });
+    return removed;
+  }
+
+  /** Reload: the pool leaves every worker. Close its listeners first. */
+  removePool(name: string): void {
+    if (!this.sources.has(name)) return;
+    this.unsubscribes.get(name)?.();
+    this.unsubscribes.delete(name);
+    this.sources.delete(name);
+    this.poolSpecs.delete(name);
+    this.loads.delete(name);
+    this.lastSent.delete(name);
+    this.broadcast({ type: 'vipd:removePool', pool: name });
+  }
+
+  /** Reload: new sessions of the listener use `spec` (same id and pool), in every worker. */
+  reconfigureListener(listener: WorkerListener, spec: ListenerSpec): void {
+    listener.setSpec(spec);
+    for (const slot of this.slots) this.post(slot, { type: 'vipd:updateListener', spec: perWorkerSpec(spec, this.slots.length, slot.index) });
   }
 
   /** Pool-wide counters and backend drain for status and the admin API. */
@@ -332,7 +396,7 @@ export class WorkerPool {
     if (!this.lifecycle.transition(['idle'], 'running', 'start()')) throw new VipdError('VIPD_ERR_CLOSED', 'the worker pool is closed');
     setUpCluster(this.options.execArgv ?? defaultExecArgv());
     for (const [name, source] of this.sources) {
-      this.unsubscribes.push(source.onChange((snapshot) => this.pushSnapshot(name, snapshot)));
+      this.unsubscribes.set(name, source.onChange((snapshot) => this.pushSnapshot(name, snapshot)));
     }
     this.scheduleTick();
     for (const slot of this.slots) this.fork(slot);
@@ -556,7 +620,8 @@ export class WorkerPool {
   private stopWork(): void {
     if (!this.lifecycle.transition(['idle', 'running'], 'stopped', 'closed')) return;
     this.tick?.cancel();
-    for (const unsubscribe of this.unsubscribes.splice(0)) unsubscribe();
+    for (const unsubscribe of this.unsubscribes.values()) unsubscribe();
+    this.unsubscribes.clear();
     for (const listener of this.listenerById.values()) if (!listener.stopped()) void listener.destroy();
     for (const slot of this.slots) {
       slot.restartTimer?.cancel();
@@ -623,19 +688,32 @@ class WorkerListener implements WorkerProxyListener {
   private readonly labels: { readonly listener: string };
 
   constructor(
-    readonly spec: ListenerSpec,
+    private current: ListenerSpec,
     private readonly pool: WorkerPool,
     private readonly metrics: Metrics,
     private readonly log: Logger,
     private readonly clock: Clock,
   ) {
-    this.labels = { listener: spec.id };
+    this.labels = { listener: current.id };
     this.metrics.listenerBound.set(this.labels, 0);
+    const spec = current;
     const listenerLog = log.child({ listener: spec.id });
     this.machine = new StateMachine<ListenerState>('idle', { machine: 'listener', logger: listenerLog });
     this.boundListeners = new ListenerSet((err) =>
       listenerLog.error({ event: 'listenerError', err: err instanceof Error ? err.stack ?? err.message : String(err) }, 'a bound listener threw'),
     );
+  }
+
+  /** Replaced only by a reload (reconfigure). */
+  get spec(): ListenerSpec {
+    return this.current;
+  }
+
+  reconfigure(spec: ListenerSpec): void {
+    if (spec.id !== this.current.id || spec.pool.name !== this.current.pool.name) {
+      throw new VipdError('VIPD_ERR_CONFIG', `listener ${this.current.id}: a reload may not change its id or pool (got ${spec.id} on pool ${spec.pool.name})`);
+    }
+    this.pool.reconfigureListener(this, spec);
   }
 
   start(): Promise<void> {
@@ -701,6 +779,10 @@ class WorkerListener implements WorkerProxyListener {
   }
 
   // For WorkerPool.
+
+  setSpec(spec: ListenerSpec): void {
+    this.current = spec;
+  }
 
   stopped(): boolean {
     return this.machine.is('stopped');
@@ -818,11 +900,29 @@ class PoolLoadView implements WorkerPoolLoad {
   private lastEjected = '';
 
   constructor(
-    private readonly spec: PoolSpec,
+    private spec: PoolSpec,
     private readonly health: SnapshotSource,
     private readonly owner: WorkerPool,
   ) {
     this.pool = spec.name;
+  }
+
+  /** Reload: the backends become `spec`'s; a removed backend's drain goes with it. Returns the removed keys. */
+  reconfigure(spec: PoolSpec): string[] {
+    const keep = new Set(spec.backends.map((b) => b.endpoint.key));
+    const removed = this.spec.backends.map((b) => b.endpoint.key).filter((key) => !keep.has(key));
+    this.spec = spec;
+    for (const key of removed) {
+      this.drained.delete(key);
+      this.retired.delete(key);
+    }
+    this.serviceListeners.emit();
+    return removed;
+  }
+
+  /** The pool left the workers (reload). */
+  close(): void {
+    this.owner.removePool(this.pool);
   }
 
   /**

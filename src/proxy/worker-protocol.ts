@@ -45,6 +45,19 @@ export type ToWorker =
   | { readonly type: 'vipd:close'; readonly listener: string; readonly graceMs: number }
   | { readonly type: 'vipd:destroy'; readonly listener: string }
   | { readonly type: 'vipd:metrics'; readonly request: number }
+  /** Reload: a new pool (before any listener of it is added). */
+  | { readonly type: 'vipd:addPool'; readonly pool: WorkerPoolInit }
+  /**
+   * Reload: the pool's backends and settings become `spec` (this worker's share), as
+   * BackendLoadTracker.reconfigure does in process; its listeners take the new pool spec.
+   */
+  | { readonly type: 'vipd:updatePool'; readonly spec: PoolSpec }
+  /** Reload: the pool is gone (its listeners were closed first). */
+  | { readonly type: 'vipd:removePool'; readonly pool: string }
+  /** Reload: a new listener; a `vipd:start` follows when the primary wants it accepting. */
+  | { readonly type: 'vipd:addListener'; readonly listener: WorkerListenerInit }
+  /** Reload: new sessions of the listener use `spec` (same id and pool; this worker's share). */
+  | { readonly type: 'vipd:updateListener'; readonly spec: ListenerSpec }
   /** Destroy everything and exit: the pool is shutting down. */
   | { readonly type: 'vipd:exit' };
 
