@@ -77,6 +77,9 @@ describe('T25: least privilege, run as the systemd unit would', () => {
     const overrides = {
       stateDir: state,
       admin: { socket: path.join(run, 'lb1.sock') },
+      // One balancer: a GRACEFUL_SHUTDOWN grace has no other path to move traffic to, so this test
+      // drains straight to the withdraw (the grace itself is T19's, policy-maintenance.test.ts).
+      drain: { grace: '0s' },
       // A non-root vipd can only run gobgpd as itself (docs/bgp.md): the unit's choice.
       speaker: { gobgp: { user: 'nobody', runtimeDir: run } },
     };
