@@ -1,6 +1,4 @@
-import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { isIP } from 'node:net';
-import * as nodePath from 'node:path';
 import { Address4, Address6 } from 'ip-address';
 import { z } from 'zod';
 import { parseDuration } from '../lib/duration';
@@ -153,32 +151,11 @@ const dampingSchema = z
     if (d.reuse >= d.suppress) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['reuse'], message: `reuse (${d.reuse}) must be below suppress (${d.suppress})` });
   });
 
-/** argv[0] of a command vipd runs itself: an executable file now, not at the first state change. */
-function executableProblem(command: string): string | undefined {
-  const candidates = command.includes('/') ? [command] : (process.env.PATH ?? '').split(':').filter(Boolean).map((dir) => nodePath.join(dir, command));
-  for (const file of candidates) {
-    try {
-      if (!statSync(file).isFile()) continue;
-      accessSync(file, fsConstants.X_OK);
-      return undefined;
-    } catch {
-      // Try the next PATH entry.
-    }
-  }
-  if (!command.includes('/')) return `"${command}" is not an executable file in PATH`;
-  try {
-    statSync(command);
-  } catch {
-    return `${command} does not exist`;
-  }
-  return `${command} is not an executable file`;
-}
-
 const commandArgv = z
   .array(z.string().min(1, 'an argument is never empty'))
   .min(1, 'a command needs at least argv[0]')
   .superRefine((argv, ctx) => {
-    const problem = executableProblem(argv[0]!);
+    const problem = commandProblem(argv[0]!);
     if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, path: [0], message: problem });
   });
 

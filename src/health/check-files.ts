@@ -88,7 +88,7 @@ function readTls(files: TlsFiles): { material: TlsMaterial; problems: CheckFileP
 }
 
 /**
- * Why argv[0] of an exec check cannot run, or undefined when it can: a path must be an executable file;
+ * Why argv[0] of a command vipd runs (an exec check, a hook) cannot run, or undefined when it can: a path must be an executable file;
  * a bare name must be one on PATH (looked up as execvp would).
  */
 export function commandProblem(command: string, pathEnv = process.env['PATH'] ?? ''): string | undefined {
@@ -107,10 +107,11 @@ export function commandProblem(command: string, pathEnv = process.env['PATH'] ??
       const stat = statSync(command);
       return stat.isFile() ? `${command} is not executable` : `${command} is not a file`;
     } catch (err) {
-      return `${command}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`;
+      const code = (err as NodeJS.ErrnoException).code;
+      return code === 'ENOENT' ? `${command} does not exist` : `${command}: ${code ?? String(err)}`;
     }
   }
-  return `${command} is not an executable on PATH`;
+  return `"${command}" is not an executable file in PATH`;
 }
 
 /** tcp send/expect text: UTF-8, or `hex:` then pairs of hex digits (spaces allowed). Undefined when the hex is bad. */

@@ -86,7 +86,7 @@ const bad: Array<[string, string, { peerAsn?: number; top?: string }, string, nu
   ['localPref on an eBGP-only config', `    attributes:\n      pessimized: {localPref: 50}\n`, {}, 'vips[0].attributes.pessimized.localPref', 14, /iBGP peers only/],
   ['communities and attributes.up together', `    communities: ["65000:1"]\n    attributes:\n      up: {med: 1}\n`, {}, 'vips[0].communities', 13, /shorthand/],
   ['a missing hook', '', { top: `hooks: {onChange: ["${path.join(dir, 'nope.sh')}"]}\n` }, 'hooks.onChange[0]', 10, /does not exist/],
-  ['a hook that is not executable', '', { top: `hooks: {onChange: ["${notExecutable}"]}\n` }, 'hooks.onChange[0]', 10, /not an executable file/],
+  ['a hook that is not executable', '', { top: `hooks: {onChange: ["${notExecutable}"]}\n` }, 'hooks.onChange[0]', 10, /is not executable/],
   ['a hook not in PATH', '', { top: 'hooks: {onChange: ["vipd-no-such-hook-anywhere"]}\n' }, 'hooks.onChange[0]', 10, /not an executable file in PATH/],
   ['a drain grace above 1 h', '', { top: 'drain: {grace: 2h}\n' }, 'drain.grace', 10, /out of range/],
   ['a drain grace below 0', '', { top: 'drain: {grace: -1s}\n' }, 'drain.grace', 10, /not a duration/],
