@@ -80,9 +80,9 @@ describe('exec check: argv without a shell, exit 0 = up', () => {
     assert.equal(commandProblem('sh'), undefined);
     assert.equal(commandProblem('/bin/sh'), undefined);
     assert.equal(commandProblem(plain), `${plain} is not executable`);
-    assert.equal(commandProblem(join(dir, 'missing')), `${join(dir, 'missing')}: ENOENT`);
+    assert.equal(commandProblem(join(dir, 'missing')), `${join(dir, 'missing')} does not exist`);
     assert.equal(commandProblem(dir), `${dir} is not a file`);
-    assert.equal(commandProblem('vipd-no-such-program'), 'vipd-no-such-program is not an executable on PATH');
+    assert.equal(commandProblem('vipd-no-such-program'), '"vipd-no-such-program" is not an executable file in PATH');
     assert.ok(existsSync(plain));
   });
 });
