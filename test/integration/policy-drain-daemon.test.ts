@@ -216,6 +216,7 @@ test("SIGTERM: the balancer's path is seen at the ToR with 65535:0 and local-pre
   proc.kill('SIGTERM');
   let gshutMs: number | undefined;
   let gshutPath: BgpPath | undefined;
+  let firstSeenMs: number | undefined;
   let outOfEcmpMs: number | undefined;
   let withdrawnMs: number | undefined;
   while (exitMs === undefined && performance.now() - t0 < SHUTDOWN_GRACE_MS + 5000) {
@@ -223,7 +224,10 @@ test("SIGTERM: the balancer's path is seen at the ToR with 65535:0 and local-pre
     const now = performance.now() - t0;
     const p = pathOf(paths, 'lb1');
     if (outOfEcmpMs === undefined && !hops.includes(lb1)) outOfEcmpMs = now;
-    if (gshutMs === undefined && p?.communities.includes('65535:0') && p.localPref === 0) {
+    if (firstSeenMs === undefined && p?.communities.includes('65535:0')) firstSeenMs = now;
+    // FRR's JSON can show the new attributes a moment before its best-path run clears multipath, so
+    // the phase counts from the first look that has both: GRACEFUL_SHUTDOWN and out of ECMP.
+    if (gshutMs === undefined && p?.communities.includes('65535:0') && p.localPref === 0 && !(p.multipath || p.best)) {
       gshutMs = now;
       gshutPath = p;
     }
@@ -232,11 +236,10 @@ test("SIGTERM: the balancer's path is seen at the ToR with 65535:0 and local-pre
   }
   await proc.exited;
   figure(
-    `SIGTERM (drain.grace ${DRAIN_GRACE_MS} ms, shutdown.grace ${SHUTDOWN_GRACE_MS} ms -> GRACEFUL_SHUTDOWN ${SIGTERM_DRAIN_MS} ms): 65535:0 + local-pref 0 at the ToR at ${Math.round(gshutMs ?? NaN)} ms, ` +
+    `SIGTERM (drain.grace ${DRAIN_GRACE_MS} ms, shutdown.grace ${SHUTDOWN_GRACE_MS} ms -> GRACEFUL_SHUTDOWN ${SIGTERM_DRAIN_MS} ms): 65535:0 first seen at the ToR at ${Math.round(firstSeenMs ?? NaN)} ms, with local-pref 0 and out of ECMP while still in the BGP table at ${Math.round(gshutMs ?? NaN)} ms, ` +
       `out of ECMP at ${Math.round(outOfEcmpMs ?? NaN)} ms, withdrawn at ${Math.round(withdrawnMs ?? NaN)} ms, process exited at ${Math.round(exitMs ?? NaN)} ms`,
   );
-  assert.ok(gshutMs !== undefined && gshutPath, "lb1's path seen with GRACEFUL_SHUTDOWN and local-pref 0");
-  assert.equal(gshutPath.multipath || gshutPath.best, false, `out of ECMP while still in the BGP table: ${JSON.stringify(gshutPath)}`);
+  assert.ok(gshutMs !== undefined && gshutPath, "lb1's path seen in the BGP table with GRACEFUL_SHUTDOWN and local-pref 0, neither best nor multipath");
   assert.ok(gshutMs <= T19_OUT_OF_ECMP_MS, `GRACEFUL_SHUTDOWN at ${Math.round(gshutMs)} ms (bound ${T19_OUT_OF_ECMP_MS} ms)`);
   assert.ok(withdrawnMs !== undefined, 'withdrawn before the process exited');
   assert.ok(withdrawnMs > gshutMs, 'withdrawn after the GRACEFUL_SHUTDOWN phase');
