@@ -177,6 +177,8 @@ test('T19: drain with GRACEFUL_SHUTDOWN: local-pref 0 at the ToR, out of ECMP bu
     const drained = await admin('lb1', '/drain', {});
     assert.equal(drained.code, 200, drained.stdout);
     const outMs = await nexthopsReach(API, 2, t0, 5000);
+    // Read while the grace certainly runs: the CLI's own start-up must not race the grace's end.
+    const status = lab.vipdCli('lb1', ['status', '--config', configs.get('lb1')!]);
     const during = (await bgpPaths(API)).find((p) => p.nexthop === lb1.v4 || p.peer === lb1.torV4 || p.peer === lb1.v4);
     assert.ok(during, `lb1's path is still in the ToR's BGP table during the grace: ${JSON.stringify(await bgpPaths(API))}`);
     assert.ok(during.communities.includes('65535:0'), `GRACEFUL_SHUTDOWN on the path: ${JSON.stringify(during)}`);
@@ -187,10 +189,9 @@ test('T19: drain with GRACEFUL_SHUTDOWN: local-pref 0 at the ToR, out of ECMP bu
     assert.equal((await nexthops(STRICT)).length, 2, 'a node drain covers every VIP');
     figure(`T19: lb1 out of ECMP ${Math.round(outMs)} ms after the drain request, its path kept with local-pref 0 and 65535:0 (bound ${T19_OUT_OF_ECMP_MS} ms)`);
     assert.ok(outMs <= T19_OUT_OF_ECMP_MS, `out of ECMP after ${Math.round(outMs)} ms`);
-
-    const status = await lab.vipdCli('lb1', ['status', '--config', configs.get('lb1')!]);
-    assert.match(status.stdout, /DRAIN\s+PHASE\s+GRACE UNTIL/);
-    assert.match(status.stdout, /node\s+grace\s+\d{4}-/);
+    const shown = await status;
+    assert.match(shown.stdout, /DRAIN\s+PHASE\s+GRACE UNTIL/);
+    assert.match(shown.stdout, /node\s+grace\s+\d{4}-/, `status read ${Math.round(performance.now() - t0)} ms after the drain (grace ${GRACE_MS} ms)`);
 
     await waitFor(async () => (await bgpPaths(API)).length === 2, GRACE_MS + 3000, 20, "lb1's path withdrawn after the grace");
     const withdrawnMs = performance.now() - t0;
