@@ -8,7 +8,7 @@ packages=(
   gobgpd golang-github-osrg-gobgp-dev frr etcd-server etcd-client
   iproute2 nftables util-linux procps psmisc openssl curl ca-certificates
   haproxy nginx-light libnginx-mod-stream wrk iperf3
-  chromium systemd
+  chromium systemd bird2
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -22,7 +22,7 @@ if ((${#missing[@]})); then
 fi
 # The Debian packages start system-wide services we do not want: the lab runs its own instances in
 # network namespaces, and a host-wide etcd, nginx or FRR would only hold ports and memory.
-for svc in etcd frr nginx haproxy; do
+for svc in etcd frr nginx haproxy bird; do
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then systemctl stop "$svc" || true; fi
 done
 
