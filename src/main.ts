@@ -828,7 +828,8 @@ export class Daemon implements AdminActions {
       ...(s.gobgp.runtimeDir !== undefined ? { runtimeDir: s.gobgp.runtimeDir } : {}),
       hangTimeoutMs: s.gobgp.hangTimeout,
       gobgpdPath: s.gobgp.binary,
-      listenPort: s.gobgp.listenPort,
+      ...(s.gobgp.listen !== undefined ? { listenPort: s.gobgp.listen.port, listenAddresses: s.gobgp.listen.addresses } : {}),
+      ...(s.gracefulRestart.enabled ? { gracefulRestart: { restartTimeS: Math.ceil(s.gracefulRestart.restartTime / 1000), notification: false } } : {}),
       reconcileIntervalMs: s.gobgp.reconcileInterval,
       peers: gobgpPeers(this.config),
       clock: this.clock,
@@ -893,6 +894,9 @@ function gobgpPeers(config: Config): GobgpPeerOptions[] {
     keepaliveS: p.keepalive / 1000,
     connectRetryS: p.connectRetry / 1000,
     ...(p.password !== undefined ? { password: p.password } : {}),
+    ...(p.passive ? { passive: true } : {}),
+    ...(p.multihop !== undefined ? { ebgpMultihopTtl: p.multihop } : {}),
+    ...(p.ttlSecurity !== undefined ? { ttlSecurityHops: p.ttlSecurity.hops } : {}),
   }));
 }
 

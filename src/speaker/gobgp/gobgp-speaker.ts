@@ -21,7 +21,7 @@ import {
   type RibFamily,
   type RibRoute,
 } from './codec';
-import type { GobgpdConfig, GobgpdFamily } from './gobgpd-config';
+import type { GobgpdConfig, GobgpdFamily, GobgpdGracefulRestart } from './gobgpd-config';
 import { defaultIpv6NextHop, type NextHopProbes } from './next-hop';
 import { PeerTable, canonicalPeerAddress } from './peers';
 import { GobgpdSupervisor, type SupervisorEvent } from './supervisor';
@@ -42,6 +42,8 @@ export interface GobgpPeerOptions {
   readonly localAddress?: string;
   /** Managed mode: wait for the peer to connect (needs listenPort >= 0). */
   readonly passive?: boolean;
+  /** Managed mode: GTSM (RFC 5082) for a peer this many hops away; excludes ebgpMultihopTtl. */
+  readonly ttlSecurityHops?: number;
   /**
    * Families the session carries (MP-BGP). Default: the family of the peer's address only. Managed
    * mode writes them into gobgpd's config; external mode takes them as what the session carries.
@@ -77,6 +79,10 @@ export interface GobgpSpeakerOptions {
   readonly nextHopProbes?: NextHopProbes;
   /** Managed mode: BGP listen port; default -1 (dial out only). */
   readonly listenPort?: number;
+  /** Managed mode, with listenPort >= 1: the addresses gobgpd listens on (required then). */
+  readonly listenAddresses?: readonly string[];
+  /** Managed mode: graceful restart toward every peer; unset, off. */
+  readonly gracefulRestart?: GobgpdGracefulRestart;
   /** Managed mode: written into gobgpd's config. External mode: the peers to report in peers(). */
   readonly peers: readonly GobgpPeerOptions[];
   /** Default 3000. */
@@ -292,6 +298,8 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
         ...(p.ebgpMultihopTtl !== undefined && { ebgpMultihopTtl: p.ebgpMultihopTtl }),
         ...(p.localAddress !== undefined && { localAddress: p.localAddress }),
         ...(p.passive !== undefined && { passive: p.passive }),
+        ...(p.ttlSecurityHops !== undefined && { ttlSecurityHops: p.ttlSecurityHops }),
+        ...(this.options.gracefulRestart !== undefined && { gracefulRestart: this.options.gracefulRestart }),
       });
     }
     return neighbors;
@@ -321,6 +329,7 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
             asn: options.asn,
             routerId: options.routerId,
             listenPort: options.listenPort ?? -1,
+            ...(options.listenAddresses !== undefined && { listenAddresses: options.listenAddresses }),
             neighbors,
           },
           ...(options.api !== undefined && { api: options.api }),
