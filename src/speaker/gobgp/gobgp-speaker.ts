@@ -274,12 +274,39 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
 
   async setPeers(peers: readonly GobgpPeerOptions[]): Promise<void> {
     if (this.state !== 'running') throw new VipdError('VIPD_ERR_GOBGP_API', `the speaker is ${this.state}: its peers cannot change now`);
-    if (this.options.manage) await this.supervisor!.reloadNeighbors(await this.neighborsOf(peers));
+    if (this.options.manage) await this.reloadNeighbors(await this.neighborsOf(peers));
     this.peerOptions = peers;
     const removed = this.peerTable.setConfigured(peers.map((p) => ({ address: p.address, asn: p.asn, families: toPeerFamilies(p) })));
     for (const peer of removed) this.forgetAdvertised(peer);
     if (!this.options.manage) await this.checkExternalPeers().catch((err) => this.log.warn({ event: 'peer', err: errorMessage(err) }, 'cannot list the external gobgpd\'s peers'));
     this.reconcileInBackground('peers');
+  }
+
+  /**
+   * gobgpd's SIGHUP reload re-creates a neighbor whose OPEN would change (password, transport, families,
+   * graceful restart) but only copies the timers of the others: a changed multihop or GTSM TTL would be
+   * dropped without a word (config.NeedsResendOpenMessage in gobgpd 3.10). Such peers are taken out in a
+   * first reload, and put back with their new TTL in the second, once gobgpd no longer lists them.
+   */
+  private async reloadNeighbors(next: GobgpdConfig['neighbors']): Promise<void> {
+    const supervisor = this.supervisor!;
+    const current = new Map(supervisor.neighbors.map((n) => [canonicalPeerAddress(n.address), n]));
+    const ttlChanged = next.filter((n) => {
+      const before = current.get(canonicalPeerAddress(n.address));
+      return before !== undefined && (before.ebgpMultihopTtl !== n.ebgpMultihopTtl || before.ttlSecurityHops !== n.ttlSecurityHops);
+    });
+    if (ttlChanged.length === 0) return supervisor.reloadNeighbors(next);
+    const readd = new Set(ttlChanged.map((n) => canonicalPeerAddress(n.address)));
+    this.log.info({ event: 'peer', op: 'reset', peers: [...readd] }, 'multihop or GTSM TTL changed: these sessions are re-created (gobgpd applies a TTL only to a new neighbor)');
+    await supervisor.reloadNeighbors([...current.values()].filter((n) => !readd.has(canonicalPeerAddress(n.address))));
+    let gone = false;
+    for (let waited = 0; !gone && waited < 5000; waited += 100) {
+      const listed = (await this.client!.listPeer()).map((p) => canonicalPeerAddress(p.conf?.neighbor_address ?? p.state?.neighbor_address ?? ''));
+      gone = !listed.some((a) => readd.has(a));
+      if (!gone) await sleep(this.options.clock, 100);
+    }
+    await supervisor.reloadNeighbors(next);
+    if (!gone) throw new VipdError('VIPD_ERR_GOBGP_API', `gobgpd still lists ${[...readd].join(', ')} 5 s after their removal: their new multihop/GTSM TTL may not be applied; restart vipd to be sure`);
   }
 
   private async neighborsOf(peers: readonly GobgpPeerOptions[]): Promise<GobgpdConfig['neighbors']> {
