@@ -20,6 +20,7 @@ import type { Logger } from './lib/logger';
 import { createMetrics, type Metrics } from './lib/metrics';
 import { vipdVersion } from './lib/version';
 import { IpAddressManager } from './net/ip-address-manager';
+import { localAddressIssues } from './net/local-address';
 import { parseEndpoint } from './net/endpoint';
 import { hostPrefix, type VipAddressManager } from './net/net';
 import { BackendLoadTracker } from './proxy/backend-load';
@@ -330,6 +331,7 @@ export class Daemon implements AdminActions {
 
   private refusals(next: Config, changes: ConfigChanges): Refusal[] {
     const refused: Refusal[] = [];
+    refused.push(...localAddressIssues(next.speaker));
     for (const key of changes.settings) {
       if (!APPLIED_SETTINGS.has(key)) refused.push({ key, path: key.split('.'), message: 'restart needed: this key is not applied in place by a reload' });
     }
@@ -893,6 +895,7 @@ function gobgpPeers(config: Config): GobgpPeerOptions[] {
     keepaliveS: p.keepalive / 1000,
     connectRetryS: p.connectRetry / 1000,
     ...(p.password !== undefined ? { password: p.password } : {}),
+    ...(p.localAddress !== undefined ? { localAddress: p.localAddress } : {}),
   }));
 }
 
