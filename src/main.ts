@@ -598,6 +598,7 @@ export class Daemon implements AdminActions {
         families: p.families,
         ...(p.negotiated ? { negotiated: p.negotiated } : {}),
         advertised: advertised.get(p.address) ?? [],
+        ...localAddressOf(this.config, p.address),
       })),
       drains: this.drainSequence.list().map(drainPhaseStatus),
     };
@@ -879,6 +880,12 @@ export class Daemon implements AdminActions {
       l.retry = this.clock.setTimeout(() => void this.bindListener(l), BIND_RETRY_MS);
     }
   }
+}
+
+/** The configured source of the session with `peer`, for status (beside a local router, docs/beside-frr.md). */
+function localAddressOf(config: Config, peer: string): { localAddress?: string } {
+  const localAddress = config.speaker.peers.find((p) => p.address === peer)?.localAddress;
+  return localAddress !== undefined ? { localAddress } : {};
 }
 
 /** The speaker's peers as gobgp takes them; families depend on the VIPs too (sessionFamilies). */
