@@ -20,6 +20,7 @@ import type { Logger } from './lib/logger';
 import { createMetrics, type Metrics } from './lib/metrics';
 import { vipdVersion } from './lib/version';
 import { IpAddressManager } from './net/ip-address-manager';
+import { localAddressIssues } from './net/local-address';
 import { parseEndpoint } from './net/endpoint';
 import { hostPrefix, type VipAddressManager } from './net/net';
 import { BackendLoadTracker } from './proxy/backend-load';
@@ -330,6 +331,7 @@ export class Daemon implements AdminActions {
 
   private refusals(next: Config, changes: ConfigChanges): Refusal[] {
     const refused: Refusal[] = [];
+    refused.push(...localAddressIssues(next.speaker));
     for (const key of changes.settings) {
       if (!APPLIED_SETTINGS.has(key)) refused.push({ key, path: key.split('.'), message: 'restart needed: this key is not applied in place by a reload' });
     }
@@ -596,6 +598,7 @@ export class Daemon implements AdminActions {
         families: p.families,
         ...(p.negotiated ? { negotiated: p.negotiated } : {}),
         advertised: advertised.get(p.address) ?? [],
+        ...localAddressOf(this.config, p.address),
       })),
       drains: this.drainSequence.list().map(drainPhaseStatus),
     };
@@ -880,6 +883,12 @@ export class Daemon implements AdminActions {
   }
 }
 
+/** The configured source of the session with `peer`, for status (beside a local router, docs/beside-frr.md). */
+function localAddressOf(config: Config, peer: string): { localAddress?: string } {
+  const localAddress = config.speaker.peers.find((p) => p.address === peer)?.localAddress;
+  return localAddress !== undefined ? { localAddress } : {};
+}
+
 /** The speaker's peers as gobgp takes them; families depend on the VIPs too (sessionFamilies). */
 function gobgpPeers(config: Config): GobgpPeerOptions[] {
   const s = config.speaker;
@@ -897,6 +906,7 @@ function gobgpPeers(config: Config): GobgpPeerOptions[] {
     ...(p.passive ? { passive: true } : {}),
     ...(p.multihop !== undefined ? { ebgpMultihopTtl: p.multihop } : {}),
     ...(p.ttlSecurity !== undefined ? { ttlSecurityHops: p.ttlSecurity.hops } : {}),
+    ...(p.localAddress !== undefined ? { localAddress: p.localAddress } : {}),
   }));
 }
 

@@ -4,7 +4,8 @@ import { resolve as resolvePath } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { parseDocument } from 'yaml';
 import { parseEndpoint, type Endpoint } from '../net/endpoint';
-import { loadConfigFile, type Config } from '../config/config';
+import { keyPosition, loadConfigFile, type Config } from '../config/config';
+import { localAddressIssues, type LocalAddressIssue } from '../net/local-address';
 import { adminSocketPath } from '../config/schema';
 import type { DaemonStatus } from '../control/control';
 import { ConfigError, VipdError, errorMessage } from '../lib/errors';
@@ -30,6 +31,18 @@ function loadOrExit(file: string): Config {
     }
     throw err;
   }
+}
+
+/** Keys that are valid but wrong for this host (e.g. a localAddress not on it): named with line:col, exit 2. */
+function exitOnHostIssues(file: string, issues: readonly LocalAddressIssue[]): void {
+  if (issues.length === 0) return;
+  const text = readFileSync(file, 'utf8');
+  const lines = issues.map((i) => {
+    const at = keyPosition(text, i.path);
+    return `${file}:${at.line}:${at.col}: ${i.key}: ${i.message}`;
+  });
+  process.stderr.write(`vipd: config does not fit this node\n${lines.join('\n')}\n`);
+  process.exit(EXIT_USAGE);
 }
 
 function configFileOf(positional: string | undefined, opts: { config?: string }): string {
@@ -143,6 +156,7 @@ program
   .option('--log-level <level>', 'trace | debug | info | warn | error', process.env.VIPD_LOG_LEVEL ?? 'info')
   .action(async (opts: { config: string; logLevel: string }) => {
     const config = loadOrExit(opts.config);
+    exitOnHostIssues(opts.config, localAddressIssues(config.speaker));
     const logger = createLogger(opts.logLevel);
     // Loaded here so that check-config, status and drain never load the daemon's modules.
     const { runDaemon } = await import('../main');

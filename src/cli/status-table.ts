@@ -64,6 +64,15 @@ export function renderStatus(s: DaemonStatus): string {
     ),
     '',
   );
+  // Per peer, what gobgpd really sent it (its adj-RIB-out) and from which source: beside a local
+  // FRR/BIRD, this shows the local router's session up and taking the VIP (docs/beside-frr.md).
+  lines.push(
+    table(
+      ['PEER', 'FROM', 'SESSION', 'SENT (ADJ-RIB-OUT)'],
+      s.peers.flatMap((p) => (p.advertised.length > 0 ? p.advertised : ['-']).map((prefix) => [p.address, p.localAddress ?? '-', p.state, prefix])),
+    ),
+    '',
+  );
   // What each router really gets: a VIP can be announced to one peer and not to another.
   lines.push(
     table(

@@ -57,6 +57,8 @@ export interface DaemonStatus {
     readonly negotiated?: readonly string[];
     /** Prefixes in this peer's adj-RIB-out. */
     readonly advertised: readonly string[];
+    /** The session's source address on this node (speaker.peers[].localAddress), when configured. */
+    readonly localAddress?: string;
   }>;
   /** Drains of the node and of single VIPs, each with its phase and deadlines. */
   readonly drains?: ReadonlyArray<DrainPhaseStatus>;
