@@ -29,6 +29,7 @@ import type { ListenerSpec, PoolLoad, PoolSpec, ProxyLimitsSpec, ProxyListener }
 import { WorkerPool } from './proxy/worker-pool';
 import { sessionFamilies } from './config/schema';
 import { createGobgpSpeaker, type GobgpPeerOptions } from './speaker/gobgp/gobgp-speaker';
+import { ownerMark, routerIdAsOwnerId } from './speaker/gobgp/ownership';
 import { peerAnnounceStates } from './speaker/peer-announce';
 import { NullSpeaker, type Advertisement, type Speaker } from './speaker/speaker';
 import { DrainStateFile } from './state/drain-state-file';
@@ -542,6 +543,7 @@ export class Daemon implements AdminActions {
     const announce = this.reconciler.status();
     const peers = this.speaker.peers();
     const advertised = this.speaker.advertised();
+    const sync = this.speaker.sync();
     return {
       node: this.config.node.name,
       version: vipdVersion,
@@ -596,7 +598,16 @@ export class Daemon implements AdminActions {
         families: p.families,
         ...(p.negotiated ? { negotiated: p.negotiated } : {}),
         advertised: advertised.get(p.address) ?? [],
+        desired: sync.desired.get(p.address) ?? [],
+        ...(sync.drift.has(p.address) ? { drift: sync.drift.get(p.address)! } : {}),
       })),
+      speakerSync: {
+        state: sync.state,
+        since: iso(sync.since),
+        pendingAdd: sync.pendingAdd,
+        pendingDelete: sync.pendingDelete,
+        ...(sync.lastError ? { lastError: { at: iso(sync.lastError.at), call: sync.lastError.call, reply: sync.lastError.reply } } : {}),
+      },
       drains: this.drainSequence.list().map(drainPhaseStatus),
     };
   }
@@ -831,6 +842,9 @@ export class Daemon implements AdminActions {
       listenPort: s.gobgp.listenPort,
       reconcileIntervalMs: s.gobgp.reconcileInterval,
       peers: gobgpPeers(this.config),
+      // External gobgpd: vipd's paths carry its mark, and a guardian deletes them if vipd dies.
+      ...(!s.gobgp.manage && { ownerMark: ownerMark(s.asn!, s.gobgp.ownerId ?? routerIdAsOwnerId(s.routerId!)) }),
+      ...(!s.gobgp.manage && s.gobgp.guardian && { guardian: {} }),
       clock: this.clock,
       logger: this.logger.child({ component: 'speaker' }),
       metrics: this.metrics,

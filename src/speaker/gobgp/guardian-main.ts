@@ -1,0 +1,97 @@
+/**
+ * The guardian process (guardian.ts starts it): holds the read end of a pipe whose only write end is in
+ * vipd. When vipd dies in any way, SIGKILL included, the kernel closes that end, the read sees EOF, and
+ * the guardian deletes vipd's marked paths from the external gobgpd through its API, logs what it did
+ * and exits. A clean stop that already withdrew writes "withdrawn" before closing: the guardian then
+ * exits without touching gobgpd.
+ *
+ * argv: --api <gobgpd API address> --mark <large community> [--give-up-after <ms>]
+ */
+import { Backoff } from '../../lib/backoff';
+import { errorMessage } from '../../lib/errors';
+import { createLogger } from '../../lib/logger';
+import { GobgpClient } from './client';
+import { deleteMarkedPaths } from './ownership';
+import { GUARDIAN_READY, GUARDIAN_RELEASE } from './guardian-protocol';
+import fs from 'node:fs';
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+const api = arg('api');
+const mark = arg('mark');
+const giveUpAfterMs = Number(arg('give-up-after') ?? 30_000);
+const log = createLogger().child({ component: 'guardian', vipdPid: process.ppid });
+if (!api || !mark) {
+  log.error({ event: 'guardian', argv: process.argv.slice(2) }, 'guardian needs --api and --mark');
+  process.exit(2);
+}
+
+// Signals meant for vipd's service (systemd's stop, a terminal's ^C) are not the guardian's to act on:
+// it acts on the pipe alone, so that a clean stop's withdrawal is never raced.
+for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+  process.on(signal, () => log.info({ event: 'guardian', signal }, 'signal ignored; the guardian acts when vipd is gone'));
+}
+
+const client = new GobgpClient({ address: api, deadlineMs: 2000 });
+let input = '';
+let acting = false;
+
+async function sweep(): Promise<void> {
+  const t0 = performance.now();
+  const backoff = new Backoff(100, 2000);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const deleted = await deleteMarkedPaths(client, mark!);
+      log.warn(
+        { event: 'withdraw', reason: 'vipd-died', op: 'delete', mark, prefixes: deleted, attempt, ms: Math.round(performance.now() - t0) },
+        `vipd died without withdrawing: the guardian deleted its ${deleted.length} marked path(s) from gobgpd`,
+      );
+      return;
+    } catch (err) {
+      const elapsed = performance.now() - t0;
+      if (elapsed > giveUpAfterMs) {
+        log.error({ event: 'withdraw', reason: 'vipd-died', mark, attempt, err: errorMessage(err) }, 'the guardian could not delete vipd\'s paths; giving up');
+        process.exitCode = 1;
+        return;
+      }
+      const delayMs = backoff.next();
+      log.warn({ event: 'withdraw', reason: 'vipd-died', mark, attempt, retryInMs: delayMs, err: errorMessage(err) }, 'gobgpd refused or did not answer; retrying');
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+    }
+  }
+}
+
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', (chunk: string) => (input += chunk));
+process.stdin.on('error', () => undefined);
+process.stdin.on('end', () => {
+  if (acting) return;
+  acting = true;
+  if (input.includes(GUARDIAN_RELEASE)) {
+    log.info({ event: 'guardian', reason: 'clean-stop' }, 'vipd stopped after withdrawing its paths; the guardian leaves gobgpd alone');
+    client.close();
+    return;
+  }
+  void sweep().finally(() => {
+    client.close();
+    process.exit();
+  });
+});
+
+// Load the proto and open the channel now, so that the sweep at vipd's death starts with a warm
+// connection (the 1 s bound of T16 leaves no room for a cold start). Then tell vipd it is armed.
+void client
+  .getBgp()
+  .catch((err: unknown) => log.warn({ event: 'guardian', err: errorMessage(err) }, 'gobgpd does not answer yet; the guardian will try again when needed'))
+  .finally(() => {
+    log.info({ event: 'guardian', api, mark }, 'guardian armed: vipd\'s marked paths are deleted if vipd dies');
+    try {
+      fs.writeSync(3, GUARDIAN_READY);
+      fs.closeSync(3);
+    } catch {
+      // Started by hand without fd 3: nothing to tell.
+    }
+  });
