@@ -410,6 +410,7 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
       this.client = options.clientFactory
         ? options.clientFactory(address)
         : new GobgpClient({ address, deadlineMs: options.apiDeadlineMs ?? 5000 });
+      let armed: Promise<void> = Promise.resolve();
       if (!options.manage && options.ownerMark !== undefined && options.guardian) {
         this.guardian = new PathGuardian({
           api: address,
@@ -418,9 +419,15 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
           logger: options.logger,
           ...(options.guardian.entryPath !== undefined && { entryPath: options.guardian.entryPath }),
         });
-        await this.guardian.start();
+        armed = this.guardian.start();
+        // Handled below; a rejection while waitForApi runs must not be reported as unhandled.
+        armed.catch(() => undefined);
       }
       await this.waitForApi(options.startTimeoutMs ?? 10_000);
+      // Deleting is safe without the guardian: a previous vipd's paths need not wait for it.
+      if (this.guardian) await this.removeStaleOwn().catch((err: unknown) => this.log.warn({ event: 'reconcile', err: errorMessage(err) }, 'stale paths not removed yet; the first reconciliation will'));
+      // Armed before the first path is added: from then on, vipd's death takes its paths with it.
+      await armed;
     } catch (err) {
       if (this.state !== 'starting') throw closedError();
       await this.destroy();
@@ -668,6 +675,18 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
     this.log[level]({ event: 'reconcile', trigger, added, deleted, desired: desired.size }, 'gobgpd RIB reconciled');
     const owned = new Set([...this.everAdded].filter((p) => !foreign.includes(p)));
     return { added, deleted, owned };
+  }
+
+  /** At start, before any path is added: deletes marked paths that are not desired (a previous vipd's). */
+  private async removeStaleOwn(): Promise<void> {
+    const client = this.client!;
+    const mark = this.options.ownerMark!;
+    for (const [prefix, route] of await this.call('ListPath GLOBAL', () => this.readLocalRib(client))) {
+      if (route === undefined || !carriesMark(route, mark) || this.desired.has(prefix)) continue;
+      await this.call(`DeletePath ${prefix}`, () => client.deletePath(encodeDeletePath(prefix)));
+      this.options.metrics.pathsRepaired.inc({ op: 'deleted' });
+      this.log.warn({ event: 'withdraw', op: 'delete', prefix, reason: 'stale-own', trigger: 'start' }, `withdraw ${prefix}`);
+    }
   }
 
   private logForeign(foreign: readonly string[]): void {
