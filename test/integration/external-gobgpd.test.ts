@@ -14,6 +14,7 @@ import { ownerMark, routerIdAsOwnerId } from '../../src/speaker/gobgp/ownership'
  *   run or added by hand) is removed, ≤ 5 s.
  * - gobgpd restart: vipd announces again once gobgpd is back; bound T14's 15 s.
  * - clean stop (SIGTERM): vipd withdraws, its guardian leaves gobgpd alone.
+ * - SIGSTOP of vipd: no heartbeat for hangTimeout, the guardian deletes vipd's paths; ≤ 3 s (T17).
  * - SIGKILL of vipd: the guardian deletes vipd's paths; the route leaves the ToR ≤ 1 s (T16's bound).
  */
 const VIP = '198.19.0.10';
@@ -151,8 +152,30 @@ test('clean stop (SIGTERM): vipd withdraws and its guardian leaves gobgpd alone'
   console.log('clean stop: vipd withdrew, the guardian logged clean-stop and deleted nothing; the foreign path stays');
 });
 
-test('SIGKILL of vipd: its guardian deletes vipd\'s paths from the external gobgpd; the route leaves the ToR ≤ 1 s (T16)', async () => {
+test('T17 (external gobgpd): SIGSTOP of vipd: its guardian deletes vipd\'s paths after hangTimeout, ≤ 3 s at the ToR; back after SIGCONT', async () => {
   const proc = await startVipd();
+  await waitUntil('guardian armed', 10_000, async () => proc.readLog().includes('guardian armed'));
+  const watch = new TorRouteWatch(lab.ns(lab.torNode.name), VIP);
+  try {
+    await sleep(300);
+    const since = Date.now();
+    assert.ok(proc.kill('SIGSTOP'));
+    const goneMs = await watch.until(0, since, 10_000);
+    console.log(`T17 (external gobgpd): vipd SIGSTOPped -> route gone at the ToR after ${goneMs} ms (bound 3000 ms; hangTimeout 2000 ms)`);
+    assert.ok(goneMs <= 3000, `route left the ToR after ${goneMs} ms (bound 3000 ms)`);
+    const resumed = Date.now();
+    assert.ok(proc.kill('SIGCONT'));
+    const backMs = await watch.until(1, resumed, 30_000);
+    console.log(`T17 (external gobgpd): after SIGCONT the route is back at the ToR after ${backMs} ms (vipd's next reconciliation)`);
+  } finally {
+    watch.stop();
+  }
+  assert.ok(proc.running);
+  assert.match(proc.readLog(), /"reason":"vipd-hung"/);
+});
+
+test('SIGKILL of vipd: its guardian deletes vipd\'s paths from the external gobgpd; the route leaves the ToR ≤ 1 s (T16)', async () => {
+  const proc = vipd?.running ? vipd : await startVipd();
   await waitUntil('guardian armed', 10_000, async () => proc.readLog().includes('guardian armed'));
   const watch = new TorRouteWatch(lab.ns(lab.torNode.name), VIP);
   try {
@@ -167,7 +190,8 @@ test('SIGKILL of vipd: its guardian deletes vipd\'s paths from the external gobg
   }
   vipd = undefined;
   await waitUntil('guardian logged its deletion', 5_000, async () => proc.readLog().includes('"reason":"vipd-died"'));
-  const line = proc.readLog().split('\n').find((l) => l.includes('"reason":"vipd-died"') && l.includes('"prefixes"'))!;
+  const line = proc.readLog().split('\n').find((l) => l.includes('"reason":"vipd-died"') && l.includes('"prefixes"'));
+  assert.ok(line, proc.logTail());
   const logged = JSON.parse(line) as { prefixes: string[]; ms: number };
   assert.deepEqual(logged.prefixes, [PREFIX]);
   console.log(`T16 (external gobgpd): the guardian logged deleting ${logged.prefixes.join(',')} ${logged.ms} ms after it saw vipd die`);

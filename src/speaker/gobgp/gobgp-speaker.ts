@@ -95,7 +95,10 @@ export interface GobgpSpeakerOptions {
   readonly restartBackoff?: { readonly initialMs: number; readonly maxMs: number };
   /** Managed mode: where gobgpd's private directory is created; default os.tmpdir(). */
   readonly runtimeDir?: string;
-  /** Managed mode: stop gobgpd when vipd's event loop has been silent this long (GobgpdSupervisorOptions). */
+  /**
+   * Managed mode: stop gobgpd when vipd's event loop has been silent this long (GobgpdSupervisorOptions).
+   * External mode with a guardian: the guardian deletes vipd's paths then.
+   */
   readonly hangTimeoutMs?: number;
   readonly clock: Clock;
   readonly logger: Logger;
@@ -418,6 +421,7 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
           clock: options.clock,
           logger: options.logger,
           ...(options.guardian.entryPath !== undefined && { entryPath: options.guardian.entryPath }),
+          ...(options.hangTimeoutMs !== undefined && { hangTimeoutMs: options.hangTimeoutMs }),
         });
         armed = this.guardian.start();
         // Handled below; a rejection while waitForApi runs must not be reported as unhandled.

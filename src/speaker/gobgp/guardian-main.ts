@@ -5,7 +5,11 @@
  * and exits. A clean stop that already withdrew writes "withdrawn" before closing: the guardian then
  * exits without touching gobgpd.
  *
- * argv: --api <gobgpd API address> --mark <large community> [--give-up-after <ms>]
+ * With --hang-timeout, vipd also writes a heartbeat byte every 500 ms. When none comes for that long
+ * (vipd SIGSTOPped, its event loop blocked: T17), the guardian deletes the marked paths too, as the
+ * managed gobgpd's watchdog stops gobgpd; once vipd runs again its reconciliation adds them back.
+ *
+ * argv: --api <gobgpd API address> --mark <large community> [--give-up-after <ms>] [--hang-timeout <ms>]
  */
 import { Backoff } from '../../lib/backoff';
 import { errorMessage } from '../../lib/errors';
@@ -24,6 +28,7 @@ function arg(name: string): string | undefined {
 const api = arg('api');
 const mark = arg('mark');
 const giveUpAfterMs = Number(arg('give-up-after') ?? 30_000);
+const hangTimeoutMs = arg('hang-timeout') === undefined ? undefined : Number(arg('hang-timeout'));
 const log = createLogger().child({ component: 'guardian', vipdPid: process.ppid });
 if (!api || !mark) {
   log.error({ event: 'guardian', argv: process.argv.slice(2) }, 'guardian needs --api and --mark');
@@ -37,46 +42,70 @@ for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
 }
 
 const client = new GobgpClient({ address: api, deadlineMs: 2000 });
+/** The end of what vipd wrote: enough to see the release word after any number of heartbeats. */
 let input = '';
 let acting = false;
+let hangTimer: NodeJS.Timeout | undefined;
+let hungSwept = false;
 
-async function sweep(): Promise<void> {
+function armHangTimer(): void {
+  if (hangTimeoutMs === undefined || acting) return;
+  clearTimeout(hangTimer);
+  hangTimer = setTimeout(() => {
+    hungSwept = true;
+    void sweep('vipd-hung');
+  }, hangTimeoutMs);
+}
+
+async function sweep(reason: 'vipd-died' | 'vipd-hung'): Promise<void> {
   const t0 = performance.now();
   const backoff = new Backoff(100, 2000);
   for (let attempt = 1; ; attempt++) {
     try {
       const deleted = await deleteMarkedPaths(client, mark!);
       log.warn(
-        { event: 'withdraw', reason: 'vipd-died', op: 'delete', mark, prefixes: deleted, attempt, ms: Math.round(performance.now() - t0) },
-        `vipd died without withdrawing: the guardian deleted its ${deleted.length} marked path(s) from gobgpd`,
+        { event: 'withdraw', reason, op: 'delete', mark, prefixes: deleted, attempt, ms: Math.round(performance.now() - t0), ...(reason === 'vipd-hung' && { hangTimeoutMs }) },
+        reason === 'vipd-died'
+          ? `vipd died without withdrawing: the guardian deleted its ${deleted.length} marked path(s) from gobgpd`
+          : `no heartbeat from vipd for ${hangTimeoutMs} ms: the guardian deleted its ${deleted.length} marked path(s) from gobgpd`,
       );
       return;
     } catch (err) {
       const elapsed = performance.now() - t0;
       if (elapsed > giveUpAfterMs) {
-        log.error({ event: 'withdraw', reason: 'vipd-died', mark, attempt, err: errorMessage(err) }, 'the guardian could not delete vipd\'s paths; giving up');
+        log.error({ event: 'withdraw', reason, mark, attempt, err: errorMessage(err) }, 'the guardian could not delete vipd\'s paths; giving up');
         process.exitCode = 1;
         return;
       }
       const delayMs = backoff.next();
-      log.warn({ event: 'withdraw', reason: 'vipd-died', mark, attempt, retryInMs: delayMs, err: errorMessage(err) }, 'gobgpd refused or did not answer; retrying');
+      log.warn({ event: 'withdraw', reason, mark, attempt, retryInMs: delayMs, err: errorMessage(err) }, 'gobgpd refused or did not answer; retrying');
+      // A hung vipd that runs again owns its paths again: stop deleting them.
+      if (reason === 'vipd-hung' && !hungSwept) return;
       await new Promise((resolve) => setTimeout(resolve, delayMs));
     }
   }
 }
 
 process.stdin.setEncoding('utf8');
-process.stdin.on('data', (chunk: string) => (input += chunk));
+process.stdin.on('data', (chunk: string) => {
+  input = (input + chunk).slice(-64);
+  if (hungSwept) {
+    hungSwept = false;
+    log.info({ event: 'guardian', reason: 'vipd-resumed' }, 'vipd runs again; its reconciliation announces its paths again');
+  }
+  armHangTimer();
+});
 process.stdin.on('error', () => undefined);
 process.stdin.on('end', () => {
   if (acting) return;
   acting = true;
-  if (input.includes(GUARDIAN_RELEASE)) {
+  clearTimeout(hangTimer);
+  if (input.endsWith(GUARDIAN_RELEASE)) {
     log.info({ event: 'guardian', reason: 'clean-stop' }, 'vipd stopped after withdrawing its paths; the guardian leaves gobgpd alone');
     client.close();
     return;
   }
-  void sweep().finally(() => {
+  void sweep('vipd-died').finally(() => {
     client.close();
     process.exit();
   });
@@ -100,7 +129,8 @@ async function warmUp(): Promise<void> {
 void warmUp()
   .catch((err: unknown) => log.warn({ event: 'guardian', err: errorMessage(err) }, 'gobgpd does not answer yet; the guardian will try again when needed'))
   .finally(() => {
-    log.info({ event: 'guardian', api, mark }, 'guardian armed: vipd\'s marked paths are deleted if vipd dies');
+    log.info({ event: 'guardian', api, mark, hangTimeoutMs }, 'guardian armed: vipd\'s marked paths are deleted if vipd dies or hangs');
+    armHangTimer();
     try {
       fs.writeSync(3, GUARDIAN_READY);
       fs.closeSync(3);

@@ -18,7 +18,12 @@ export interface PathGuardianOptions {
   readonly entryPath?: string;
   /** How long start() waits for "armed". Default 10 s. */
   readonly readyTimeoutMs?: number;
+  /** The guardian also deletes the paths when vipd's heartbeat stops this long (T17). Unset: no heartbeat. */
+  readonly hangTimeoutMs?: number;
 }
+
+/** How often vipd's event loop proves it is alive to the guardian. */
+const HEARTBEAT_INTERVAL_MS = 500;
 
 /**
  * Fate-sharing with a gobgpd vipd does not manage: a small process that deletes vipd's marked paths
@@ -35,6 +40,7 @@ export class PathGuardian {
   private stdin: Writable | undefined;
   private done = false;
   private restartTimer: TimerHandle | undefined;
+  private heartbeat: NodeJS.Timeout | undefined;
   private readonly restarts = new Backoff(1000, 30_000);
   private readonly log: Logger;
 
@@ -50,7 +56,8 @@ export class PathGuardian {
   start(): Promise<void> {
     const { options } = this;
     const entry = options.entryPath ?? path.join(__dirname, 'guardian-main.js');
-    const child = spawn(process.execPath, [entry, '--api', options.api, '--mark', options.mark], {
+    const hang = options.hangTimeoutMs === undefined ? [] : ['--hang-timeout', String(options.hangTimeoutMs)];
+    const child = spawn(process.execPath, [entry, '--api', options.api, '--mark', options.mark, ...hang], {
       detached: true,
       stdio: ['pipe', 'inherit', 'inherit', 'pipe'],
     });
@@ -59,6 +66,12 @@ export class PathGuardian {
     // A write after the guardian died must not throw in vipd; its exit is handled below.
     child.stdin!.on('error', () => undefined);
     child.unref();
+    if (options.hangTimeoutMs !== undefined) {
+      clearInterval(this.heartbeat);
+      // Real time, not the injected clock: what is measured is whether this event loop runs at all.
+      this.heartbeat = setInterval(() => child.stdin!.write('.'), HEARTBEAT_INTERVAL_MS);
+      this.heartbeat.unref();
+    }
     const readyPipe = child.stdio[3] as Readable;
     return new Promise<void>((resolve, reject) => {
       let settled = false;
@@ -108,6 +121,7 @@ export class PathGuardian {
     if (this.done) return;
     this.done = true;
     this.restartTimer?.cancel();
+    clearInterval(this.heartbeat);
     this.stdin?.end(message);
   }
 
