@@ -150,6 +150,13 @@ test('clean stop (SIGTERM): vipd withdraws and its guardian leaves gobgpd alone'
   assert.ok(!log.includes('"reason":"vipd-died"'), 'the guardian did not act on a clean stop');
   assert.deepEqual(await localPrefixes(), [FOREIGN]);
   console.log('clean stop: vipd withdrew, the guardian logged clean-stop and deleted nothing; the foreign path stays');
+  // `vipd withdraw-owned` (the drop-in's ExecStopPost): deletes what carries the mark, nothing else.
+  await gobgpOk(['global', 'rib', 'add', '-a', 'ipv4', STALE, 'large-community', mark]);
+  const r = await lab.vipdCli('lb1', ['withdraw-owned', '--config', config]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, new RegExp(`deleted 1 path\\(s\\) marked ${mark}: ${STALE.replace(/\./g, '\\.')}`));
+  assert.deepEqual(await localPrefixes(), [FOREIGN]);
+  console.log(`vipd withdraw-owned: ${r.stdout.trim()}; the foreign path stays`);
 });
 
 test('T17 (external gobgpd): SIGSTOP of vipd: its guardian deletes vipd\'s paths after hangTimeout, ≤ 3 s at the ToR; back after SIGCONT', async () => {

@@ -140,7 +140,7 @@ export function createGobgpSpeaker(options: GobgpSpeakerOptions): GobgpSpeakerHa
 type SpeakerState = 'new' | 'starting' | 'running' | 'closing' | 'closed';
 
 /** Why a reconciliation ran, in the order used to label one that several asked for. */
-const TRIGGERS = ['close', 'push', 'start', 'reconnect', 'watch-error', 'retry', 'drift', 'interval', 'peers'] as const;
+const TRIGGERS = ['close', 'push', 'start', 'reconnect', 'watch-error', 'retry', 'interval', 'peers'] as const;
 type Trigger = (typeof TRIGGERS)[number];
 
 interface Waiter {
@@ -648,7 +648,12 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
     let deleted = 0;
     for (const [prefix, route] of desired) {
       const have = actual.get(prefix);
-      if (have && sameRoute(have, route)) continue;
+      if (have && sameRoute(have, route)) {
+        // Already there (a previous vipd's, kept as it is): vipd's from now on.
+        this.applied.set(prefix, route);
+        this.everAdded.add(prefix);
+        continue;
+      }
       const believed = this.applied.get(prefix);
       const repair = believed !== undefined && sameRoute(believed, route);
       if (!have && foreign.includes(prefix)) {
