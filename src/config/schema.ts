@@ -548,6 +548,13 @@ const speakerSchema = z
         reconcileInterval: duration(500, 600_000).default('3s'),
         /** Managed gobgpd is stopped (routes withdrawn) when vipd's event loop has been silent this long: SIGSTOP, a blocked loop (T17). */
         hangTimeout: duration(500, 60_000).default('2s'),
+        /**
+         * External gobgpd: the last part of the large community `<asn>:1986621540:<ownerId>` that marks
+         * vipd's paths (docs/beside-external-gobgpd.md). Default: the router id as a 32-bit number.
+         */
+        ownerId: z.number().int().min(0).max(0xffff_ffff).optional(),
+        /** External gobgpd: a guardian process deletes vipd's marked paths if vipd dies (fate-sharing). */
+        guardian: z.boolean().default(true),
       })
       .strict()
       .default({}),
@@ -571,6 +578,7 @@ const speakerSchema = z
     if (s.driver === 'none') return;
     if (s.asn === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['asn'], message: 'required when driver is gobgp' });
     if (s.routerId === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['routerId'], message: 'required when driver is gobgp' });
+    if (s.gobgp.manage && s.gobgp.ownerId !== undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['gobgp', 'ownerId'], message: 'only with manage: false (a managed gobgpd holds vipd\'s paths alone)' });
     if (!s.gobgp.manage && s.gobgp.api === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['gobgp', 'api'], message: 'required when manage is false (where is the external gobgpd?)' });
     if (s.peers.length === 0) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['peers'], message: 'at least one peer is required when driver is gobgp' });
     if (s.gobgp.manage && s.gobgp.api !== undefined && !s.gobgp.api.startsWith('unix:') && !s.gobgp.allowTcpApi) {
