@@ -20,6 +20,7 @@ import type { Logger } from './lib/logger';
 import { createMetrics, type Metrics } from './lib/metrics';
 import { vipdVersion } from './lib/version';
 import { IpAddressManager } from './net/ip-address-manager';
+import { localAddressIssues } from './net/local-address';
 import { parseEndpoint } from './net/endpoint';
 import { hostPrefix, type VipAddressManager } from './net/net';
 import { BackendLoadTracker } from './proxy/backend-load';
@@ -29,6 +30,7 @@ import type { ListenerSpec, PoolLoad, PoolSpec, ProxyLimitsSpec, ProxyListener }
 import { WorkerPool } from './proxy/worker-pool';
 import { sessionFamilies } from './config/schema';
 import { createGobgpSpeaker, type GobgpPeerOptions } from './speaker/gobgp/gobgp-speaker';
+import { ownerMark, routerIdAsOwnerId } from './speaker/gobgp/ownership';
 import { peerAnnounceStates } from './speaker/peer-announce';
 import { NullSpeaker, type Advertisement, type Speaker } from './speaker/speaker';
 import { DrainStateFile } from './state/drain-state-file';
@@ -330,6 +332,7 @@ export class Daemon implements AdminActions {
 
   private refusals(next: Config, changes: ConfigChanges): Refusal[] {
     const refused: Refusal[] = [];
+    refused.push(...localAddressIssues(next.speaker));
     for (const key of changes.settings) {
       if (!APPLIED_SETTINGS.has(key)) refused.push({ key, path: key.split('.'), message: 'restart needed: this key is not applied in place by a reload' });
     }
@@ -542,6 +545,7 @@ export class Daemon implements AdminActions {
     const announce = this.reconciler.status();
     const peers = this.speaker.peers();
     const advertised = this.speaker.advertised();
+    const sync = this.speaker.sync();
     return {
       node: this.config.node.name,
       version: vipdVersion,
@@ -596,7 +600,17 @@ export class Daemon implements AdminActions {
         families: p.families,
         ...(p.negotiated ? { negotiated: p.negotiated } : {}),
         advertised: advertised.get(p.address) ?? [],
+        ...localAddressOf(this.config, p.address),
+        desired: sync.desired.get(p.address) ?? [],
+        ...(sync.drift.has(p.address) ? { drift: sync.drift.get(p.address)! } : {}),
       })),
+      speakerSync: {
+        state: sync.state,
+        since: iso(sync.since),
+        pendingAdd: sync.pendingAdd,
+        pendingDelete: sync.pendingDelete,
+        ...(sync.lastError ? { lastError: { at: iso(sync.lastError.at), call: sync.lastError.call, reply: sync.lastError.reply } } : {}),
+      },
       drains: this.drainSequence.list().map(drainPhaseStatus),
     };
   }
@@ -832,6 +846,9 @@ export class Daemon implements AdminActions {
       ...(s.gracefulRestart.enabled ? { gracefulRestart: { restartTimeS: Math.ceil(s.gracefulRestart.restartTime / 1000), notification: false } } : {}),
       reconcileIntervalMs: s.gobgp.reconcileInterval,
       peers: gobgpPeers(this.config),
+      // External gobgpd: vipd's paths carry its mark, and a guardian deletes them if vipd dies.
+      ...(!s.gobgp.manage && { ownerMark: ownerMark(s.asn!, s.gobgp.ownerId ?? routerIdAsOwnerId(s.routerId!)) }),
+      ...(!s.gobgp.manage && s.gobgp.guardian && { guardian: {} }),
       clock: this.clock,
       logger: this.logger.child({ component: 'speaker' }),
       metrics: this.metrics,
@@ -880,6 +897,12 @@ export class Daemon implements AdminActions {
   }
 }
 
+/** The configured source of the session with `peer`, for status (beside a local router, docs/beside-frr.md). */
+function localAddressOf(config: Config, peer: string): { localAddress?: string } {
+  const localAddress = config.speaker.peers.find((p) => p.address === peer)?.localAddress;
+  return localAddress !== undefined ? { localAddress } : {};
+}
+
 /** The speaker's peers as gobgp takes them; families depend on the VIPs too (sessionFamilies). */
 function gobgpPeers(config: Config): GobgpPeerOptions[] {
   const s = config.speaker;
@@ -897,6 +920,7 @@ function gobgpPeers(config: Config): GobgpPeerOptions[] {
     ...(p.passive ? { passive: true } : {}),
     ...(p.multihop !== undefined ? { ebgpMultihopTtl: p.multihop } : {}),
     ...(p.ttlSecurity !== undefined ? { ttlSecurityHops: p.ttlSecurity.hops } : {}),
+    ...(p.localAddress !== undefined ? { localAddress: p.localAddress } : {}),
   }));
 }
 

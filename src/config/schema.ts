@@ -480,6 +480,8 @@ const peerSchema = z
     keepalive: duration(1000, 21_845_000).default('1s'),
     connectRetry: duration(1000, 3_600_000).default('5s'),
     password: z.string().min(1).max(80).optional(),
+    /** Source address of the session: a /32 (/128) of this node's own, e.g. on lo, when peering with the node's own FRR/BIRD (docs/beside-frr.md). Checked to be on the node at start and reload. */
+    localAddress: ipAddress.optional(),
     /**
      * Address families the session carries (MP-BGP, RFC 4760). Managed default: the peer's own family,
      * plus the family of any VIP that no peer of its own family can carry. External gobgpd: what its
@@ -546,6 +548,13 @@ const speakerSchema = z
         reconcileInterval: duration(500, 600_000).default('3s'),
         /** Managed gobgpd is stopped (routes withdrawn) when vipd's event loop has been silent this long: SIGSTOP, a blocked loop (T17). */
         hangTimeout: duration(500, 60_000).default('2s'),
+        /**
+         * External gobgpd: the last part of the large community `<asn>:1986621540:<ownerId>` that marks
+         * vipd's paths (docs/beside-external-gobgpd.md). Default: the router id as a 32-bit number.
+         */
+        ownerId: z.number().int().min(0).max(0xffff_ffff).optional(),
+        /** External gobgpd: a guardian process deletes vipd's marked paths if vipd dies (fate-sharing). */
+        guardian: z.boolean().default(true),
       })
       .strict()
       .default({}),
@@ -569,6 +578,7 @@ const speakerSchema = z
     if (s.driver === 'none') return;
     if (s.asn === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['asn'], message: 'required when driver is gobgp' });
     if (s.routerId === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['routerId'], message: 'required when driver is gobgp' });
+    if (s.gobgp.manage && s.gobgp.ownerId !== undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['gobgp', 'ownerId'], message: 'only with manage: false (a managed gobgpd holds vipd\'s paths alone)' });
     if (!s.gobgp.manage && s.gobgp.api === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['gobgp', 'api'], message: 'required when manage is false (where is the external gobgpd?)' });
     if (s.peers.length === 0) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['peers'], message: 'at least one peer is required when driver is gobgp' });
     if (s.gobgp.manage && s.gobgp.api !== undefined && !s.gobgp.api.startsWith('unix:') && !s.gobgp.allowTcpApi) {
@@ -580,6 +590,7 @@ const speakerSchema = z
           'Leave api unset (a unix socket in a 0700 directory), or set allowTcpApi: true if this is really meant',
       });
     }
+    s.peers.forEach((p, i) => checkPeerLocalAddress(s.routerId, p, i, ctx));
     s.peers.forEach((p, i) => {
       const own = isIP(p.address) === 6 ? 'ipv6-unicast' : 'ipv4-unicast';
       if (p.nextHopIpv6 !== undefined && own === 'ipv6-unicast') {
@@ -628,6 +639,27 @@ function checkPeerOptions(s: z.output<typeof speakerSchema>, ctx: z.RefinementCt
       else if (!listen.addresses.some((a) => isIP(a) === family)) issue(['peers', i, 'passive'], `${p.address} is IPv${family} and speaker.gobgp.listen has no IPv${family} address for it to connect to`);
     }
   });
+}
+
+/**
+ * A session's source and this speaker's router id must not be the peer's own: a local router (FRR,
+ * BIRD) refuses an OPEN whose BGP identifier equals its own, and its address usually is its router id.
+ * Which addresses are really on the node is checked where the daemon starts (net/local-address.ts).
+ */
+function checkPeerLocalAddress(routerId: string | undefined, p: { address: string; localAddress?: string | undefined }, i: number, ctx: z.RefinementCtx): void {
+  if (routerId !== undefined && routerId === p.address) {
+    ctx.addIssue({
+      code: z.ZodIssueCode.custom,
+      path: ['routerId'],
+      message: `${routerId} is the address of peer ${i} (speaker.peers[${i}].address); a router refuses an OPEN carrying its own router id. Use an address of this node, e.g. the peer's localAddress`,
+    });
+  }
+  if (p.localAddress === undefined) return;
+  if (p.localAddress === p.address) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['peers', i, 'localAddress'], message: 'is the peer\'s own address: the session needs an address of its own on this node' });
+  } else if (isIP(p.localAddress) !== isIP(p.address)) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['peers', i, 'localAddress'], message: `${p.localAddress} is not of the family of the peer's address ${p.address}` });
+  }
 }
 
 /**
