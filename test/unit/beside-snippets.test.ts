@@ -33,6 +33,15 @@ describe('config/beside-frr/frr.conf', () => {
     }
   });
 
+  it('is valid FRR configuration (vtysh --dryrun), and the check can fail', () => {
+    const ok = spawnSync('vtysh', ['--dryrun', '-f', BESIDE_FRR_CONF], { encoding: 'utf8' });
+    assert.equal(ok.error, undefined, 'vtysh is installed (scripts/setup.sh installs frr)');
+    assert.equal(ok.status, 0, ok.stdout + ok.stderr);
+    const bad = join(mkdtempSync(join(tmpdir(), 'vipd-frr-')), 'bad.conf');
+    writeFileSync(bad, text.replace(' neighbor 198.18.200.1 disable-connected-check', ' neighbor 198.18.200.1 disable-connected-chek'));
+    assert.notEqual(spawnSync('vtysh', ['--dryrun', '-f', bad], { encoding: 'utf8' }).status, 0);
+  });
+
   it('templates per balancer in one pass: lb3 (198.18.1.10) is not corrupted by lb1\'s 198.18.1.1', () => {
     assert.equal(templateSnippet(text, 'frr.conf', SNIPPET_ADDRESSES), text, 'lb1 loads the file as shipped');
     const out = templateSnippet(text, 'frr.conf', lb3);
