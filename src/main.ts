@@ -30,6 +30,7 @@ import type { ListenerSpec, PoolLoad, PoolSpec, ProxyLimitsSpec, ProxyListener }
 import { WorkerPool } from './proxy/worker-pool';
 import { sessionFamilies } from './config/schema';
 import { createGobgpSpeaker, type GobgpPeerOptions } from './speaker/gobgp/gobgp-speaker';
+import { ownerMark, routerIdAsOwnerId } from './speaker/gobgp/ownership';
 import { peerAnnounceStates } from './speaker/peer-announce';
 import { NullSpeaker, type Advertisement, type Speaker } from './speaker/speaker';
 import { DrainStateFile } from './state/drain-state-file';
@@ -544,6 +545,7 @@ export class Daemon implements AdminActions {
     const announce = this.reconciler.status();
     const peers = this.speaker.peers();
     const advertised = this.speaker.advertised();
+    const sync = this.speaker.sync();
     return {
       node: this.config.node.name,
       version: vipdVersion,
@@ -599,7 +601,16 @@ export class Daemon implements AdminActions {
         ...(p.negotiated ? { negotiated: p.negotiated } : {}),
         advertised: advertised.get(p.address) ?? [],
         ...localAddressOf(this.config, p.address),
+        desired: sync.desired.get(p.address) ?? [],
+        ...(sync.drift.has(p.address) ? { drift: sync.drift.get(p.address)! } : {}),
       })),
+      speakerSync: {
+        state: sync.state,
+        since: iso(sync.since),
+        pendingAdd: sync.pendingAdd,
+        pendingDelete: sync.pendingDelete,
+        ...(sync.lastError ? { lastError: { at: iso(sync.lastError.at), call: sync.lastError.call, reply: sync.lastError.reply } } : {}),
+      },
       drains: this.drainSequence.list().map(drainPhaseStatus),
     };
   }
@@ -831,9 +842,13 @@ export class Daemon implements AdminActions {
       ...(s.gobgp.runtimeDir !== undefined ? { runtimeDir: s.gobgp.runtimeDir } : {}),
       hangTimeoutMs: s.gobgp.hangTimeout,
       gobgpdPath: s.gobgp.binary,
-      listenPort: s.gobgp.listenPort,
+      ...(s.gobgp.listen !== undefined ? { listenPort: s.gobgp.listen.port, listenAddresses: s.gobgp.listen.addresses } : {}),
+      ...(s.gracefulRestart.enabled ? { gracefulRestart: { restartTimeS: Math.ceil(s.gracefulRestart.restartTime / 1000), notification: false } } : {}),
       reconcileIntervalMs: s.gobgp.reconcileInterval,
       peers: gobgpPeers(this.config),
+      // External gobgpd: vipd's paths carry its mark, and a guardian deletes them if vipd dies.
+      ...(!s.gobgp.manage && { ownerMark: ownerMark(s.asn!, s.gobgp.ownerId ?? routerIdAsOwnerId(s.routerId!)) }),
+      ...(!s.gobgp.manage && s.gobgp.guardian && { guardian: {} }),
       clock: this.clock,
       logger: this.logger.child({ component: 'speaker' }),
       metrics: this.metrics,
@@ -902,6 +917,9 @@ function gobgpPeers(config: Config): GobgpPeerOptions[] {
     keepaliveS: p.keepalive / 1000,
     connectRetryS: p.connectRetry / 1000,
     ...(p.password !== undefined ? { password: p.password } : {}),
+    ...(p.passive ? { passive: true } : {}),
+    ...(p.multihop !== undefined ? { ebgpMultihopTtl: p.multihop } : {}),
+    ...(p.ttlSecurity !== undefined ? { ttlSecurityHops: p.ttlSecurity.hops } : {}),
     ...(p.localAddress !== undefined ? { localAddress: p.localAddress } : {}),
   }));
 }

@@ -13,6 +13,8 @@ import { createLogger } from '../lib/logger';
 import { vipdVersion } from '../lib/version';
 import { parseGrace } from '../control/drain-request';
 import { lookupGobgpdUser } from '../speaker/gobgp/gobgpd-user';
+import { GobgpClient } from '../speaker/gobgp/client';
+import { deleteMarkedPaths, ownerMark, routerIdAsOwnerId } from '../speaker/gobgp/ownership';
 import { adminRequest, AdminUnreachableError, describeTarget, type AdminTarget } from './admin-client';
 import { renderStatus, renderTimeline, WATCH_TIMELINE_ROWS } from './status-table';
 import type { JournalEvent } from '../control/event-journal';
@@ -287,6 +289,27 @@ program
     if (read) process.stderr.write(`${read}\n`);
     process.stderr.write(`vipd: reload ${report.result ?? 'refused'} (${res.status}); the old config keeps serving:\n${(report.reason ?? report.error ?? res.body).trim()}\n`);
     process.exit(EXIT_RUNTIME);
+  });
+
+program
+  .command('withdraw-owned')
+  .description("external gobgpd: delete every path carrying this node's mark (what the guardian does when vipd dies); for ExecStopPost")
+  .option('-c, --config <file>', 'config file (YAML)', '/etc/vipd/vipd.yaml')
+  .action(async (opts: { config: string }) => {
+    const config = loadOrExit(opts.config);
+    const s = config.speaker;
+    if (s.driver !== 'gobgp' || s.gobgp.manage || s.gobgp.api === undefined) {
+      process.stderr.write('vipd: withdraw-owned is for speaker.gobgp.manage: false (a managed gobgpd dies with vipd)\n');
+      process.exit(EXIT_USAGE);
+    }
+    const mark = ownerMark(s.asn!, s.gobgp.ownerId ?? routerIdAsOwnerId(s.routerId!));
+    const client = new GobgpClient({ address: s.gobgp.api, deadlineMs: 5000 });
+    try {
+      const deleted = await deleteMarkedPaths(client, mark);
+      process.stdout.write(`deleted ${deleted.length} path(s) marked ${mark}${deleted.length ? `: ${deleted.join(' ')}` : ''}\n`);
+    } finally {
+      client.close();
+    }
   });
 
 program
