@@ -142,9 +142,12 @@ export class WorkerSupervisor {
     return this.lifecycle.is('running');
   }
 
-  /** Heartbeat period: four pings per hangTimeout, so one lost to a busy moment does not count. */
+  /**
+   * Heartbeat period: eight pings per hangTimeout, so that a hang is seen at most an eighth of it late
+   * (T17's 3 s at the ToR with the default 2 s) and one ping lost to a busy moment never counts.
+   */
   get heartbeatMs(): number {
-    return Math.max(50, Math.floor(this.options.hangTimeoutMs / 4));
+    return Math.max(50, Math.floor(this.options.hangTimeoutMs / 8));
   }
 
   /** Forks every worker; resolves once each has come up or died once. False once stopped. */
