@@ -27,6 +27,8 @@ import { createProcessConnectionLimits } from './proxy/limits';
 import { createListener } from './proxy/listener';
 import type { ListenerSpec, PoolLoad, PoolSpec, ProxyLimitsSpec, ProxyListener } from './proxy/proxy';
 import { WorkerPool } from './proxy/worker-pool';
+import type { DataPlane, DataPlanePool } from './dataplane/data-plane';
+import { createKernelDataPlane } from './dataplane/kernel/kernel-data-plane';
 import { sessionFamilies } from './config/schema';
 import { createGobgpSpeaker, type GobgpPeerOptions } from './speaker/gobgp/gobgp-speaker';
 import { peerAnnounceStates } from './speaker/peer-announce';
@@ -66,6 +68,8 @@ interface PoolRuntime {
   readonly tracker?: BackendLoadTracker;
   /** In-process tracker, or the sum of the workers' trackers when proxy.workers > 1. */
   readonly load: PoolLoad & { drainBackend(backendKey: string, drained: boolean): boolean; close?(): void };
+  /** The pool in the kernel data plane, when a listener uses dataPath: kernel. */
+  readonly kernel?: DataPlanePool;
 }
 
 /** A drain as the daemon holds it: the persisted mark, plus the file it came from when restored at start. */
@@ -78,6 +82,8 @@ interface ListenerRuntime {
   readonly listener: ProxyListener;
   /** In-process listeners only: a reload hands them their new spec. */
   readonly reconfigure?: (spec: ListenerSpec) => void;
+  /** dataPath: kernel (its pool view is the kernel plane's). */
+  readonly kernel?: boolean;
   retry?: { cancel(): void };
 }
 
@@ -99,6 +105,8 @@ export class Daemon implements AdminActions {
   private readonly reconciler: AnnounceReconciler;
   private readonly admin: AdminServer;
   private readonly workerPool: WorkerPool | undefined;
+  /** The kernel data path (nftables), built when a listener asks for dataPath: kernel. */
+  private readonly kernelPlane: DataPlane | undefined;
   private readonly drainStore: DrainStateStore;
   private nodeDrain: HeldDrain<DrainMark> | undefined;
   /** Drains of single VIPs, by VIP name. */
@@ -147,6 +155,9 @@ export class Daemon implements AdminActions {
             clock: this.clock,
           })
         : undefined;
+    this.kernelPlane = config.vips.some((v) => v.listeners.some((l) => l.dataPath === 'kernel'))
+      ? createKernelDataPlane({ logger: this.logger, metrics: this.metrics, clock: this.clock, config })
+      : undefined;
     this.connectionLimits = this.workerPool ? undefined : createProcessConnectionLimits(limits, proxyLogger, this.metrics);
     for (const [name, pool] of Object.entries(config.pools)) this.pools.set(name, this.buildPool(name, pool, healths.get(name)!));
     for (const vip of config.vips) {
@@ -212,6 +223,8 @@ export class Daemon implements AdminActions {
     // second vipd refused by the live admin socket) must not remove the addresses of the one running.
     this.ownsAddresses = true;
     await this.checkVips();
+    // nftables usable (nft, CAP_NET_ADMIN) and its sysctls right, or the start fails with the reason.
+    await this.kernelPlane?.start();
     for (const l of this.listeners) await this.startListener(l);
     for (const pool of this.pools.values()) this.startPool(pool);
     this.started = true;
@@ -267,6 +280,7 @@ export class Daemon implements AdminActions {
       });
     }
     attempt('workers', () => void this.workerPool?.close().catch(() => undefined));
+    attempt('kernel', () => void this.kernelPlane?.destroy().catch(() => undefined));
     return this.admin.close().catch(() => undefined);
   }
 
@@ -291,6 +305,7 @@ export class Daemon implements AdminActions {
     for (const l of this.listeners) l.retry?.cancel();
     await Promise.all(this.listeners.map((l) => l.listener.close(SESSION_CLOSE_MS)));
     await this.workerPool?.close();
+    await this.kernelPlane?.close(0);
     for (const pool of this.pools.values()) {
       pool.load.close?.();
       pool.health.close();
@@ -334,10 +349,18 @@ export class Daemon implements AdminActions {
       if (!APPLIED_SETTINGS.has(key)) refused.push({ key, path: key.split('.'), message: 'restart needed: this key is not applied in place by a reload' });
     }
     next.vips.forEach((vip, vi) => {
+      vip.listeners.forEach((l, li) => {
+        if (l.dataPath === 'kernel' && !this.kernelPlane) {
+          refused.push({ key: `vips[${vi}].listeners[${li}].dataPath`, path: ['vips', vi, 'listeners', li, 'dataPath'], message: 'restart needed: the first kernel listener brings in the kernel data path (nftables checks at start)' });
+        }
+      });
       const oldVip = this.config.vips.find((v) => v.name === vip.name);
       if (!oldVip) return;
       vip.listeners.forEach((l, li) => {
         const before = oldVip.listeners.find((o) => o.port === l.port);
+        if (before && before.dataPath !== l.dataPath) {
+          refused.push({ key: `vips[${vi}].listeners[${li}].dataPath`, path: ['vips', vi, 'listeners', li, 'dataPath'], message: `restart needed: listener ${vip.name}:${l.port} moves from the ${before.dataPath} data path to ${l.dataPath}` });
+        }
         if (before && before.pool !== l.pool) {
           refused.push({
             key: `vips[${vi}].listeners[${li}].pool`,
@@ -380,6 +403,7 @@ export class Daemon implements AdminActions {
       pool.health.reconfigure(cfg.backends.map((b) => b.endpoint), toCheckSpec(cfg.check));
       // With workers, each worker reconfigures its own tracker and listeners of the pool (vipd:updatePool).
       const removed = this.workerPool ? this.workerPool.updatePool(spec) : (pool.tracker?.reconfigure(spec) ?? []).map((r) => r.backend);
+      pool.kernel?.reconfigure(spec);
       for (const l of this.listeners) {
         if (l.pool === change.name && !this.workerPool) l.reconfigure?.({ ...l.listener.spec, pool: spec });
       }
@@ -425,6 +449,7 @@ export class Daemon implements AdminActions {
       const sessionsDone = Promise.all(retired.filter((l) => l.pool === name).map((l) => l.listener.close(REMOVED_LISTENER_DRAIN_MS).catch(() => undefined)));
       void sessionsDone.then(() => {
         pool.load.close?.();
+        pool.kernel?.close();
         return pool.health.close();
       });
     }
@@ -462,6 +487,11 @@ export class Daemon implements AdminActions {
   }
 
   private buildPool(name: string, pool: PoolConfig, health: PoolHealth): PoolRuntime {
+    const kernel = this.kernelPlane?.addPool(toPoolSpec(name, pool), health);
+    return { ...this.buildProxyPool(name, pool, health), ...(kernel ? { kernel } : {}) };
+  }
+
+  private buildProxyPool(name: string, pool: PoolConfig, health: PoolHealth): PoolRuntime {
     if (this.workerPool) {
       // At start the worker pool was given every pool; one a reload adds joins it now.
       const load = this.started ? this.workerPool.addPool(toPoolSpec(name, pool), health) : this.workerPool.load(name);
@@ -475,6 +505,7 @@ export class Daemon implements AdminActions {
     pool.health.onChange(() => this.reconciler.evaluate());
     // A drain or an ejection (which ends by time) changes what the pool can serve, not its health.
     pool.load.onServiceChange(() => this.reconciler.evaluate());
+    pool.kernel?.onServiceChange(() => this.reconciler.evaluate());
     pool.health.start();
   }
 
@@ -491,6 +522,10 @@ export class Daemon implements AdminActions {
 
   private buildListener(vip: VipConfig, l: VipConfig['listeners'][number]): ListenerRuntime {
     const spec = this.listenerSpec(vip, l);
+    if (l.dataPath === 'kernel' && this.kernelPlane) {
+      const listener = this.kernelPlane.listener(spec);
+      return { vip: vip.name, port: l.port, pool: l.pool, listener, reconfigure: (next) => listener.reconfigure(next), kernel: true };
+    }
     if (this.workerPool) {
       const listener = this.workerPool.listener(spec);
       return { vip: vip.name, port: l.port, pool: l.pool, listener, reconfigure: (next) => listener.reconfigure(next) };
@@ -529,7 +564,8 @@ export class Daemon implements AdminActions {
           .filter((l) => l.vip === vip.name)
           .map((l) => {
             const pool = this.pools.get(l.pool)!;
-            return { id: l.listener.spec.id, bound: l.listener.bound(), pool: pool.health.snapshot(), ...pool.load.outOfService() };
+            const view = l.kernel && pool.kernel ? pool.kernel : pool.load;
+            return { id: l.listener.spec.id, bound: l.listener.bound(), pool: pool.health.snapshot(), ...view.outOfService() };
           }),
       }),
     };
@@ -570,7 +606,11 @@ export class Daemon implements AdminActions {
           name: p.name,
           healthy: snap.healthy.length,
           backends: snap.backends.map((b) => {
-            const counters = p.load.counters(b.backend.key);
+            const proxyCounters = p.load.counters(b.backend.key);
+            const kernelCounters = p.kernel?.counters(b.backend.key);
+            const counters = kernelCounters
+              ? { ...proxyCounters, active: proxyCounters.active + kernelCounters.active, total: proxyCounters.total + kernelCounters.total, drained: proxyCounters.drained || kernelCounters.drained }
+              : proxyCounters;
             return {
               address: b.backend.key,
               health: b.state,
@@ -663,6 +703,7 @@ export class Daemon implements AdminActions {
   }
 
   async metricsText(): Promise<{ contentType: string; body: string }> {
+    await this.kernelPlane?.metrics.refresh();
     return {
       contentType: this.metrics.registry.contentType,
       body: this.workerPool ? await this.workerPool.metricsText() : await this.metrics.registry.metrics(),
@@ -778,6 +819,7 @@ export class Daemon implements AdminActions {
     );
     // The load view tells the reconciler (onServiceChange) once start() has subscribed it.
     pool.load.drainBackend(mark.backend, drained);
+    pool.kernel?.drainBackend(mark.backend, drained);
   }
 
   /**
