@@ -620,6 +620,8 @@ export const configSchema = z
       .object({
         /** Worker processes sharing the listeners; health, decisions and BGP stay in the main process. */
         workers: z.number().int().min(1, 'workers must be 1..64').max(64, 'workers must be 1..64').default(1),
+        /** With workers > 1: a worker that has not answered its heartbeat this long is killed and restarted; its listeners fail the gate meanwhile (T17). */
+        hangTimeout: duration(500, 60_000).default('2s'),
         maxConnections: z.number().int().min(1).max(10_000_000).optional(),
         maxConnectionsPerSource: z.number().int().min(1).max(10_000_000).optional(),
       })

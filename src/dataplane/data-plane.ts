@@ -67,6 +67,12 @@ export interface DataPlaneListener {
   stats(): ListenerStats;
   /** Reload: new connections use `spec` (same id, same pool). Pool changes arrive through DataPlanePool.reconfigure. */
   reconfigure(spec: ListenerSpec): void;
+  /**
+   * drain.closeAfter: cuts the client connections open now and returns how many. Optional: a plane
+   * that cannot reach its connections from here (workers today) leaves it out, and they end by
+   * themselves (the daemon logs that).
+   */
+  closeConnections?(): number;
   close(graceMs: number): Promise<void>;
   destroy(): Promise<void>;
 }

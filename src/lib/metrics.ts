@@ -41,6 +41,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     backendDrained: new Gauge({ name: 'vipd_proxy_backend_drained', help: '1 while the operator drains the backend (no new connections)', labelNames: ['pool', 'backend'], registers: r }),
     fdSessionCapacity: new Gauge({ name: 'vipd_proxy_fd_session_capacity', help: 'Client connections the fd limit leaves room for (two descriptors each, after those in use at start and a reserve); clients beyond it are refused with reason fdLimit', registers: r }),
     poolConnectionSkew: new Gauge({ name: 'vipd_proxy_pool_connection_skew_ratio', help: 'Busiest backend in service: its connections per unit of weight over the pool average per unit of weight (1 = even)', labelNames: ['pool'], registers: r }),
+    proxyWorkerRestarts: new Counter({ name: 'vipd_proxy_worker_restarts_total', help: 'Proxy worker processes restarted, by reason: exited (died) or hung (silent for proxy.hangTimeout, killed)', labelNames: ['reason'], registers: r }),
+    proxyWorkersAnswering: new Gauge({ name: 'vipd_proxy_workers_answering', help: 'Proxy worker processes up and answering their heartbeat', registers: r }),
     // kernel data path (nftables): counted by the kernel, read back by vipd
     kernelBackendPackets: new Counter({ name: 'vipd_kernel_backend_packets_total', help: 'Packets of kernel-path connections to and from the backend (nft counters, forward chain)', labelNames: ['pool', 'backend'], registers: r }),
     kernelBackendBytes: new Counter({ name: 'vipd_kernel_backend_bytes_total', help: 'Bytes of kernel-path connections to and from the backend (nft counters, forward chain)', labelNames: ['pool', 'backend'], registers: r }),

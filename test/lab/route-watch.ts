@@ -41,6 +41,11 @@ export class TorRouteWatch {
     }
   }
 
+  /** Every change seen at or after `since` (Date.now()), oldest first: a test that a route stayed asserts there is none. */
+  since(since: number): ReadonlyArray<{ readonly at: number; readonly nexthops: number }> {
+    return this.changes.filter((c) => c.at >= since);
+  }
+
   stop(): void {
     this.child.kill();
   }
