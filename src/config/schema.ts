@@ -359,7 +359,7 @@ const backendSchema = z
 
 const poolSchema = z
   .object({
-    balance: z.enum(['round-robin', 'least-conn', 'random-two', 'source-hash']).default('round-robin'),
+    balance: z.enum(['round-robin', 'least-conn', 'random-two', 'random', 'source-hash']).default('round-robin'),
     backends: z.array(backendSchema).min(1, 'a pool needs at least one backend'),
     check: checkSchema.default({}),
     connectTimeout: duration(10, 60_000).default('1s'),
@@ -809,7 +809,7 @@ function checkKernelListeners(cfg: KernelCheckConfig, ctx: z.RefinementCtx): voi
       const p = (...rest: Array<string | number>) => ['pools', l.pool, ...rest];
       const users = `pool "${l.pool}" serves ${at}`;
       if (pool.balance === 'least-conn' || pool.balance === 'random-two') {
-        refuse(p('balance'), `${users}: ${pool.balance} picks on each backend's open connections, and nftables picks from a map without them; use round-robin or source-hash`);
+        refuse(p('balance'), `${users}: ${pool.balance} picks on each backend's open connections, and nftables picks from a map without them; use round-robin, random or source-hash`);
       }
       const explicit = explicitPoolKeys.get(pool);
       if (explicit?.retryBeforeReply && pool.retryBeforeReply !== 'off') {

@@ -127,6 +127,11 @@ describe('kernel ruleset: the JSON for a pool state', () => {
     assert.deepEqual(back, all, 'when it comes back, the map is the one before');
   });
 
+  it('random: numgen random over the same weighted map', () => {
+    const pre = rules(state([listener({ balance: 'random' })])).find((r) => r.chain === 'prerouting')!;
+    assert.deepEqual((pre.expr[2] as { dnat: { addr: { map: { key: unknown } } } }).dnat.addr.map.key, { numgen: { mode: 'random', mod: 3, offset: 0 } });
+  });
+
   it('IPv6 VIP: ip6 matches, dnat ip6, ct ip6 addresses; SNAT to a configured address when given', () => {
     const l = listener({ id: 'v6:2379', vipAddress: '2001:db8:100::10', backends: [be('[2001:db8:21::2]:2379')], usable: new Set(['[2001:db8:21::2]:2379']) });
     const rs = rules(state([l], { snatIpv6: '2001:db8:1:1::2' }));

@@ -84,7 +84,7 @@ export function createKernelDataPlane(context: DataPlaneContext): DataPlane {
 
 function kernelBalance(spec: PoolSpec): KernelBalance {
   // The config refuses least-conn and random-two for kernel listeners (they pick on live counts).
-  return spec.balance === 'source-hash' ? 'source-hash' : 'round-robin';
+  return spec.balance === 'source-hash' || spec.balance === 'random' ? spec.balance : 'round-robin';
 }
 
 class KernelPool implements DataPlanePool {

@@ -9,7 +9,7 @@ import { buildMaglevTable } from '../../proxy/picker-source-hash';
  *
  * The table (family inet, so one table serves IPv4 and IPv6 VIPs):
  * - chain prerouting (nat, dstnat): per listener, VIP:port is rewritten to a backend taken from an
- *   inline map keyed by `numgen inc` (round-robin), `numgen random` (random-two) or `jhash` of the
+ *   inline map keyed by `numgen inc` (round-robin), `numgen random` (random) or `jhash` of the
  *   source address (source-hash). The map's slots hold the usable backends in proportion to their
  *   weights. A listener with no usable backend keeps a rule without a rewrite, so its packets reach the
  *   node's own stack, where nothing listens on VIP:port, and the client gets a reset.
@@ -23,7 +23,7 @@ import { buildMaglevTable } from '../../proxy/picker-source-hash';
  * read-back (kernel-verify.ts) knows the rules it finds are the ones just written.
  */
 
-export type KernelBalance = 'round-robin' | 'random-two' | 'source-hash';
+export type KernelBalance = 'round-robin' | 'random' | 'source-hash';
 
 export interface KernelBackend {
   readonly endpoint: Endpoint;
@@ -110,7 +110,7 @@ export const CHAINS = [
 
 /**
  * The map of one listener: slot index → backend. Empty when nothing is usable (or the listener closes).
- * - round-robin and random-two: the usable backends, each weight/gcd times, in smooth weighted
+ * - round-robin and random: the usable backends, each weight/gcd times, in smooth weighted
  *   round-robin order (weights 5,1,1 give a a b a c a a), so `numgen inc` spreads as the proxy does.
  * - source-hash: a Maglev table of SOURCE_HASH_SLOTS over the usable backends in key order, so every
  *   balancer with the same config builds the same map whatever order its config lists them in.
@@ -175,7 +175,7 @@ export function dnatExpression(listener: KernelListenerState, slots: readonly En
   const key =
     listener.balance === 'source-hash'
       ? { jhash: { mod: slots.length, seed: SOURCE_HASH_SEED, expr: { payload: { protocol: family, field: 'saddr' } } } }
-      : { numgen: { mode: listener.balance === 'random-two' ? 'random' : 'inc', mod: slots.length, offset: 0 } };
+      : { numgen: { mode: listener.balance === 'random' ? 'random' : 'inc', mod: slots.length, offset: 0 } };
   const data = { set: slots.map((b, slot) => [slot, { concat: [b.host, b.port] }]) };
   return [...head, { dnat: { family, addr: { map: { key, data } } } }];
 }
