@@ -23,10 +23,12 @@ import type { Logger } from './lib/logger';
 import { createMetrics, type Metrics } from './lib/metrics';
 import { vipdVersion } from './lib/version';
 import { IpAddressManager } from './net/ip-address-manager';
+import { localAddressIssues } from './net/local-address';
 import { parseEndpoint } from './net/endpoint';
 import type { VipAddressManager } from './net/net';
 import { VipWatcher } from './net/vip-watcher';
 import { createGobgpSpeaker, type GobgpPeerOptions } from './speaker/gobgp/gobgp-speaker';
+import { ownerMark, routerIdAsOwnerId } from './speaker/gobgp/ownership';
 import { NullSpeaker, type Speaker } from './speaker/speaker';
 import { DrainStateFile } from './state/drain-state-file';
 import type { BackendDrainMark, DrainMark, DrainState, DrainStateStore, VipDrainMark } from './state/state';
@@ -298,6 +300,7 @@ export class Daemon implements AdminActions {
 
   private refusals(next: Config, changes: ConfigChanges): Refusal[] {
     const refused: Refusal[] = [];
+    refused.push(...localAddressIssues(next.speaker));
     for (const key of changes.settings) {
       if (!APPLIED_SETTINGS.has(key)) refused.push({ key, path: key.split('.'), message: 'restart needed: this key is not applied in place by a reload' });
     }
@@ -314,6 +317,13 @@ export class Daemon implements AdminActions {
             key: `vips[${vi}].listeners[${li}].pool`,
             path: ['vips', vi, 'listeners', li, 'pool'],
             message: `restart needed: listener ${vip.name}:${l.port} moves from pool ${before.pool} to ${l.pool}; its sessions belong to the old pool`,
+          });
+        }
+        if (before && dataPathOf(before) !== dataPathOf(l)) {
+          refused.push({
+            key: `vips[${vi}].listeners[${li}].dataPath`,
+            path: ['vips', vi, 'listeners', li, 'dataPath'],
+            message: `restart needed: listener ${vip.name}:${l.port} moves from the ${dataPathOf(before)} data path to ${dataPathOf(l)}; a listener stays on the plane that bound it`,
           });
         }
       });
@@ -489,6 +499,8 @@ export class Daemon implements AdminActions {
       announce: this.reconciler.status(),
       peers: this.speaker.peers(),
       advertised: this.speaker.advertised(),
+      sync: this.speaker.sync(),
+      localAddress: (peer) => this.config.speaker.peers.find((p) => p.address === peer)?.localAddress,
       listeners: this.listeners.map((l) => ({ vip: l.vip, id: l.listener.spec.id, port: l.port, pool: l.pool, bound: l.listener.bound(), activeSessions: l.listener.stats().active })),
       pools: [...this.pools.values()].map((p) => ({ name: p.name, snapshot: p.health.snapshot(), load: p.load })),
       drains: this.drainSequence.list(),
@@ -718,9 +730,13 @@ export class Daemon implements AdminActions {
       ...(s.gobgp.runtimeDir !== undefined ? { runtimeDir: s.gobgp.runtimeDir } : {}),
       hangTimeoutMs: s.gobgp.hangTimeout,
       gobgpdPath: s.gobgp.binary,
-      listenPort: s.gobgp.listenPort,
+      ...(s.gobgp.listen !== undefined ? { listenPort: s.gobgp.listen.port, listenAddresses: s.gobgp.listen.addresses } : {}),
+      ...(s.gracefulRestart.enabled ? { gracefulRestart: { restartTimeS: Math.ceil(s.gracefulRestart.restartTime / 1000), notification: false } } : {}),
       reconcileIntervalMs: s.gobgp.reconcileInterval,
       peers: gobgpPeers(this.config),
+      // External gobgpd: vipd's paths carry its mark, and a guardian deletes them if vipd dies.
+      ...(!s.gobgp.manage && { ownerMark: ownerMark(s.asn!, s.gobgp.ownerId ?? routerIdAsOwnerId(s.routerId!)) }),
+      ...(!s.gobgp.manage && s.gobgp.guardian && { guardian: {} }),
       clock: this.clock,
       logger: this.logger.child({ component: 'speaker' }),
       metrics: this.metrics,

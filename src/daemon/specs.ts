@@ -58,6 +58,10 @@ export function gobgpPeers(config: Config): GobgpPeerOptions[] {
     keepaliveS: p.keepalive / 1000,
     connectRetryS: p.connectRetry / 1000,
     ...(p.password !== undefined ? { password: p.password } : {}),
+    ...(p.passive ? { passive: true } : {}),
+    ...(p.multihop !== undefined ? { ebgpMultihopTtl: p.multihop } : {}),
+    ...(p.ttlSecurity !== undefined ? { ttlSecurityHops: p.ttlSecurity.hops } : {}),
+    ...(p.localAddress !== undefined ? { localAddress: p.localAddress } : {}),
   }));
 }
 

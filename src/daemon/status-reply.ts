@@ -21,6 +21,10 @@ export interface StatusInputs {
   readonly announce: ReturnType<AnnounceReconciler['status']>;
   readonly peers: ReturnType<Speaker['peers']>;
   readonly advertised: ReturnType<Speaker['advertised']>;
+  /** The speaker's read-back: desired per peer, drift, pending calls, last refused call. */
+  readonly sync: ReturnType<Speaker['sync']>;
+  /** The configured source address of the session with `peer` (beside a local router, docs/beside-frr.md). */
+  readonly localAddress: (peer: string) => string | undefined;
   readonly listeners: ReadonlyArray<{ readonly vip: string; readonly id: string; readonly port: number; readonly pool: string; readonly bound: boolean; readonly activeSessions: number }>;
   readonly pools: ReadonlyArray<{ readonly name: string; readonly snapshot: PoolSnapshot; readonly load: PoolLoad }>;
   readonly drains: readonly DrainInfo[];
@@ -29,7 +33,7 @@ export interface StatusInputs {
 /** The reply of GET /status (and `vipd status`): pure over its inputs. */
 export function statusReply(input: StatusInputs): DaemonStatus {
   const iso = (ms: number) => new Date(ms).toISOString();
-  const { peers, advertised } = input;
+  const { peers, advertised, sync } = input;
   return {
     node: input.node,
     version: input.version,
@@ -83,7 +87,17 @@ export function statusReply(input: StatusInputs): DaemonStatus {
       families: p.families,
       ...(p.negotiated ? { negotiated: p.negotiated } : {}),
       advertised: advertised.get(p.address) ?? [],
+      ...localAddressOf(input.localAddress(p.address)),
+      desired: sync.desired.get(p.address) ?? [],
+      ...(sync.drift.has(p.address) ? { drift: sync.drift.get(p.address)! } : {}),
     })),
+    speakerSync: {
+      state: sync.state,
+      since: iso(sync.since),
+      pendingAdd: sync.pendingAdd,
+      pendingDelete: sync.pendingDelete,
+      ...(sync.lastError ? { lastError: { at: iso(sync.lastError.at), call: sync.lastError.call, reply: sync.lastError.reply } } : {}),
+    },
     drains: input.drains.map(drainPhaseStatus),
   };
 }
@@ -99,6 +113,10 @@ function drainPhaseStatus(d: DrainInfo): DrainPhaseStatus {
     ...(d.closeAt !== undefined ? { closeAt: iso(d.closeAt) } : {}),
     ...(d.restoredFrom !== undefined ? { restoredFrom: d.restoredFrom } : {}),
   };
+}
+
+function localAddressOf(localAddress: string | undefined): { localAddress?: string } {
+  return localAddress !== undefined ? { localAddress } : {};
 }
 
 function drainOrigin(mark: HeldDrain<DrainMark>): DrainOrigin {

@@ -58,6 +58,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     pushes: new Counter({ name: 'vipd_speaker_pushes_total', help: 'Desired-set pushes to the BGP daemon, by result', labelNames: ['result'], registers: r }),
     reconciles: new Counter({ name: 'vipd_speaker_reconciles_total', help: 'RIB reconciliations, by trigger and result', labelNames: ['trigger', 'result'], registers: r }),
     pathsRepaired: new Counter({ name: 'vipd_speaker_paths_repaired_total', help: 'Paths changed by reconciliation: added (missing) or deleted (not owned)', labelNames: ['op'], registers: r }),
+    drift: new Counter({ name: 'vipd_speaker_drift_total', help: "Confirmed differences between a peer's adj-RIB-out and the desired set (missing or extra), each repaired", labelNames: ['peer', 'kind'], registers: r }),
+    apiErrors: new Counter({ name: 'vipd_speaker_api_errors_total', help: 'gobgpd API calls refused or unanswered, by method and gRPC status; the reconciliation is retried with back-off', labelNames: ['method', 'code'], registers: r }),
     daemonRestarts: new Counter({ name: 'vipd_speaker_daemon_restarts_total', help: 'Managed BGP daemon restarts', registers: r }),
     daemonUp: new Gauge({ name: 'vipd_speaker_daemon_up', help: '1 while the BGP daemon API answers', registers: r }),
     // control

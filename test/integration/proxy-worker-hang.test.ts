@@ -112,11 +112,11 @@ test('one worker SIGSTOPped: killed and restarted after hangTimeout; the other s
   console.log(
     `T17 workers, one of 2 stopped: worker 0 (pid ${stopped}) killed ${killedMs} ms after SIGSTOP (hangTimeout ${HANG_TIMEOUT_MS} ms), new worker 0 pid ${after.get(0)} seen ${restartedAt - t0} ms after; worker 1 pid ${before.get(1)} -> ${after.get(1)}`,
   );
-  console.log(`T17 workers, one of 2 stopped: traffic 50/s: ${report.attempted} requests, ${report.ok} ok, ${report.failed} failed ${JSON.stringify(report.errors)}; ToR route changes since the stop: ${JSON.stringify(torRoutes.since(t0))}`);
+  console.log(`T17 workers, one of 2 stopped: traffic 50/s: ${report.attempted} requests, ${report.ok} ok, ${report.failed} failed ${JSON.stringify(report.errors)}; ToR route changes since the stop: ${JSON.stringify(torRoutes.changesSince(t0))}`);
   assert.ok(killedMs > HANG_TIMEOUT_MS - 100, `killed after ${killedMs} ms: before hangTimeout`);
   assert.ok(killedMs <= T17_WITHDRAW_MS, `the hung worker was killed ${killedMs} ms after the stop, over T17's ${T17_WITHDRAW_MS} ms`);
   assert.equal(after.get(1), before.get(1), 'the answering worker was left alone');
-  assert.deepEqual(torRoutes.since(t0), [], 'the route changed at the ToR while another worker served');
+  assert.deepEqual(torRoutes.changesSince(t0), [], 'the route changed at the ToR while another worker served');
   assert.ok((await lab.tor.torRoute(`${vip}/32`))?.nexthops.length === 1, 'the ToR still routes the VIP to the balancer');
   // A stopped worker accepts nothing new, so only requests it held when it stopped may fail.
   const late = report.failures.filter((f) => f.startWall > t0 + 50);

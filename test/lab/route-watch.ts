@@ -41,9 +41,15 @@ export class TorRouteWatch {
     }
   }
 
-  /** Every change seen at or after `since` (Date.now()), oldest first: a test that a route stayed asserts there is none. */
-  since(since: number): ReadonlyArray<{ readonly at: number; readonly nexthops: number }> {
+  /** Every change seen at or after `since` (Date.now()), oldest first. */
+  changesSince(since: number): ReadonlyArray<{ readonly at: number; readonly nexthops: number }> {
     return this.changes.filter((c) => c.at >= since);
+  }
+
+  /** The fewest next hops the route had in a change at or after `since`; undefined when it never changed. */
+  lowestSince(since: number): number | undefined {
+    const seen = this.changesSince(since).map((c) => c.nexthops);
+    return seen.length ? Math.min(...seen) : undefined;
   }
 
   stop(): void {
