@@ -309,9 +309,6 @@ export class Daemon implements AdminActions {
       if (!oldVip) return;
       vip.listeners.forEach((l, li) => {
         const before = oldVip.listeners.find((o) => o.port === l.port);
-        if (before && dataPathOf(before) !== dataPathOf(l)) {
-          refused.push({ key: `vips[${vi}].listeners[${li}].dataPath`, path: ['vips', vi, 'listeners', li, 'dataPath'], message: `restart needed: listener ${vip.name}:${l.port} moves from the ${dataPathOf(before)} data path to ${dataPathOf(l)}` });
-        }
         if (before && before.pool !== l.pool) {
           refused.push({
             key: `vips[${vi}].listeners[${li}].pool`,

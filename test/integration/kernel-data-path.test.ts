@@ -149,9 +149,9 @@ before(async () => {
       lab.writeVipdConfig(lb, {
         shutdown: { grace: `${GRACE_MS}ms` },
         vips: [{ name: 'control-plane', address: VIP, communities: ['65000:100'], listeners: [{ port: 2379, pool: 'etcd', dataPath: 'kernel' }] }],
-        // Checks a little slower than the lab's default (200/150 ms), so that a loaded machine does not flap
+        // Checks a little slower than the lab's default (200/150 ms, whose timeout a loaded 2-core machine misses), so that a loaded machine does not flap
         // every backend; mark-down still within T01's 2.5 s (interval × fall + timeout + one write).
-        pools: { etcd: { balance: 'round-robin', check: { interval: '500ms', timeout: '400ms', rise: 2, fall: 2 } } },
+        pools: { etcd: { balance: 'round-robin', check: { interval: '300ms', timeout: '250ms', rise: 2, fall: 2 } } },
       }),
     );
     startVipd(lb);
