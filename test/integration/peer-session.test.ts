@@ -5,12 +5,13 @@ import { after, before, test } from 'node:test';
 import { renderGobgpdConfig } from '../../src/speaker/gobgp/gobgpd-config';
 import { createLab, pidsInNamespace, REPO_ROOT, type Lab, type LabProcess } from '../lab';
 import { TorRouteWatch } from '../lab/route-watch';
+import { mergeConfig } from '../lab/topology';
 import type { TrafficReport } from '../lab/traffic';
 import { waitFor } from '../lab/util';
 
 /**
  * "Directly to the ToR" (issue 11): the session options of speaker.peers[], against FRR 8.4 and real
- * gobgpd in the namespace lab, asserted from outside vipd (the ToR's vtysh JSON and kernel routes, a
+ * gobgpd in the namespace lab (HTTP backends), asserted from outside vipd (the ToR's vtysh JSON and kernel routes, a
  * second gobgpd's own view, a real client).
  * - T26: MD5 with the right key (lb1), a wrong key (lb2) and none (lb3); GTSM toward the ToR (one hop)
  *   and toward a gobgpd two hops away (the client namespace, through the ToR), which must never come up.
@@ -71,10 +72,12 @@ function peersOf(lb: string, o: { key?: string | null; farPeer?: 'gtsm' | 'multi
 }
 
 function writeConfig(lb: string, o: { key?: string | null; farPeer?: 'gtsm' | 'multihop' }): string {
-  // RELIABILITY.md's standard checks (1 s, timeout 1 s): the lab's 150 ms timeout fails etcd under 500 conn/s
-  // on this loaded machine, and T15 is about gobgpd restarts, not health.
+  // RELIABILITY.md's standard checks (1 s, timeout 1 s): T15 is about gobgpd restarts, not about health.
   const check = { interval: '1s', timeout: '1s', rise: 2, fall: 2 };
-  const file = lab.writeVipdConfig(lb, { announce: { holdDown: '1s' }, shutdown: { grace: '500ms' }, pools: { etcd: { check } }, ...peersOf(lb, o) }, `${lb}.yaml`);
+  // hangTimeout 10 s: with a load average of 18 on this shared machine, vipd's event loop stalled past the
+  // default 2 s and its own hang watchdog (T17) stopped gobgpd with a Cease, which is not what T15 tests.
+  const overrides = mergeConfig({ announce: { holdDown: '1s' }, shutdown: { grace: '500ms' }, pools: { etcd: { check } }, speaker: { gobgp: { hangTimeout: '10s' } } }, peersOf(lb, o));
+  const file = lab.writeVipdConfig(lb, overrides, `${lb}.yaml`);
   configs.set(lb, file);
   return file;
 }
@@ -124,7 +127,11 @@ async function saveTorConfig(): Promise<void> {
 
 before(async () => {
   assert.equal(process.getuid?.(), 0, 'integration tests need root: they create network namespaces');
-  lab = await createLab({ balancers: 3, backends: 'etcd' });
+  // Small HTTP backends, not etcd: etcd's /health goes through raft, and 500 conn/s of it on this shared
+  // 2-core machine timed out every member's health check (all balancers withdrawn, nothing to do with BGP).
+  lab = await createLab({ balancers: 3, backends: 'none' });
+  const http = `require('http').createServer((q, r) => r.end('ok')).listen(2379, process.argv[1])`;
+  for (const be of lab.backends) lab.spawn(be.name, [process.execPath, '-e', http, be.v4], { name: 'http' });
   torRoutes = new TorRouteWatch(lab.ns(lab.tor.node), VIP);
   // The ToR: MD5 toward every balancer, GTSM toward lb1, and active toward lb2 (which listens).
   await lab.tor.vtysh(
@@ -210,13 +217,22 @@ test('T26: MD5 right key Established ≤ 15 s; wrong key and no key never in 30 
   writeConfig('lb1', { key: KEY, farPeer: 'multihop' });
   writeConfig('lb2', { key: KEY });
   writeConfig('lb3', { key: KEY });
-  const t1 = Date.now();
-  for (const lb of ['lb1', 'lb2', 'lb3']) {
-    const r = await lab.vipdCli(lb, ['reload', '--config', configs.get(lb)!]);
-    assert.equal(r.code, 0, `${lb} reload failed: ${r.stdout}${r.stderr}`);
-  }
-  await lab.tor.waitEstablished([addr('lb2'), addr('lb3')], T26_ESTABLISHED_MS + 5000);
-  assertWithin('T26: after a reload with the right key, lb2 and lb3 Established', Date.now() - t1, T26_ESTABLISHED_MS, 'T26 Established ≤ 15 s');
+  // Each session's clock starts when its vipd has applied the reload (the CLI returns after the apply).
+  const reloaded = new Map<string, number>();
+  await Promise.all(
+    ['lb1', 'lb2', 'lb3'].map(async (lb) => {
+      const r = await lab.vipdCli(lb, ['reload', '--config', configs.get(lb)!]);
+      assert.equal(r.code, 0, `${lb} reload failed: ${r.stdout}${r.stderr}`);
+      reloaded.set(lb, Date.now());
+    }),
+  );
+  const t1 = reloaded.get('lb1')!;
+  await Promise.all(
+    ['lb2', 'lb3'].map(async (lb) => {
+      await lab.tor.waitEstablished([addr(lb)], T26_ESTABLISHED_MS + 10_000);
+      assertWithin(`T26: ${lb} reloaded with the right key -> Established`, Date.now() - reloaded.get(lb)!, T26_ESTABLISHED_MS, 'T26 Established ≤ 15 s');
+    }),
+  );
   await waitFor(async () => isEstablished(await farState()), T26_ESTABLISHED_MS + 5000, 200, 'the 2-hop peer Established once lb1 uses multihop 2 instead of GTSM');
   record(`T26: the same 2-hop peer with multihop: 2 instead of ttlSecurity: Established ${Date.now() - t1} ms after the reload (so GTSM was what kept it out)`);
   await lab.tor.waitNexthops(PREFIX, 3, 20_000, 50);
@@ -227,9 +243,9 @@ test('T15: graceful restart on, rolling restart of every gobgpd under 500 conn/s
   const gr = await lab.tor.vtyshJson<Record<string, Record<string, unknown>>>(`show bgp neighbors ${addr('lb1')} json`);
   const caps = JSON.stringify(gr[addr('lb1')]?.neighborCapabilities ?? {});
   assert.match(caps, /gracefulRestart/i, `the ToR sees lb1's graceful-restart capability: ${caps.slice(0, 300)}`);
-  const durationMs = 50_000;
+  const durationMs = 45_000;
   const t0 = Date.now();
-  const client = lab.exec('client', [process.execPath, TRAFFIC_JS, '--target', `${VIP}:2379`, '--rate', '500', '--duration', String(durationMs)], { timeoutMs: durationMs + 20_000 });
+  const client = lab.exec('client', [process.execPath, TRAFFIC_JS, '--target', `${VIP}:2379`, '--rate', '500', '--duration', String(durationMs)], { timeoutMs: durationMs + 60_000 });
   await new Promise((r) => setTimeout(r, 2000));
   for (const lb of ['lb1', 'lb2', 'lb3']) {
     const [old] = await pidOf(lb, 'gobgpd');
@@ -250,7 +266,7 @@ test('T15: graceful restart on, rolling restart of every gobgpd under 500 conn/s
   assert.equal(r.code, 0, `traffic client failed: ${r.stderr}`);
   const report = JSON.parse(r.stdout.trim().split('\n').pop()!) as TrafficReport;
   const lowest = torRoutes.lowestSince(t0);
-  record(`T15: rolling gobgpd restart under 500 conn/s: ${report.ok}/${report.attempted} ok, ${report.failed} failed ${JSON.stringify(report.errors)}; fewest next hops at the ToR during it: ${lowest ?? 3} (route changes: ${JSON.stringify(torRoutes.changesSince(t0).map((c) => [c.at - t0, c.nexthops]))})`);
+  record(`T15: rolling gobgpd restart under 500 conn/s: ${report.ok}/${report.attempted} ok, ${report.failed} failed ${JSON.stringify(report.errors)}; fewest next hops at the ToR during it: ${lowest ?? 3} (route changes, ms from the start: ${JSON.stringify(torRoutes.changesSince(t0).map((c) => [c.at - t0, c.gateways.join(' ')]))})`);
   assert.equal(lowest ?? 3, 3, 'T15: no balancer left the ToR\'s FIB');
   assert.equal(report.failed, 0, `T15: 0 failed connections: ${JSON.stringify(report.failures.slice(0, 5))}`);
   assert.ok(report.attempted >= 500 * (durationMs / 1000) * 0.9, `the client kept its rate: ${report.attempted}`);
