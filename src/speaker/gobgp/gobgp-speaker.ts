@@ -156,6 +156,15 @@ interface Waiter {
 
 const FAMILIES: readonly RibFamily[] = ['ipv4', 'ipv6'];
 
+/**
+ * Graceful restart: how long a respawned gobgpd waits for vipd's paths before it gets its neighbors anyway
+ * (vipd wedged, or gobgpd refusing a path): half the restart time, so that the session still comes back
+ * (a dial-out gobgpd connects 5-10 s after) before the ToR drops the stale paths.
+ */
+export function neighborHoldMs(gr: GobgpdGracefulRestart): number {
+  return Math.max(1000, gr.restartTimeS * 500);
+}
+
 function closedError(): VipdError {
   return new VipdError('VIPD_ERR_CLOSED', 'gobgp speaker is closed');
 }
@@ -436,6 +445,7 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
           ...(options.restartBackoff !== undefined && { restartBackoff: options.restartBackoff }),
           ...(options.runtimeDir !== undefined && { runtimeDir: options.runtimeDir }),
           ...(options.hangTimeoutMs !== undefined && { hangTimeoutMs: options.hangTimeoutMs }),
+          ...(options.gracefulRestart !== undefined && { holdNeighborsOnRestartMs: neighborHoldMs(options.gracefulRestart) }),
           clock: options.clock,
           logger: options.logger,
           metrics: options.metrics,
@@ -599,7 +609,11 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
       if (this.state === 'closed' || (this.state === 'closing' && trigger !== 'close')) throw closedError();
       this.setSyncState('applying');
       const version = this.desiredVersion;
+      // Read before the pass: a pass that began before gobgpd was respawned proves nothing about the new one.
+      const held = this.supervisor?.neighborsHeld === true;
       const { added, deleted, owned } = await this.applyDesired(trigger);
+      // Graceful restart: a respawned gobgpd gets its neighbors only now that vipd's paths are in its RIB.
+      if (held) await this.supervisor?.releaseNeighbors(`paths re-added (${trigger})`);
       await this.refreshAdvertised(trigger, { quiet: added + deleted === 0 && version === this.desiredVersion, owned });
       metrics.reconciles.inc({ trigger, result: 'ok' });
       if (pushed) metrics.pushes.inc({ result: 'ok' });

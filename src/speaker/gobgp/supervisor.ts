@@ -68,6 +68,14 @@ export interface GobgpdSupervisorOptions {
    * gobgpd so that the routes are withdrawn (hang-watchdog.ts). Undefined: no watchdog.
    */
   readonly hangTimeoutMs?: number;
+  /**
+   * Graceful restart: a respawned gobgpd starts with no neighbors, and gets them (a rewrite of its file and
+   * SIGHUP) only from releaseNeighbors(), which vipd calls once its paths are back in gobgpd's RIB, or
+   * after this many ms at the latest. A new session's first UPDATEs then carry vipd's paths before the
+   * End-of-RIB, which is where the ToR (graceful-restart helper) flushes what is still stale. Undefined:
+   * a respawned gobgpd starts with its neighbors (no graceful restart).
+   */
+  readonly holdNeighborsOnRestartMs?: number;
   readonly clock: Clock;
   readonly logger: Logger;
   readonly metrics: Metrics;
@@ -134,6 +142,9 @@ export class GobgpdSupervisor {
   /** The watchdog of the running gobgpd, if hangTimeoutMs is set. */
   private watchdog: HangWatchdog | undefined;
   private restartTimer: TimerHandle | undefined;
+  /** A respawned gobgpd runs without its neighbors until releaseNeighbors() (holdNeighborsOnRestartMs). */
+  private held = false;
+  private heldTimer: TimerHandle | undefined;
   private logTail: GobgpdLogTail | undefined;
   private closing: Promise<void> | undefined;
   private readonly exitWaiters: Array<() => void> = [];
@@ -174,6 +185,11 @@ export class GobgpdSupervisor {
   /** The neighbors in gobgpd's config now (the last reload's, or the start's). */
   get neighbors(): GobgpdConfig['neighbors'] {
     return this.currentConfig.neighbors;
+  }
+
+  /** True while a respawned gobgpd runs without its neighbors, waiting for releaseNeighbors(). */
+  get neighborsHeld(): boolean {
+    return this.held;
   }
 
   /** Directory holding gobgpd.toml (and the API socket by default); removed on close. */
@@ -238,6 +254,7 @@ export class GobgpdSupervisor {
     const exited = this.waitForExit();
     if (!this.machine.transition(NOT_CLOSED, 'closed', 'destroy')) return (this.destroying = this.closing ?? Promise.resolve());
     this.restartTimer?.cancel();
+    this.cancelHold();
     this.stopWatchdog();
     child?.kill('SIGKILL');
     this.logTail?.stop();
@@ -248,6 +265,7 @@ export class GobgpdSupervisor {
   private async stop(): Promise<void> {
     if (!this.machine.transition(['new', 'running'], 'closing', 'close')) return this.destroying;
     this.restartTimer?.cancel();
+    this.cancelHold();
     const child = this.child;
     this.stopWatchdog();
     if (child && this.pid !== undefined) {
@@ -319,6 +337,46 @@ export class GobgpdSupervisor {
     const pid = this.pid;
     if (!this.machine.is('running') || pid === undefined || this.configFile === '') throw processError('gobgpd is not running: its peers cannot change now');
     const config = { ...this.currentConfig, neighbors };
+    if (this.held) {
+      // gobgpd runs without neighbors for now: check the file, and let releaseNeighbors() install it.
+      await this.installConfig(config, { check: true, install: false });
+      this.currentConfig = config;
+      this.log.info({ event: 'daemon', op: 'reloadNeighbors', neighbors: neighbors.map((n) => n.address), held: true }, 'new neighbors kept for gobgpd until vipd has re-added its paths');
+      return;
+    }
+    await this.installConfig(config, { check: true, install: true });
+    this.currentConfig = config;
+    process.kill(pid, 'SIGHUP');
+    this.log.info({ event: 'daemon', op: 'reloadNeighbors', neighbors: neighbors.map((n) => n.address) }, 'gobgpd.toml rewritten and gobgpd told (SIGHUP): it applies changed neighbors only');
+  }
+
+  /**
+   * Ends the hold of a respawned gobgpd (holdNeighborsOnRestartMs): gobgpd.toml gets the neighbors back
+   * and gobgpd is told (SIGHUP), which adds them exactly as at a start. Call it once vipd's paths are in
+   * gobgpd's RIB: gobgpd had no session before, so every session's first UPDATEs carry them, then
+   * End-of-RIB. A no-op when nothing is held. SIGHUP is safe here: gobgpd installs its handler before it
+   * reads its file, and it answers vipd's AddPath only after that.
+   */
+  async releaseNeighbors(reason: string): Promise<void> {
+    if (!this.held) return;
+    this.cancelHold();
+    const pid = this.pid;
+    if (!this.machine.is('running') || pid === undefined) return;
+    // Already checked: it is the file gobgpd ran with before it was respawned, or a checked reload.
+    await this.installConfig(this.currentConfig, { check: false, install: true });
+    if (this.pid !== pid) return;
+    process.kill(pid, 'SIGHUP');
+    this.log.info({ event: 'daemon', op: 'releaseNeighbors', reason, neighbors: this.currentConfig.neighbors.map((n) => n.address), heldMs: Math.round(this.options.clock.now() - this.childStartedAt) }, 'gobgpd given its neighbors (SIGHUP)');
+  }
+
+  private cancelHold(): void {
+    this.held = false;
+    this.heldTimer?.cancel();
+    this.heldTimer = undefined;
+  }
+
+  /** Writes `config` beside gobgpd.toml (same owner and mode), optionally checks it, and renames it over. */
+  private async installConfig(config: GobgpdConfig, o: { check: boolean; install: boolean }): Promise<void> {
     const next = `${this.configFile}.next`;
     await fs.promises.writeFile(next, renderGobgpdConfig(config), { mode: 0o600 });
     try {
@@ -326,15 +384,11 @@ export class GobgpdSupervisor {
         await fs.promises.chown(next, 0, this.identity.gid);
         await fs.promises.chmod(next, 0o640);
       }
-      await this.dryRun(next);
-      await fs.promises.rename(next, this.configFile);
-    } catch (err) {
+      if (o.check) await this.dryRun(next);
+      if (o.install) await fs.promises.rename(next, this.configFile);
+    } finally {
       await fs.promises.rm(next, { force: true });
-      throw err;
     }
-    this.currentConfig = config;
-    process.kill(pid, 'SIGHUP');
-    this.log.info({ event: 'daemon', op: 'reloadNeighbors', neighbors: neighbors.map((n) => n.address) }, 'gobgpd.toml rewritten and gobgpd told (SIGHUP): it applies changed neighbors only');
   }
 
   /** Catches config errors before the first spawn instead of in a restart loop. */
@@ -438,11 +492,28 @@ export class GobgpdSupervisor {
       this.restartTimer = undefined;
       if (this.state !== 'running') return;
       this.options.metrics.daemonRestarts.inc();
-      this.spawnDaemon(true).catch((err: unknown) => {
+      this.respawn().catch((err: unknown) => {
         this.log.error({ event: 'daemon', op: 'restart', err: errorMessage(err) }, 'cannot respawn gobgpd');
         if (this.state === 'running') this.scheduleRestart();
       });
     }, delayMs);
+  }
+
+  private async respawn(): Promise<void> {
+    const holdMs = this.options.holdNeighborsOnRestartMs;
+    if (holdMs !== undefined) {
+      this.cancelHold();
+      await this.installConfig({ ...this.currentConfig, neighbors: [] }, { check: false, install: true });
+      if (this.state !== 'running') return;
+      this.held = true;
+      this.log.info({ event: 'daemon', op: 'holdNeighbors', fallbackMs: holdMs }, 'graceful restart: gobgpd starts without neighbors until vipd has re-added its paths');
+      this.heldTimer = this.options.clock.setTimeout(() => {
+        this.heldTimer = undefined;
+        this.log.warn({ event: 'daemon', op: 'releaseNeighbors', fallbackMs: holdMs }, 'vipd has not re-added its paths in time; gobgpd gets its neighbors anyway');
+        this.releaseNeighbors('fallback').catch((err: unknown) => this.log.error({ event: 'daemon', op: 'releaseNeighbors', err: errorMessage(err) }, 'cannot give gobgpd its neighbors'));
+      }, holdMs);
+    }
+    await this.spawnDaemon(true);
   }
 
   private emit(event: SupervisorEvent): void {
