@@ -28,7 +28,7 @@ import { PathGuardian } from './guardian';
 import { carriesMark } from './ownership';
 import { PeerTable, canonicalPeerAddress } from './peers';
 import { DriftTracker } from './drift';
-import { GobgpdSupervisor, type SupervisorEvent } from './supervisor';
+import { GobgpdSupervisor, type GobgpdSupervisorOptions, type SupervisorEvent } from './supervisor';
 
 export interface GobgpPeerOptions {
   readonly address: string;
@@ -111,6 +111,8 @@ export interface GobgpSpeakerOptions {
   readonly metrics: Metrics;
   /** Lets tests put a fake in place of the gRPC client. */
   readonly clientFactory?: (address: string) => GobgpApiClient;
+  /** Managed mode: lets tests put a fake in place of the gobgpd supervisor. */
+  readonly supervisorFactory?: (options: GobgpdSupervisorOptions) => ManagedGobgpd;
   /**
    * A gobgpd shared with others (external): vipd stamps this large community on every path it adds and
    * deletes only local paths that carry it (ownership.ts). Unset: every local path is vipd's, and one it
@@ -156,6 +158,9 @@ interface Waiter {
 
 const FAMILIES: readonly RibFamily[] = ['ipv4', 'ipv6'];
 
+/** What the speaker uses of its gobgpd supervisor (supervisor.ts). */
+export type ManagedGobgpd = Pick<GobgpdSupervisor, 'start' | 'close' | 'destroy' | 'onEvent' | 'apiAddress' | 'neighbors' | 'reloadNeighbors' | 'neighborsHeld' | 'releaseNeighbors'>;
+
 /**
  * Graceful restart: how long a respawned gobgpd waits for vipd's paths before it gets its neighbors anyway
  * (vipd wedged, or gobgpd refusing a path): half the restart time, so that the session still comes back
@@ -192,7 +197,7 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
   private waiters: Waiter[] = [];
   private triggers = new Set<Trigger>();
   private client: GobgpApiClient | undefined;
-  private supervisor: GobgpdSupervisor | undefined;
+  private supervisor: ManagedGobgpd | undefined;
   private watch: PeerEventWatch | undefined;
   private watchHasSynced = false;
   private watchTimer: TimerHandle | undefined;
@@ -428,7 +433,7 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
       if (options.manage) {
         const neighbors = await this.neighborsOf(this.peerOptions);
         if (this.state !== 'starting') throw closedError();
-        const supervisor = new GobgpdSupervisor({
+        const supervisorOptions: GobgpdSupervisorOptions = {
           config: {
             asn: options.asn,
             routerId: options.routerId,
@@ -449,7 +454,8 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
           clock: options.clock,
           logger: options.logger,
           metrics: options.metrics,
-        });
+        };
+        const supervisor = options.supervisorFactory ? options.supervisorFactory(supervisorOptions) : new GobgpdSupervisor(supervisorOptions);
         this.supervisor = supervisor;
         supervisor.onEvent((e) => this.onSupervisorEvent(e));
         await supervisor.start();
