@@ -31,6 +31,13 @@ export interface GobgpdNeighbor {
   /** Graceful restart (RFC 4724) capability for every family of the session. */
   readonly gracefulRestart?: GobgpdGracefulRestart;
   /**
+   * With gracefulRestart: this gobgpd is the restarting speaker (what `gobgpd -r` sets, for a neighbor
+   * added later): its OPEN carries the Restart State bit and the Forwarding State bit of each family, so
+   * that the peer keeps the stale paths past the new OPEN, and gobgpd defers its UPDATEs until the peers'
+   * End-of-RIB (at most the restart time). Without the Forwarding bit FRR flushes them at the OPEN.
+   */
+  readonly localRestarting?: boolean;
+  /**
    * Next hop of paths of the other family (IPv6 paths on an IPv4 session, IPv4 paths on an IPv6 one);
    * unset leaves gobgpd's choice. Written as a global export policy matching this neighbor and family,
    * which runs after gobgpd's own next-hop rewrite.
@@ -143,6 +150,8 @@ export function renderGobgpdConfig(config: GobgpdConfig): string {
     if (gr !== undefined) {
       checkInteger(`${where} graceful-restart restart-time`, gr.restartTimeS, 1, 4095);
       lines.push('  [neighbors.graceful-restart.config]', '    enabled = true', `    restart-time = ${gr.restartTimeS}`, `    notification-enabled = ${gr.notification}`);
+      // gobgpd reads the state too; its reload adds the neighbor with it (its default deferral is 360 s).
+      if (n.localRestarting) lines.push(`    deferral-time = ${gr.restartTimeS}`, '  [neighbors.graceful-restart.state]', '    local-restarting = true');
     }
     for (const family of n.families) {
       if (family !== 'ipv4-unicast' && family !== 'ipv6-unicast') throw invalid(`${where} family ${JSON.stringify(family)} is not supported`);

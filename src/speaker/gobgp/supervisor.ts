@@ -144,6 +144,8 @@ export class GobgpdSupervisor {
   private restartTimer: TimerHandle | undefined;
   /** A respawned gobgpd runs without its neighbors until releaseNeighbors() (holdNeighborsOnRestartMs). */
   private held = false;
+  /** Once a held gobgpd has its neighbors, each file it reads marks them restarting (see installConfig). */
+  private restarting = false;
   private heldTimer: TimerHandle | undefined;
   private logTail: GobgpdLogTail | undefined;
   private closing: Promise<void> | undefined;
@@ -362,7 +364,7 @@ export class GobgpdSupervisor {
     this.cancelHold();
     const pid = this.pid;
     if (!this.machine.is('running') || pid === undefined) return;
-    // Already checked: it is the file gobgpd ran with before it was respawned, or a checked reload.
+    this.restarting = true;
     await this.installConfig(this.currentConfig, { check: false, install: true });
     if (this.pid !== pid) return;
     process.kill(pid, 'SIGHUP');
@@ -378,7 +380,10 @@ export class GobgpdSupervisor {
   /** Writes `config` beside gobgpd.toml (same owner and mode), optionally checks it, and renames it over. */
   private async installConfig(config: GobgpdConfig, o: { check: boolean; install: boolean }): Promise<void> {
     const next = `${this.configFile}.next`;
-    await fs.promises.writeFile(next, renderGobgpdConfig(config), { mode: 0o600 });
+    // A respawned gobgpd is the restarting speaker (GobgpdNeighbor.localRestarting). Every later file of
+    // the same process says so too, so that a reload does not see that as a change of its neighbors.
+    const written = this.restarting ? { ...config, neighbors: config.neighbors.map((n) => (n.gracefulRestart ? { ...n, localRestarting: true } : n)) } : config;
+    await fs.promises.writeFile(next, renderGobgpdConfig(written), { mode: 0o600 });
     try {
       if (process.geteuid?.() === 0 && this.identity !== undefined && this.identity.uid !== 0) {
         await fs.promises.chown(next, 0, this.identity.gid);
@@ -503,6 +508,7 @@ export class GobgpdSupervisor {
     const holdMs = this.options.holdNeighborsOnRestartMs;
     if (holdMs !== undefined) {
       this.cancelHold();
+      this.restarting = false;
       await this.installConfig({ ...this.currentConfig, neighbors: [] }, { check: false, install: true });
       if (this.state !== 'running') return;
       this.held = true;
