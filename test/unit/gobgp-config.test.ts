@@ -110,11 +110,11 @@ describe('gobgpd TOML config', () => {
     assert.match(renderGobgpdConfig({ ...base, neighbors: [{ ...tor4, ttlSecurityHops: 3 }] }), /ttl-min = 253/);
   });
 
-  test('a restarting neighbor (a respawned gobgpd, graceful restart) carries the Restart/Forwarding state and a deferral of restart-time', () => {
+  test('a restarting neighbor (a respawned gobgpd, graceful restart) carries the Restart/Forwarding state and a deferral of 1 s', () => {
     const gracefulRestart = { restartTimeS: 30, notification: false };
     assert.match(
       renderGobgpdConfig({ ...base, neighbors: [{ ...tor4, gracefulRestart, localRestarting: true }] }),
-      /notification-enabled = false\n    deferral-time = 30\n  \[neighbors\.graceful-restart\.state\]\n    local-restarting = true\n  \[\[neighbors\.afi-safis\]\]/,
+      /notification-enabled = false\n    deferral-time = 1\n  \[neighbors\.graceful-restart\.state\]\n    local-restarting = true\n  \[\[neighbors\.afi-safis\]\]/,
     );
     assert.doesNotMatch(renderGobgpdConfig({ ...base, neighbors: [{ ...tor4, gracefulRestart }] }), /local-restarting|deferral-time/);
     assert.doesNotMatch(renderGobgpdConfig({ ...base, neighbors: [{ ...tor4, localRestarting: true }] }), /local-restarting/, 'nothing without graceful restart');

@@ -34,7 +34,7 @@ export interface GobgpdNeighbor {
    * With gracefulRestart: this gobgpd is the restarting speaker (what `gobgpd -r` sets, for a neighbor
    * added later): its OPEN carries the Restart State bit and the Forwarding State bit of each family, so
    * that the peer keeps the stale paths past the new OPEN, and gobgpd defers its UPDATEs until the peers'
-   * End-of-RIB (at most the restart time). Without the Forwarding bit FRR flushes them at the OPEN.
+   * End-of-RIB (at most 1 s, its deferral time). Without the Forwarding bit FRR flushes them at the OPEN.
    */
   readonly localRestarting?: boolean;
   /**
@@ -150,8 +150,11 @@ export function renderGobgpdConfig(config: GobgpdConfig): string {
     if (gr !== undefined) {
       checkInteger(`${where} graceful-restart restart-time`, gr.restartTimeS, 1, 4095);
       lines.push('  [neighbors.graceful-restart.config]', '    enabled = true', `    restart-time = ${gr.restartTimeS}`, `    notification-enabled = ${gr.notification}`);
-      // gobgpd reads the state too; its reload adds the neighbor with it (its default deferral is 360 s).
-      if (n.localRestarting) lines.push(`    deferral-time = ${gr.restartTimeS}`, '  [neighbors.graceful-restart.state]', '    local-restarting = true');
+      // gobgpd reads the state too, and its reload adds the neighbor with it. A restarting gobgpd sends
+      // nothing (not even a withdraw) until every peer's End-of-RIB or the deferral time (default 360 s);
+      // with FRR 8.4 it has not been seen to notice FRR's End-of-RIB, so the deferral is what ends the wait:
+      // 1 s, the least gobgpd takes. vipd's paths are in its RIB before the neighbor exists.
+      if (n.localRestarting) lines.push('    deferral-time = 1', '  [neighbors.graceful-restart.state]', '    local-restarting = true');
     }
     for (const family of n.families) {
       if (family !== 'ipv4-unicast' && family !== 'ipv6-unicast') throw invalid(`${where} family ${JSON.stringify(family)} is not supported`);
