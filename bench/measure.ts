@@ -48,6 +48,8 @@ export interface RateFigure {
   cpuPerProcess?: number[];
   /** The whole machine's softirq time over the run (forwarding, NAT, TCP receive), percent of one core. */
   softirqPercent?: number;
+  /** The same per core (core 0 first). */
+  softirqPerCore?: number[];
   requests?: number;
 }
 
@@ -116,6 +118,10 @@ export interface BlockContext {
   readonly proxyPort: number | undefined;
 }
 
+function softirqFields(s: { total: number; perCore: number[] }): { softirqPercent: number; softirqPerCore: number[] } {
+  return { softirqPercent: s.total, softirqPerCore: s.perCore };
+}
+
 async function withCpu(p: RunningPath, body: () => Promise<WrkResult>): Promise<RateFigure> {
   const meter = p.proc ? cpuMeter(p.proc.pid) : undefined;
   const softirq = softirqMeter();
@@ -125,7 +131,7 @@ async function withCpu(p: RunningPath, body: () => Promise<WrkResult>): Promise<
     rate: r.rate,
     errors: r.errors,
     requests: r.requests,
-    softirqPercent: softirq.stop(),
+    ...softirqFields(softirq.stop()),
     ...(cpu
       ? {
           cpuPercent: cpu.percent,
@@ -188,7 +194,7 @@ export async function measureBlock(ctx: BlockContext): Promise<BlockResult> {
     res.bulkBps = await curlDownload(url('large'), LARGE_FILE_BYTES, ctx.loadCores);
     const cpu = meter?.stop();
     if (cpu) res.bulkCpuPercent = cpu.percent;
-    res.bulkSoftirqPercent = softirq.stop();
+    res.bulkSoftirqPercent = softirq.stop().total;
     progress(`  ${ctx.label} (c) bulk ${(res.bulkBps / 2 ** 20).toFixed(0)} MiB/s${cpu ? `, proxy CPU ${cpu.percent.toFixed(0)}%` : ''}`);
   });
 

@@ -281,18 +281,26 @@ export function interferenceMeter(live: readonly number[]): { stop(): Interferen
 }
 
 /**
- * Softirq time of the whole machine over an interval, in percent of one core. Packet forwarding and
- * the kernel's NAT run there (and the receive side of every TCP connection): for the kernel data path
- * it is the only place its cost shows, since no process of its own carries the traffic.
+ * Softirq time over an interval, in percent of one core: the whole machine's and per core (cpu0,
+ * cpu1, ...). Packet forwarding and the kernel's NAT run there (and the receive side of every TCP
+ * connection): for the kernel data path it is the only place its cost shows, since no process of its
+ * own carries the traffic, and the per-core split shows which core did the work.
  */
-export function softirqMeter(): { stop(): number } {
-  const read = () => Number(fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/)[7] ?? 0) / clockTicks;
+export function softirqMeter(): { stop(): { total: number; perCore: number[] } } {
+  const read = () =>
+    fs
+      .readFileSync('/proc/stat', 'utf8')
+      .split('\n')
+      .filter((l) => /^cpu\d* /.test(l))
+      .map((l) => Number(l.trim().split(/\s+/)[7] ?? 0) / clockTicks);
   const s0 = read();
   const t0 = process.hrtime.bigint();
   return {
     stop() {
       const wall = Number(process.hrtime.bigint() - t0) / 1e9;
-      return wall > 0 ? (100 * (read() - s0)) / wall : 0;
+      const s1 = read();
+      const pct = (i: number) => (wall > 0 ? (100 * ((s1[i] ?? 0) - (s0[i] ?? 0))) / wall : 0);
+      return { total: pct(0), perCore: s1.slice(1).map((_, i) => pct(i + 1)) };
     },
   };
 }
