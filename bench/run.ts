@@ -170,13 +170,14 @@ function estimate(o: BenchOptions): string {
   const paths = o.only.length;
   const proxies = o.only.filter((p) => p !== 'direct' && !SINGLE_PROCESS_PATHS.includes(p)).length;
   const idle = o.only.filter((p) => p !== 'direct' && p !== 'vipd-kernel').length * (o.quick ? 3 : 6);
-  const t1 = o.rounds * (paths * block(durationsFor(o, 'single'), 'abcd') + idle);
-  const t2 = o.workersTable ? o.rounds * proxies * block(durationsFor(o, 'workers'), 'abcd') : 0;
-  const t3 = o.defaultSysctlsBlock ? o.rounds * o.only.filter((p) => p !== 'libuv').length * block(durationsFor(o, 'sysctls'), 'ab') : 0;
+  const t1 = o.rounds * paths * block(durationsFor(o, 'single'), 'abcd') + idle;
+  const t2 = o.workersTable ? o.rounds * proxies * block(durationsFor(o, 'workers'), 'abd') : 0;
+  const t3 = o.defaultSysctlsBlock ? o.rounds * o.only.filter((p) => p !== 'libuv').length * block(durationsFor(o, 'sysctls'), 'b') : 0;
   const t4 = o.firstByteBlock && o.only.includes('vipd') ? o.rounds * 2 * block(durationsFor(o, 'firstbyte'), 'bd') : 0;
   const d1 = durationsFor(o, 'single');
   const prof = o.profile ? 3 * (d1.keepAliveS + d1.warmupS + 5) : 0;
-  return `expected duration ~${((t1 + t2 + t3 + t4 + prof + 20) / 60).toFixed(1)} min`;
+  // +10%: what the quick runs took beyond this sum (process starts and stops, ss, sysctl calls).
+  return `expected duration ~${((1.1 * (t1 + t2 + t3 + t4 + prof) + 20) / 60).toFixed(1)} min`;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -316,7 +317,7 @@ async function innerMain(options: BenchOptions): Promise<void> {
         results: {},
         targets: WORKERS_TARGETS,
       };
-      await runTable(table2, { kind: 'workers', workers: 2, cores: env.allCores, figures: all, idle: false }, env, opts);
+      await runTable(table2, { kind: 'workers', workers: 2, cores: env.allCores, figures: new Set(['a', 'b', 'd']), idle: false }, env, opts);
       const note = workersNote(table2);
       tables.push(note ? { ...table2, notes: [note] } : table2);
     }
@@ -337,7 +338,7 @@ async function innerMain(options: BenchOptions): Promise<void> {
               `about ${Math.round(portsInDefaultRange() / 60).toLocaleString('en-US')} new connections/s to one VIP:port, whatever the rate in this short load.`,
           ],
         };
-        await runTable(table3, { kind: 'sysctls', workers: 1, cores: env.proxyCores, figures: new Set(['a', 'b']), idle: false }, env, opts);
+        await runTable(table3, { kind: 'sysctls', workers: 1, cores: env.proxyCores, figures: new Set(['b']), idle: false }, env, opts);
         tables.push(table3);
       } finally {
         await applySysctls(env.namespaces, 'tuned');
@@ -452,8 +453,9 @@ async function runTable(spec: TableSpec, plan: BlockPlan, env: Env, opts: BenchO
       }
       try {
         // (e) measures a proxy process's memory: not for the direct path, nor for the kernel data
-        // path, whose connections live in conntrack, not in vipd.
-        const idle = plan.idle && name !== 'vipd-kernel';
+        // path, whose connections live in conntrack, not in vipd. First round only: it varied by
+        // under 1% between rounds in every run so far, and its 10,000 connections take a while.
+        const idle = plan.idle && name !== 'vipd-kernel' && round === 0;
         const res = await measureBlock({
           path: running,
           loadCores: env.loadCores,
@@ -596,7 +598,7 @@ function describeEnv(opts: BenchOptions, env: Env): string {
     `- routed topology: client namespace ${ns.client} (wrk, curl, idle client) → veth → balancer ${ns.balancer} (the proxies, VIP ${VIP} on lo, ip_forward on) → veth → backend ${ns.backend} (${BACKEND_HOST}:${BACKEND_PORT}); "direct" is the client talking to the backend's address, routed through the balancer without a proxy or NAT; every block starts from a new client source address`,
     `- backend: nginx, 1 worker, ${SMALL_BODY_BYTES}-byte static body, ${LARGE_FILE_BYTES / 2 ** 20} MiB sparse file`,
     `- pinning: proxy on core ${env.proxyCores} (workers table: cores ${env.allCores}); wrk, curl, idle client and backend on core ${env.loadCores}`,
-    `- ${opts.rounds} round(s), paths alternating, medians; (a) wrk -t1 -c${LOAD_CONNECTIONS} ${d.keepAliveS}s keep-alive; (b) wrk -t1 -c${LOAD_CONNECTIONS} ${d.newConnS}s with Connection: close; (c) one curl download of the large file; (d) wrk -t1 -c${LATENCY_CONNECTIONS}, each connection pausing ${LATENCY_DELAY_MS} ms before each request (≈${LATENCY_TARGET_RATE.toLocaleString('en-US')} req/s), ${d.latencyS}s; workers table: (a) ${d2.keepAliveS}s, (b) ${d2.newConnS}s, (d) ${d2.latencyS}s, no (e); default-sysctl block: (a) ${d3.keepAliveS}s and (b) ${d3.newConnS}s only; first-byte block: (b) ${d4.newConnS}s and (d) ${d4.latencyS}s only; each block starts with a ${d.warmupS}s keep-alive warm-up; (e) ${env.idleConnections.toLocaleString('en-US')} idle connections (one request each, then silent), RSS of the proxy's process tree before/after, scaled to 10k; fd limit ${env.nofile}`,
+    `- ${opts.rounds} round(s), paths alternating, medians; (a) wrk -t1 -c${LOAD_CONNECTIONS} ${d.keepAliveS}s keep-alive; (b) wrk -t1 -c${LOAD_CONNECTIONS} ${d.newConnS}s with Connection: close; (c) one curl download of the large file; (d) wrk -t1 -c${LATENCY_CONNECTIONS}, each connection pausing ${LATENCY_DELAY_MS} ms before each request (≈${LATENCY_TARGET_RATE.toLocaleString('en-US')} req/s), ${d.latencyS}s; workers table: (a) ${d2.keepAliveS}s, (b) ${d2.newConnS}s, (d) ${d2.latencyS}s, no (c) or (e); default-sysctl block: (b) ${d3.newConnS}s only; first-byte block: (b) ${d4.newConnS}s and (d) ${d4.latencyS}s only; each block starts with a ${d.warmupS}s keep-alive warm-up; (e) in the first round only, ${env.idleConnections.toLocaleString('en-US')} idle connections (one request each, then silent), RSS of the proxy's process tree before/after, scaled to 10k; fd limit ${env.nofile}`,
     `- every benchmark process at nice ${-opts.boost} (--boost); ratios are to HAProxy in the same table; CPU % is of one core, measured from /proc over the load; "softirq" is the whole machine's softirq time (forwarding, NAT, TCP receive); "other processes" is the CPU the rest of the machine used meanwhile, "host steal" the CPU the hypervisor gave to others while this machine wanted it (both stall the paths at random moments, p99 first); TIME_WAIT rows: sockets the (b) load left in TIME_WAIT, by namespace and leg, as a share of its connections (who closed first)`,
   ];
   return lines.join('\n');
