@@ -1,7 +1,6 @@
 import { mkdir, stat } from 'node:fs/promises';
 import { resolve as resolvePath } from 'node:path';
-import type { DampingSpec } from './announce/damping';
-import { DrainSequence, type DrainInfo, type DrainTarget } from './announce/drain-sequence';
+import { DrainSequence, type DrainTarget } from './announce/drain-sequence';
 import { HookRunner } from './announce/hooks';
 import { AnnounceReconciler, type VipSource } from './announce/reconciler';
 import type { Config, PoolConfig, VipConfig } from './config/config';
@@ -9,10 +8,14 @@ import type { ConfigChanges } from './config/diff';
 import { ConfigReloader, type Refusal, type ReloadResult, type ReloadTarget } from './reload';
 import { adminSocketPath } from './config/schema';
 import { AdminServer } from './control/admin-server';
-import { AdminInputError, type AdminActions, type DaemonStatus, type DrainOrigin, type DrainPhaseStatus, type DrainRequest } from './control/control';
+import { AdminInputError, type AdminActions, type DaemonStatus, type DrainRequest } from './control/control';
 import { EventJournal } from './control/event-journal';
-import type { CheckSpec, PoolHealth } from './health/health';
-import { parseProbeBytes } from './health/check-files';
+import { dataPathOf, dataPathsOf, gobgpPeers, listenerSpec, proxyLimits, toCheckSpec, toDampingSpec, toPoolSpec, vipAdvertisements } from './daemon/specs';
+import { statusReply, type HeldDrain } from './daemon/status-reply';
+import type { DataPlaneListener, DataPlanePool } from './dataplane/data-plane';
+import type { DataPlaneSet } from './dataplane/data-plane-set';
+import { createDataPlanes } from './dataplane/data-planes';
+import type { PoolHealth } from './health/health';
 import { createPoolHealth } from './health/pool-health';
 import { systemClock, sleep, type Clock } from './lib/clock';
 import { VipdError, errorMessage } from './lib/errors';
@@ -20,17 +23,13 @@ import type { Logger } from './lib/logger';
 import { createMetrics, type Metrics } from './lib/metrics';
 import { vipdVersion } from './lib/version';
 import { IpAddressManager } from './net/ip-address-manager';
+import { localAddressIssues } from './net/local-address';
 import { parseEndpoint } from './net/endpoint';
-import { hostPrefix, type VipAddressManager } from './net/net';
-import { BackendLoadTracker } from './proxy/backend-load';
-import { createProcessConnectionLimits } from './proxy/limits';
-import { createListener } from './proxy/listener';
-import type { ListenerSpec, PoolLoad, PoolSpec, ProxyLimitsSpec, ProxyListener } from './proxy/proxy';
-import { WorkerPool } from './proxy/worker-pool';
-import { sessionFamilies } from './config/schema';
+import type { VipAddressManager } from './net/net';
+import { VipWatcher } from './net/vip-watcher';
 import { createGobgpSpeaker, type GobgpPeerOptions } from './speaker/gobgp/gobgp-speaker';
-import { peerAnnounceStates } from './speaker/peer-announce';
-import { NullSpeaker, type Advertisement, type Speaker } from './speaker/speaker';
+import { ownerMark, routerIdAsOwnerId } from './speaker/gobgp/ownership';
+import { NullSpeaker, type Speaker } from './speaker/speaker';
 import { DrainStateFile } from './state/drain-state-file';
 import type { BackendDrainMark, DrainMark, DrainState, DrainStateStore, VipDrainMark } from './state/state';
 
@@ -62,22 +61,16 @@ const CLOSE_DEADLINE_SLACK_MS = 15_000;
 interface PoolRuntime {
   readonly name: string;
   readonly health: PoolHealth;
-  /** The in-process tracker (absent with workers): a reload reconfigures it in place. */
-  readonly tracker?: BackendLoadTracker;
-  /** In-process tracker, or the sum of the workers' trackers when proxy.workers > 1. */
-  readonly load: PoolLoad & { drainBackend(backendKey: string, drained: boolean): boolean; close?(): void };
+  /** The pool over every data plane: counters, drains and ejections for status, the admin API and reloads. */
+  readonly load: DataPlanePool;
 }
-
-/** A drain as the daemon holds it: the persisted mark, plus the file it came from when restored at start. */
-type HeldDrain<M extends DrainMark> = M & { readonly restoredFrom?: string };
 
 interface ListenerRuntime {
   readonly vip: string;
   readonly port: number;
   readonly pool: string;
-  readonly listener: ProxyListener;
-  /** In-process listeners only: a reload hands them their new spec. */
-  readonly reconfigure?: (spec: ListenerSpec) => void;
+  /** Whichever data plane carries it; `listener.pool` is that plane's view of the pool (the gate reads it). */
+  readonly listener: DataPlaneListener;
   retry?: { cancel(): void };
 }
 
@@ -90,15 +83,15 @@ export class Daemon implements AdminActions {
   private readonly addresses: VipAddressManager;
   private readonly pools = new Map<string, PoolRuntime>();
   private listeners: ListenerRuntime[] = [];
-  private readonly connectionLimits: ReturnType<typeof createProcessConnectionLimits> | undefined;
+  /** Every data plane (proxy in process or in workers, kernel), behind one face. */
+  private readonly dataPlanes: DataPlaneSet;
   private readonly reloader: ConfigReloader;
   /** The gobgp speaker's peer reload (unset with speaker.driver none). */
   private setSpeakerPeers: ((peers: readonly GobgpPeerOptions[]) => Promise<void>) | undefined;
-  private readonly vipBound = new Map<string, boolean>();
+  private readonly vips: VipWatcher;
   private readonly speaker: Speaker;
   private readonly reconciler: AnnounceReconciler;
   private readonly admin: AdminServer;
-  private readonly workerPool: WorkerPool | undefined;
   private readonly drainStore: DrainStateStore;
   private nodeDrain: HeldDrain<DrainMark> | undefined;
   /** Drains of single VIPs, by VIP name. */
@@ -116,7 +109,6 @@ export class Daemon implements AdminActions {
   private shuttingDown = false;
   /** start() has finished: a reload before that is refused. */
   private started = false;
-  private vipCheck: { cancel(): void } | undefined;
   private closing: Promise<void> | undefined;
   /** Set once start() gets past the admin socket and the speaker: only then may close() remove the VIPs. */
   private ownsAddresses = false;
@@ -129,30 +121,21 @@ export class Daemon implements AdminActions {
     this.addresses = new IpAddressManager(config.net.interface);
     this.drainStore = new DrainStateFile(config.stateDir, config.node.name);
 
-    const limits: ProxyLimitsSpec = {
-      ...(config.proxy.maxConnections !== undefined ? { maxConnections: config.proxy.maxConnections } : {}),
-      ...(config.proxy.maxConnectionsPerSource !== undefined ? { maxConnectionsPerSource: config.proxy.maxConnectionsPerSource } : {}),
-    };
-    const proxyLogger = this.logger.child({ component: 'proxy' });
-    const healths = new Map(Object.entries(config.pools).map(([name, pool]) => [name, this.buildHealth(name, pool)]));
-    // With workers, health and BGP stay here and the workers carry the data plane.
-    this.workerPool =
-      config.proxy.workers > 1
-        ? new WorkerPool({
-            workers: config.proxy.workers,
-            pools: Object.entries(config.pools).map(([name, pool]) => ({ spec: toPoolSpec(name, pool), health: healths.get(name)! })),
-            limits,
-            logger: proxyLogger,
-            metrics: this.metrics,
-            clock: this.clock,
-          })
-        : undefined;
-    this.connectionLimits = this.workerPool ? undefined : createProcessConnectionLimits(limits, proxyLogger, this.metrics);
-    for (const [name, pool] of Object.entries(config.pools)) this.pools.set(name, this.buildPool(name, pool, healths.get(name)!));
-    for (const vip of config.vips) {
-      this.vipBound.set(vip.name, false);
-      for (const l of vip.listeners) this.listeners.push(this.buildListener(vip, l));
-    }
+    this.dataPlanes = createDataPlanes({ config, logger: this.logger, metrics: this.metrics, clock: this.clock });
+    // Every plane the config uses is built now, so that start() starts them all before a listener binds.
+    for (const path of dataPathsOf(config)) this.dataPlanes.plane(path);
+    for (const [name, pool] of Object.entries(config.pools)) this.pools.set(name, this.buildPool(name, pool));
+    this.vips = new VipWatcher({
+      addresses: this.addresses,
+      manage: config.net.manageAddresses,
+      interfaceName: config.net.interface,
+      intervalMs: VIP_CHECK_INTERVAL_MS,
+      clock: this.clock,
+      logger: this.logger,
+      onChange: () => this.reconciler.evaluate(),
+    });
+    this.vips.setVips(config.vips);
+    for (const vip of config.vips) for (const l of vip.listeners) this.listeners.push(this.buildListener(vip, l));
 
     this.speaker = this.buildSpeaker();
     this.drainSequence = new DrainSequence({
@@ -211,7 +194,8 @@ export class Daemon implements AdminActions {
     // From here this process owns the VIPs on the interface. A start that failed earlier (most often a
     // second vipd refused by the live admin socket) must not remove the addresses of the one running.
     this.ownsAddresses = true;
-    await this.checkVips();
+    await this.vips.start();
+    await this.dataPlanes.start();
     for (const l of this.listeners) await this.startListener(l);
     for (const pool of this.pools.values()) this.startPool(pool);
     this.started = true;
@@ -248,25 +232,15 @@ export class Daemon implements AdminActions {
     };
     attempt('speaker', () => this.speaker.destroy());
     attempt('timers', () => {
-      this.vipCheck?.cancel();
+      this.vips.close();
       this.drainFileCheck?.cancel();
       this.drainSequence.close();
       this.reconciler.close();
       this.hooks?.close();
     });
-    for (const l of this.listeners) {
-      attempt(`listener ${l.listener.spec.id}`, () => {
-        l.retry?.cancel();
-        l.listener.destroy();
-      });
-    }
-    for (const pool of this.pools.values()) {
-      attempt(`pool ${pool.name}`, () => {
-        pool.load.close?.();
-        pool.health.close();
-      });
-    }
-    attempt('workers', () => void this.workerPool?.close().catch(() => undefined));
+    for (const l of this.listeners) attempt(`listener ${l.listener.spec.id}`, () => l.retry?.cancel());
+    attempt('data planes', () => void this.dataPlanes.destroy().catch(() => undefined));
+    for (const pool of this.pools.values()) attempt(`pool ${pool.name}`, () => pool.health.close());
     return this.admin.close().catch(() => undefined);
   }
 
@@ -276,7 +250,7 @@ export class Daemon implements AdminActions {
     // fabric moves new flows first), then withdraw, and the rest of the grace for the withdraw to spread.
     const drainMs = Math.min(this.config.drain.grace, Math.floor(this.config.shutdown.grace / 2));
     log.info({ event: 'stop', reason, graceMs: this.config.shutdown.grace, drainMs }, `vipd stopping (${reason}): ${drainMs > 0 ? `GRACEFUL_SHUTDOWN for ${drainMs} ms, then ` : ''}withdrawing routes`);
-    this.vipCheck?.cancel();
+    this.vips.close();
     this.drainFileCheck?.cancel();
     this.drainSequence.close();
     if (drainMs > 0) {
@@ -289,12 +263,8 @@ export class Daemon implements AdminActions {
     await withTimeout(this.reconciler.withdrawAll('shuttingDown'), 5000).catch((err) => log.warn({ err: errorMessage(err) }, 'withdraw did not complete'));
     if (this.config.shutdown.grace - drainMs > 0) await sleep(this.clock, this.config.shutdown.grace - drainMs);
     for (const l of this.listeners) l.retry?.cancel();
-    await Promise.all(this.listeners.map((l) => l.listener.close(SESSION_CLOSE_MS)));
-    await this.workerPool?.close();
-    for (const pool of this.pools.values()) {
-      pool.load.close?.();
-      pool.health.close();
-    }
+    await this.dataPlanes.close(SESSION_CLOSE_MS);
+    for (const pool of this.pools.values()) pool.health.close();
     await withTimeout(this.speaker.close(), 5000).catch((err) => {
       log.warn({ err: errorMessage(err) }, 'speaker did not close cleanly; destroying');
       // Bounded: a SIGKILLed gobgpd is gone at once.
@@ -330,6 +300,7 @@ export class Daemon implements AdminActions {
 
   private refusals(next: Config, changes: ConfigChanges): Refusal[] {
     const refused: Refusal[] = [];
+    refused.push(...localAddressIssues(next.speaker));
     for (const key of changes.settings) {
       if (!APPLIED_SETTINGS.has(key)) refused.push({ key, path: key.split('.'), message: 'restart needed: this key is not applied in place by a reload' });
     }
@@ -368,7 +339,7 @@ export class Daemon implements AdminActions {
     this.reconciler.setHoldDown(next.announce.holdDown);
 
     for (const name of changes.pools.added) {
-      const pool = this.buildPool(name, next.pools[name]!, this.buildHealth(name, next.pools[name]!));
+      const pool = this.buildPool(name, next.pools[name]!);
       this.pools.set(name, pool);
       this.startPool(pool);
     }
@@ -378,11 +349,8 @@ export class Daemon implements AdminActions {
       const spec = toPoolSpec(change.name, cfg);
       // Health first: a removed backend leaves the snapshot (so no picker sees it) before its entry goes.
       pool.health.reconfigure(cfg.backends.map((b) => b.endpoint), toCheckSpec(cfg.check));
-      // With workers, each worker reconfigures its own tracker and listeners of the pool (vipd:updatePool).
-      const removed = this.workerPool ? this.workerPool.updatePool(spec) : (pool.tracker?.reconfigure(spec) ?? []).map((r) => r.backend);
-      for (const l of this.listeners) {
-        if (l.pool === change.name && !this.workerPool) l.reconfigure?.({ ...l.listener.spec, pool: spec });
-      }
+      // Every data plane reconfigures the pool and hands its listeners of the pool the new spec.
+      const removed = pool.load.reconfigure(spec);
       for (const backend of removed) this.dropBackendDrain(change.name, backend, 'removed by reload');
     }
 
@@ -393,21 +361,20 @@ export class Daemon implements AdminActions {
     const kept = this.listeners.filter((l) => wanted.has(l.listener.spec.id));
     for (const l of kept) {
       const { vip, l: lc } = wanted.get(l.listener.spec.id)!;
-      if (lc.maxConnections !== l.listener.spec.maxConnections) l.reconfigure?.(this.listenerSpec(vip, lc));
+      if (lc.maxConnections !== l.listener.spec.maxConnections) l.listener.reconfigure(listenerSpec(next, vip, lc));
     }
     const keptIds = new Set(kept.map((l) => l.listener.spec.id));
     const added: ListenerRuntime[] = [];
     for (const [id, { vip, l }] of wanted) if (!keptIds.has(id)) added.push(this.buildListener(vip, l));
     this.listeners = [...kept, ...added];
-    for (const name of changes.vips.added) this.vipBound.set(name, false);
-    if (changes.vips.added.length > 0) await this.checkVipsOnce();
+    this.vips.setVips(next.vips);
+    if (changes.vips.added.length > 0) await this.vips.checkOnce();
     for (const l of added) await this.startListener(l);
 
     this.reconciler.setVips(next.vips.map((vip) => this.vipSource(vip)));
     // Removed VIPs are withdrawn before their listeners stop and their addresses go.
     await this.reconciler.idle();
     for (const name of changes.vips.removed) {
-      this.vipBound.delete(name);
       const vip = previous.vips.find((v) => v.name === name)!;
       if (previous.net.manageAddresses) {
         await this.addresses.remove(vip.address).catch((err) => log.warn({ vip: name, err: errorMessage(err) }, 'could not remove VIP'));
@@ -424,7 +391,7 @@ export class Daemon implements AdminActions {
       for (const b of previous.pools[name]!.backends) this.dropBackendDrain(name, b.endpoint.key, 'its pool was removed by reload');
       const sessionsDone = Promise.all(retired.filter((l) => l.pool === name).map((l) => l.listener.close(REMOVED_LISTENER_DRAIN_MS).catch(() => undefined)));
       void sessionsDone.then(() => {
-        pool.load.close?.();
+        pool.load.close();
         return pool.health.close();
       });
     }
@@ -461,14 +428,10 @@ export class Daemon implements AdminActions {
     });
   }
 
-  private buildPool(name: string, pool: PoolConfig, health: PoolHealth): PoolRuntime {
-    if (this.workerPool) {
-      // At start the worker pool was given every pool; one a reload adds joins it now.
-      const load = this.started ? this.workerPool.addPool(toPoolSpec(name, pool), health) : this.workerPool.load(name);
-      return { name, health, load };
-    }
-    const tracker = new BackendLoadTracker({ spec: toPoolSpec(name, pool), health, metrics: this.metrics, clock: this.clock, logger: this.logger.child({ component: 'proxy', pool: name }) });
-    return { name, health, tracker, load: tracker };
+  /** The pool's health, and the pool in every data plane (a reload's new pool joins them now). */
+  private buildPool(name: string, pool: PoolConfig): PoolRuntime {
+    const health = this.buildHealth(name, pool);
+    return { name, health, load: this.dataPlanes.addPool(toPoolSpec(name, pool), health) };
   }
 
   private startPool(pool: PoolRuntime): void {
@@ -478,32 +441,10 @@ export class Daemon implements AdminActions {
     pool.health.start();
   }
 
-  private listenerSpec(vip: VipConfig, l: VipConfig['listeners'][number]): ListenerSpec {
-    return {
-      id: `${vip.name}:${l.port}`,
-      vip: vip.name,
-      address: vip.address,
-      port: l.port,
-      pool: toPoolSpec(l.pool, this.config.pools[l.pool]!),
-      ...(l.maxConnections !== undefined ? { maxConnections: l.maxConnections } : {}),
-    };
-  }
-
+  /** A listener on the data plane of its dataPath; the plane refuses a spec it cannot serve, by feature. */
   private buildListener(vip: VipConfig, l: VipConfig['listeners'][number]): ListenerRuntime {
-    const spec = this.listenerSpec(vip, l);
-    if (this.workerPool) {
-      const listener = this.workerPool.listener(spec);
-      return { vip: vip.name, port: l.port, pool: l.pool, listener, reconfigure: (next) => listener.reconfigure(next) };
-    }
-    const listener = createListener({
-      spec,
-      load: this.pools.get(l.pool)!.tracker!,
-      ...(this.connectionLimits ? { limits: this.connectionLimits } : {}),
-      logger: this.logger.child({ component: 'proxy', vip: vip.name }),
-      metrics: this.metrics,
-      clock: this.clock,
-    });
-    return { vip: vip.name, port: l.port, pool: l.pool, listener, reconfigure: (next) => listener.reconfigure(next) };
+    const listener = this.dataPlanes.listener(dataPathOf(l), listenerSpec(this.config, vip, l), proxyLimits(this.config));
+    return { vip: vip.name, port: l.port, pool: l.pool, listener };
   }
 
   private async startListener(l: ListenerRuntime): Promise<void> {
@@ -521,15 +462,15 @@ export class Daemon implements AdminActions {
         shuttingDown: this.shuttingDown,
         drained: this.drainSequence.phaseFor(vip.name) === 'withdrawn',
         draining: this.stopDraining || this.drainSequence.phaseFor(vip.name) === 'grace',
-        vipBound: this.vipBound.get(vip.name) ?? false,
+        vipBound: this.vips.isBound(vip.name),
         minHealthyBackends: vip.minHealthyBackends,
         gate: vip.gate,
         onFailure: vip.onFailure,
         listeners: this.listeners
           .filter((l) => l.vip === vip.name)
           .map((l) => {
-            const pool = this.pools.get(l.pool)!;
-            return { id: l.listener.spec.id, bound: l.listener.bound(), pool: pool.health.snapshot(), ...pool.load.outOfService() };
+            // Drains and ejections as the listener's own data plane applies them.
+            return { id: l.listener.spec.id, bound: l.listener.bound(), pool: this.pools.get(l.pool)!.health.snapshot(), ...l.listener.pool.outOfService() };
           }),
       }),
     };
@@ -538,67 +479,22 @@ export class Daemon implements AdminActions {
   // AdminActions
 
   status(): DaemonStatus {
-    const iso = (ms: number) => new Date(ms).toISOString();
-    const announce = this.reconciler.status();
-    const peers = this.speaker.peers();
-    const advertised = this.speaker.advertised();
-    return {
+    return statusReply({
       node: this.config.node.name,
       version: vipdVersion,
-      drained: this.nodeDrain !== undefined,
-      ...(this.nodeDrain ? { drain: drainOrigin(this.nodeDrain) } : {}),
       shuttingDown: this.shuttingDown,
-      vips: announce.map((a) => ({
-        name: a.vip,
-        prefix: a.prefix,
-        state: a.state,
-        reason: a.reason,
-        detail: a.detail,
-        since: iso(a.since),
-        penalty: a.penalty,
-        ...(a.suppressedUntil !== undefined ? { suppressedUntil: iso(a.suppressedUntil) } : {}),
-        ...(this.vipDrains.has(a.vip) ? { drain: drainOrigin(this.vipDrains.get(a.vip)!) } : {}),
-        listeners: this.listeners
-          .filter((l) => l.vip === a.vip)
-          .map((l) => ({ id: l.listener.spec.id, port: l.port, pool: l.pool, bound: l.listener.bound(), activeSessions: l.listener.stats().active })),
-        // Pessimized and draining paths are advertised too: per peer they are announced or not.
-        peers: peerAnnounceStates(a.prefix, { state: a.state === 'withdrawn' ? 'withdrawn' : 'announced', reason: a.reason }, peers, advertised),
-      })),
-      pools: [...this.pools.values()].map((p) => {
-        const snap = p.health.snapshot();
-        return {
-          name: p.name,
-          healthy: snap.healthy.length,
-          backends: snap.backends.map((b) => {
-            const counters = p.load.counters(b.backend.key);
-            return {
-              address: b.backend.key,
-              health: b.state,
-              since: iso(b.since),
-              ...(b.lastResult
-                ? { lastCheck: { ok: b.lastResult.ok, detail: b.lastResult.detail, durationMs: Math.round(b.lastResult.durationMs), at: iso(b.lastResult.at) } }
-                : {}),
-              activeConnections: counters.active,
-              totalConnections: counters.total,
-              connectErrors: counters.connectErrors,
-              ...(counters.ejectedUntil !== undefined ? { ejectedUntil: iso(counters.ejectedUntil) } : {}),
-              drained: counters.drained,
-              ...(this.backendDrains.has(backendDrainKey(p.name, b.backend.key)) ? { drain: drainOrigin(this.backendDrains.get(backendDrainKey(p.name, b.backend.key))!) } : {}),
-            };
-          }),
-        };
-      }),
-      peers: peers.map((p) => ({
-        address: p.address,
-        asn: p.asn,
-        state: p.state,
-        since: iso(p.since),
-        families: p.families,
-        ...(p.negotiated ? { negotiated: p.negotiated } : {}),
-        advertised: advertised.get(p.address) ?? [],
-      })),
-      drains: this.drainSequence.list().map(drainPhaseStatus),
-    };
+      nodeDrain: this.nodeDrain,
+      vipDrain: (vip) => this.vipDrains.get(vip),
+      backendDrain: (pool, backend) => this.backendDrains.get(backendDrainKey(pool, backend)),
+      announce: this.reconciler.status(),
+      peers: this.speaker.peers(),
+      advertised: this.speaker.advertised(),
+      sync: this.speaker.sync(),
+      localAddress: (peer) => this.config.speaker.peers.find((p) => p.address === peer)?.localAddress,
+      listeners: this.listeners.map((l) => ({ vip: l.vip, id: l.listener.spec.id, port: l.port, pool: l.pool, bound: l.listener.bound(), activeSessions: l.listener.stats().active })),
+      pools: [...this.pools.values()].map((p) => ({ name: p.name, snapshot: p.health.snapshot(), load: p.load })),
+      drains: this.drainSequence.list(),
+    });
   }
 
   async drain(source: string, request: DrainRequest = {}): Promise<void> {
@@ -665,7 +561,7 @@ export class Daemon implements AdminActions {
   async metricsText(): Promise<{ contentType: string; body: string }> {
     return {
       contentType: this.metrics.registry.contentType,
-      body: this.workerPool ? await this.workerPool.metricsText() : await this.metrics.registry.metrics(),
+      body: await this.dataPlanes.metricsText(this.metrics.registry),
     };
   }
 
@@ -733,15 +629,11 @@ export class Daemon implements AdminActions {
     let closed = 0;
     for (const l of this.listeners) {
       if (target !== undefined && l.vip !== target) continue;
-      const listener = l.listener as Partial<{ sessions(): IterableIterator<{ destroy(): void }> }>;
-      if (typeof listener.sessions !== 'function') {
-        this.logger.warn({ component: 'announce', event: 'drainClose', listener: l.listener.spec.id }, `drain.closeAfter: listener ${l.listener.spec.id} runs in workers; its connections are left to end by themselves`);
+      if (l.listener.closeConnections === undefined) {
+        this.logger.warn({ component: 'announce', event: 'drainClose', listener: l.listener.spec.id }, `drain.closeAfter: listener ${l.listener.spec.id} runs in a data plane that cannot cut its connections from here (workers); they are left to end by themselves`);
         continue;
       }
-      for (const session of [...listener.sessions()]) {
-        session.destroy();
-        closed++;
-      }
+      closed += l.listener.closeConnections();
     }
     this.logger.info({ component: 'announce', event: 'drainClose', target: target ?? 'node', closed }, `drain.closeAfter: closed ${closed} client connection(s) of ${target ?? 'the node'}`);
   }
@@ -828,44 +720,19 @@ export class Daemon implements AdminActions {
       ...(s.gobgp.runtimeDir !== undefined ? { runtimeDir: s.gobgp.runtimeDir } : {}),
       hangTimeoutMs: s.gobgp.hangTimeout,
       gobgpdPath: s.gobgp.binary,
-      listenPort: s.gobgp.listenPort,
+      ...(s.gobgp.listen !== undefined ? { listenPort: s.gobgp.listen.port, listenAddresses: s.gobgp.listen.addresses } : {}),
+      ...(s.gracefulRestart.enabled ? { gracefulRestart: { restartTimeS: Math.ceil(s.gracefulRestart.restartTime / 1000), notification: false } } : {}),
       reconcileIntervalMs: s.gobgp.reconcileInterval,
       peers: gobgpPeers(this.config),
+      // External gobgpd: vipd's paths carry its mark, and a guardian deletes them if vipd dies.
+      ...(!s.gobgp.manage && { ownerMark: ownerMark(s.asn!, s.gobgp.ownerId ?? routerIdAsOwnerId(s.routerId!)) }),
+      ...(!s.gobgp.manage && s.gobgp.guardian && { guardian: {} }),
       clock: this.clock,
       logger: this.logger.child({ component: 'speaker' }),
       metrics: this.metrics,
     });
     this.setSpeakerPeers = (peers) => speaker.setPeers(peers);
     return speaker;
-  }
-
-  /** Puts (or finds) each VIP on the interface, then re-checks periodically. */
-  private async checkVips(): Promise<void> {
-    await this.checkVipsOnce();
-    if (!this.shuttingDown) {
-      this.vipCheck = this.clock.setTimeout(() => void this.checkVips(), VIP_CHECK_INTERVAL_MS);
-    }
-  }
-
-  private async checkVipsOnce(): Promise<void> {
-    let changed = false;
-    for (const vip of this.config.vips) {
-      let bound = false;
-      try {
-        if (this.config.net.manageAddresses) await this.addresses.ensure(vip.address);
-        bound = await this.addresses.has(vip.address);
-      } catch (err) {
-        this.logger.error({ component: 'net', vip: vip.name, err: errorMessage(err) }, `cannot put ${vip.address} on ${this.config.net.interface}`);
-      }
-      // A VIP removed by a reload while this pass ran is not brought back.
-      if (!this.vipBound.has(vip.name) || !this.config.vips.includes(vip)) continue;
-      if (this.vipBound.get(vip.name) !== bound) {
-        this.logger.info({ component: 'net', vip: vip.name, bound }, `${vip.address} ${bound ? 'is' : 'is NOT'} on ${this.config.net.interface}`);
-        this.vipBound.set(vip.name, bound);
-        changed = true;
-      }
-    }
-    if (changed) this.reconciler.evaluate();
   }
 
   private async bindListener(l: ListenerRuntime): Promise<void> {
@@ -879,137 +746,8 @@ export class Daemon implements AdminActions {
   }
 }
 
-/** The speaker's peers as gobgp takes them; families depend on the VIPs too (sessionFamilies). */
-function gobgpPeers(config: Config): GobgpPeerOptions[] {
-  const s = config.speaker;
-  const families = sessionFamilies(s, config.vips.map((v) => v.address));
-  return s.peers.map((p, i) => ({
-    address: p.address,
-    asn: p.asn,
-    families: families[i]!,
-    ...(p.nextHopIpv6 !== undefined ? { nextHopIpv6: p.nextHopIpv6 } : {}),
-    ...(p.nextHopIpv4 !== undefined ? { nextHopIpv4: p.nextHopIpv4 } : {}),
-    holdTimeS: p.holdTime / 1000,
-    keepaliveS: p.keepalive / 1000,
-    connectRetryS: p.connectRetry / 1000,
-    ...(p.password !== undefined ? { password: p.password } : {}),
-  }));
-}
-
-function toPoolSpec(name: string, p: PoolConfig): PoolSpec {
-  return {
-    name,
-    balance: p.balance,
-    backends: p.backends.map((b) => ({
-      endpoint: b.endpoint,
-      weight: b.weight,
-      ...((b.maxConnections ?? p.maxConnectionsPerBackend) !== undefined ? { maxConnections: (b.maxConnections ?? p.maxConnectionsPerBackend)! } : {}),
-    })),
-    slowStartMs: p.slowStart,
-    connectTimeoutMs: p.connectTimeout,
-    maxConnectAttempts: p.maxConnectAttempts,
-    retryBeforeReply: p.retryBeforeReply,
-    queue: { size: p.queue.size, timeoutMs: p.queue.timeout },
-    timeouts: {
-      firstByteMs: p.timeouts.firstByte,
-      idleMs: p.timeouts.idle,
-      maxConnectionAgeMs: p.timeouts.maxConnectionAge,
-      maxConnectionAgeJitterMs: p.timeouts.maxConnectionAgeJitter,
-    },
-    tcpKeepaliveMs: p.tcpKeepalive,
-    outlier: {
-      consecutiveConnectFailures: p.outlierDetection.consecutiveConnectFailures,
-      baseEjectionMs: p.outlierDetection.baseEjectionTime,
-      maxEjectionMs: p.outlierDetection.maxEjectionTime,
-    },
-    closeOnBackendDown: p.closeOnBackendDown,
-  };
-}
-
-function toCheckSpec(c: Config['pools'][string]['check']): CheckSpec {
-  const tls = c.tls;
-  return {
-    kind: c.kind,
-    intervalMs: c.interval,
-    timeoutMs: c.timeout,
-    ...(c.fastInterval !== undefined ? { fastIntervalMs: c.fastInterval } : {}),
-    ...(c.downInterval !== undefined ? { downIntervalMs: c.downInterval } : {}),
-    rise: c.rise,
-    fall: c.fall,
-    path: c.path ?? '/',
-    expectStatus: c.expectStatus ?? [200],
-    insecureSkipVerify: tls?.insecureSkipVerify ?? false,
-    tls: tls !== undefined,
-    ...(c.host !== undefined ? { host: c.host } : {}),
-    ...(tls?.caFile !== undefined ? { caFile: tls.caFile } : {}),
-    ...(tls?.certFile !== undefined ? { certFile: tls.certFile } : {}),
-    ...(tls?.keyFile !== undefined ? { keyFile: tls.keyFile } : {}),
-    ...(tls?.serverName !== undefined ? { serverName: tls.serverName } : {}),
-    ...(c.expectBody !== undefined ? { expectBody: c.expectBody } : {}),
-    ...(c.expectJson !== undefined ? { expectJson: c.expectJson } : {}),
-    ...(c.send !== undefined ? { send: parseProbeBytes(c.send)! } : {}),
-    ...(c.expect !== undefined ? { expect: parseProbeBytes(c.expect)! } : {}),
-    ...(c.service !== undefined ? { service: c.service } : {}),
-    ...(c.command !== undefined ? { command: c.command } : {}),
-  };
-}
-
-/** The paths of one VIP per state: up (attributes.up), pessimized and draining (GRACEFUL_SHUTDOWN added by the reconciler). */
-function vipAdvertisements(vip: Config['vips'][number], ownAsn: number | undefined, peers: Config['speaker']['peers']): Pick<VipSource, 'advertisement' | 'pessimized' | 'draining'> {
-  type AttributeSet = NonNullable<Config['vips'][number]['attributes']['up']>;
-  const base = { prefix: hostPrefix(vip.address), ...(vip.nextHop !== undefined ? { nextHop: vip.nextHop } : {}) };
-  const toAd = (a: AttributeSet): Advertisement => ({
-    ...base,
-    communities: a.communities,
-    ...(a.largeCommunities.length > 0 ? { largeCommunities: a.largeCommunities } : {}),
-    ...(a.med !== undefined ? { med: a.med } : {}),
-    ...(a.localPref !== undefined ? { localPref: a.localPref } : {}),
-    ...(a.asPathPrepend > 0 && ownAsn !== undefined ? { asPath: new Array<number>(a.asPathPrepend).fill(ownAsn) } : {}),
-  });
-  const up = toAd(vip.attributes.up);
-  return {
-    advertisement: up,
-    pessimized: vip.attributes.pessimized ? toAd(vip.attributes.pessimized) : defaultPessimized(up, ownAsn, peers),
-    ...(vip.attributes.draining ? { draining: toAd(vip.attributes.draining) } : {}),
-  };
-}
-
-/**
- * Without attributes.pessimized, a pessimized path must still lose to any balancer whose gate passes:
- * three own-AS prepends (a longer AS path also leaves ECMP) toward eBGP peers, and a local-pref 50
- * under the default 100 toward iBGP peers (gobgpd sends LOCAL_PREF to iBGP peers only). Config refuses
- * a mix of both kinds of peers without explicit attributes, and prepends toward iBGP peers.
- */
-function defaultPessimized(up: Advertisement, ownAsn: number | undefined, peers: Config['speaker']['peers']): Advertisement {
-  if (ownAsn === undefined || peers.length === 0) return up;
-  const ibgp = peers.filter((p) => p.asn === ownAsn).length;
-  if (ibgp === 0) return { ...up, asPath: [...(up.asPath ?? []), ownAsn, ownAsn, ownAsn] };
-  return { ...up, localPref: Math.min(up.localPref ?? 100, 100) > 50 ? 50 : 0 };
-}
-
-function toDampingSpec(d: Config['vips'][number]['damping']): DampingSpec {
-  return { enabled: d.enabled, penalty: d.penalty, halfLifeMs: d.halfLife, suppress: d.suppress, reuse: d.reuse, maxSuppressMs: d.maxSuppress };
-}
-
-function drainPhaseStatus(d: DrainInfo): DrainPhaseStatus {
-  const iso = (ms: number) => new Date(ms).toISOString();
-  return {
-    target: d.target,
-    phase: d.phase,
-    drainedBy: d.source,
-    drainedAt: d.at,
-    ...(d.graceUntil !== undefined ? { graceUntil: iso(d.graceUntil) } : {}),
-    ...(d.closeAt !== undefined ? { closeAt: iso(d.closeAt) } : {}),
-    ...(d.restoredFrom !== undefined ? { restoredFrom: d.restoredFrom } : {}),
-  };
-}
-
 function backendDrainKey(pool: string, backend: string): string {
   return `${pool}\u0000${backend}`;
-}
-
-function drainOrigin(mark: HeldDrain<DrainMark>): DrainOrigin {
-  return { drainedBy: mark.source, drainedAt: mark.at, ...(mark.restoredFrom !== undefined ? { restoredFrom: mark.restoredFrom } : {}) };
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {

@@ -4,7 +4,8 @@ import { resolve as resolvePath } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { parseDocument } from 'yaml';
 import { parseEndpoint, type Endpoint } from '../net/endpoint';
-import { loadConfigFile, type Config } from '../config/config';
+import { keyPosition, loadConfigFile, type Config } from '../config/config';
+import { localAddressIssues, type LocalAddressIssue } from '../net/local-address';
 import { adminSocketPath } from '../config/schema';
 import type { DaemonStatus } from '../control/control';
 import { ConfigError, VipdError, errorMessage } from '../lib/errors';
@@ -12,6 +13,8 @@ import { createLogger } from '../lib/logger';
 import { vipdVersion } from '../lib/version';
 import { parseGrace } from '../control/drain-request';
 import { lookupGobgpdUser } from '../speaker/gobgp/gobgpd-user';
+import { GobgpClient } from '../speaker/gobgp/client';
+import { deleteMarkedPaths, ownerMark, routerIdAsOwnerId } from '../speaker/gobgp/ownership';
 import { adminRequest, AdminUnreachableError, describeTarget, type AdminTarget } from './admin-client';
 import { renderStatus, renderTimeline, WATCH_TIMELINE_ROWS } from './status-table';
 import type { JournalEvent } from '../control/event-journal';
@@ -30,6 +33,18 @@ function loadOrExit(file: string): Config {
     }
     throw err;
   }
+}
+
+/** Keys that are valid but wrong for this host (e.g. a localAddress not on it): named with line:col, exit 2. */
+function exitOnHostIssues(file: string, issues: readonly LocalAddressIssue[]): void {
+  if (issues.length === 0) return;
+  const text = readFileSync(file, 'utf8');
+  const lines = issues.map((i) => {
+    const at = keyPosition(text, i.path);
+    return `${file}:${at.line}:${at.col}: ${i.key}: ${i.message}`;
+  });
+  process.stderr.write(`vipd: config does not fit this node\n${lines.join('\n')}\n`);
+  process.exit(EXIT_USAGE);
 }
 
 function configFileOf(positional: string | undefined, opts: { config?: string }): string {
@@ -143,6 +158,7 @@ program
   .option('--log-level <level>', 'trace | debug | info | warn | error', process.env.VIPD_LOG_LEVEL ?? 'info')
   .action(async (opts: { config: string; logLevel: string }) => {
     const config = loadOrExit(opts.config);
+    exitOnHostIssues(opts.config, localAddressIssues(config.speaker));
     const logger = createLogger(opts.logLevel);
     // Loaded here so that check-config, status and drain never load the daemon's modules.
     const { runDaemon } = await import('../main');
@@ -273,6 +289,27 @@ program
     if (read) process.stderr.write(`${read}\n`);
     process.stderr.write(`vipd: reload ${report.result ?? 'refused'} (${res.status}); the old config keeps serving:\n${(report.reason ?? report.error ?? res.body).trim()}\n`);
     process.exit(EXIT_RUNTIME);
+  });
+
+program
+  .command('withdraw-owned')
+  .description("external gobgpd: delete every path carrying this node's mark (what the guardian does when vipd dies); for ExecStopPost")
+  .option('-c, --config <file>', 'config file (YAML)', '/etc/vipd/vipd.yaml')
+  .action(async (opts: { config: string }) => {
+    const config = loadOrExit(opts.config);
+    const s = config.speaker;
+    if (s.driver !== 'gobgp' || s.gobgp.manage || s.gobgp.api === undefined) {
+      process.stderr.write('vipd: withdraw-owned is for speaker.gobgp.manage: false (a managed gobgpd dies with vipd)\n');
+      process.exit(EXIT_USAGE);
+    }
+    const mark = ownerMark(s.asn!, s.gobgp.ownerId ?? routerIdAsOwnerId(s.routerId!));
+    const client = new GobgpClient({ address: s.gobgp.api, deadlineMs: 5000 });
+    try {
+      const deleted = await deleteMarkedPaths(client, mark);
+      process.stdout.write(`deleted ${deleted.length} path(s) marked ${mark}${deleted.length ? `: ${deleted.join(' ')}` : ''}\n`);
+    } finally {
+      client.close();
+    }
   });
 
 program

@@ -59,11 +59,36 @@ export function renderStatus(s: DaemonStatus): string {
   }
   lines.push(
     table(
-      ['PEER', 'ASN', 'STATE', 'SINCE', 'FAMILIES', 'NEGOTIATED', 'PATHS SENT'],
-      s.peers.map((p) => [p.address, String(p.asn), p.state, p.since, (p.families ?? []).join(','), p.negotiated?.join(',') ?? '-', String(p.advertised?.length ?? 0)]),
+      ['PEER', 'ASN', 'STATE', 'SINCE', 'FAMILIES', 'NEGOTIATED', 'PATHS SENT', 'WANTED', 'DRIFT'],
+      s.peers.map((p) => [
+        p.address,
+        String(p.asn),
+        p.state,
+        p.since,
+        (p.families ?? []).join(','),
+        p.negotiated?.join(',') ?? '-',
+        String(p.advertised?.length ?? 0),
+        p.desired === undefined ? '-' : String(p.desired.length),
+        driftText(p.drift),
+      ]),
     ),
     '',
   );
+  // Per peer, what gobgpd really sent it (its adj-RIB-out) and from which source: beside a local
+  // FRR/BIRD, this shows the local router's session up and taking the VIP (docs/beside-frr.md).
+  lines.push(
+    table(
+      ['PEER', 'FROM', 'SESSION', 'SENT (ADJ-RIB-OUT)'],
+      s.peers.flatMap((p) => (p.advertised.length > 0 ? p.advertised : ['-']).map((prefix) => [p.address, p.localAddress ?? '-', p.state, prefix])),
+    ),
+    '',
+  );
+  // Read-back: gobgpd refused or did not finish what vipd asked; say what is not applied.
+  const sync = s.speakerSync;
+  if (sync && sync.state !== 'in-sync') {
+    const pending = [...sync.pendingAdd.map((x) => `+${x}`), ...sync.pendingDelete.map((x) => `-${x}`)].join(' ') || 'nothing';
+    lines.push(`speaker ${sync.state} since ${sync.since}: not applied: ${pending}${sync.lastError ? `; last refused: ${sync.lastError.call}: ${sync.lastError.reply}` : ''}`, '');
+  }
   // What each router really gets: a VIP can be announced to one peer and not to another.
   lines.push(
     table(
@@ -72,6 +97,11 @@ export function renderStatus(s: DaemonStatus): string {
     ),
   );
   return lines.join('\n');
+}
+
+function driftText(d: { readonly missing: readonly string[]; readonly extra: readonly string[] } | undefined): string {
+  if (!d) return '-';
+  return [...d.missing.map((x) => `missing ${x}`), ...d.extra.map((x) => `extra ${x}`)].join(', ');
 }
 
 function drainText(d: DrainOrigin): string {

@@ -66,6 +66,7 @@ const RESTART_KEYS: ReadonlyArray<{ readonly prefix: string; readonly why: strin
   { prefix: 'speaker.asn', why: "it is gobgpd's global config: every session would reset" },
   { prefix: 'speaker.routerId', why: "it is gobgpd's global config: every session would reset" },
   { prefix: 'speaker.gobgp', why: 'gobgpd is started (or found) with these at start' },
+  { prefix: 'speaker.gracefulRestart', why: "it is in every neighbor's OPEN: changing it would reset every session" },
 ];
 
 /** VIP keys that only change what is sent with the route: the apply re-sends the path, nothing else moves. */

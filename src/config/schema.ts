@@ -467,6 +467,11 @@ const vipSchema = z
     };
   });
 
+/** GTSM: `true` means the peer is directly connected (hops 1). */
+const ttlSecurity = z
+  .union([z.literal(true), z.object({ hops: z.number().int().min(1).max(254) }).strict()])
+  .transform((v) => (v === true ? { hops: 1 } : v));
+
 const peerSchema = z
   .object({
     address: ipAddress,
@@ -475,6 +480,8 @@ const peerSchema = z
     keepalive: duration(1000, 21_845_000).default('1s'),
     connectRetry: duration(1000, 3_600_000).default('5s'),
     password: z.string().min(1).max(80).optional(),
+    /** Source address of the session: a /32 (/128) of this node's own, e.g. on lo, when peering with the node's own FRR/BIRD (docs/beside-frr.md). Checked to be on the node at start and reload. */
+    localAddress: ipAddress.optional(),
     /**
      * Address families the session carries (MP-BGP, RFC 4760). Managed default: the peer's own family,
      * plus the family of any VIP that no peer of its own family can carry. External gobgpd: what its
@@ -485,9 +492,21 @@ const peerSchema = z
     nextHopIpv6: nextHopIpv6.optional(),
     /** Next hop of IPv4 VIPs sent over this IPv6 session. Default: gobgpd's (the session's IPv6 address, RFC 8950), which FRR 8.4 installs. */
     nextHopIpv4: nextHopIpv4.optional(),
+    /** gobgpd never dials this peer and waits for it to connect (needs speaker.gobgp.listen). */
+    passive: z.boolean().default(false),
+    /** eBGP to a peer this many hops away: the TTL of the session's packets (default: 1, a directly connected peer). */
+    multihop: z.number().int().min(1).max(255).optional(),
+    /**
+     * GTSM (RFC 5082): packets leave with TTL 255 and only those that arrive with TTL >= 256 - hops are
+     * taken, so nobody farther than `hops` routers away can reach the session. `true` is `{hops: 1}`.
+     */
+    ttlSecurity: ttlSecurity.optional(),
   })
   .strict()
   .superRefine((p, ctx) => {
+    if (p.ttlSecurity !== undefined && p.multihop !== undefined) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['ttlSecurity'], message: 'give ttlSecurity or multihop, not both: GTSM sends TTL 255 and counts hops itself (ttlSecurity: {hops: N} for a peer N hops away)' });
+    }
     if (p.keepalive * 3 > p.holdTime) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['keepalive'], message: `keepalive (${p.keepalive}ms) must be at most a third of holdTime (${p.holdTime}ms)` });
     }
@@ -513,21 +532,53 @@ const speakerSchema = z
         /** Where the managed gobgpd's private directory (config, API socket, log) is made; systemd's RuntimeDirectory. */
         runtimeDir: z.string().startsWith('/', 'must be an absolute path').optional(),
         binary: z.string().min(1).default('gobgpd'),
-        /** -1: dial out only, gobgpd accepts no BGP connection. */
-        listenPort: z.number().int().min(-1).max(65535).default(-1),
+        /** Replaced by `listen`; refused with a pointer to it (see speakerSchema). */
+        listenPort: z.unknown().optional(),
+        /**
+         * gobgpd accepts BGP connections from its configured peers on these addresses (never others), so
+         * a peer that loses the session reconnects at once (T13). Unset: gobgpd only dials out.
+         */
+        listen: z
+          .object({
+            addresses: z.array(ipAddress).min(1, 'at least one address of this node'),
+            port: z.number().int().min(1).max(65535).default(179),
+          })
+          .strict()
+          .optional(),
         reconcileInterval: duration(500, 600_000).default('3s'),
         /** Managed gobgpd is stopped (routes withdrawn) when vipd's event loop has been silent this long: SIGSTOP, a blocked loop (T17). */
         hangTimeout: duration(500, 60_000).default('2s'),
+        /**
+         * External gobgpd: the last part of the large community `<asn>:1986621540:<ownerId>` that marks
+         * vipd's paths (docs/beside-external-gobgpd.md). Default: the router id as a 32-bit number.
+         */
+        ownerId: z.number().int().min(0).max(0xffff_ffff).optional(),
+        /** External gobgpd: a guardian process deletes vipd's marked paths if vipd dies (fate-sharing). */
+        guardian: z.boolean().default(true),
       })
       .strict()
       .default({}),
     peers: z.array(peerSchema).default([]),
+    /**
+     * Graceful restart (RFC 4724) toward every peer: when gobgpd's session drops without a NOTIFICATION
+     * (gobgpd killed or restarted), the peer keeps this node's paths for restartTime while gobgpd comes
+     * back. The price: a node that dies silently keeps its paths as long (docs/directly-to-tor.md).
+     */
+    gracefulRestart: z
+      .object({
+        enabled: z.boolean().default(false),
+        restartTime: duration(1000, 4_095_000).default('30s'),
+      })
+      .strict()
+      .default({}),
   })
   .strict()
   .superRefine((s, ctx) => {
+    checkPeerOptions(s, ctx);
     if (s.driver === 'none') return;
     if (s.asn === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['asn'], message: 'required when driver is gobgp' });
     if (s.routerId === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['routerId'], message: 'required when driver is gobgp' });
+    if (s.gobgp.manage && s.gobgp.ownerId !== undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['gobgp', 'ownerId'], message: 'only with manage: false (a managed gobgpd holds vipd\'s paths alone)' });
     if (!s.gobgp.manage && s.gobgp.api === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['gobgp', 'api'], message: 'required when manage is false (where is the external gobgpd?)' });
     if (s.peers.length === 0) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['peers'], message: 'at least one peer is required when driver is gobgp' });
     if (s.gobgp.manage && s.gobgp.api !== undefined && !s.gobgp.api.startsWith('unix:') && !s.gobgp.allowTcpApi) {
@@ -539,6 +590,7 @@ const speakerSchema = z
           'Leave api unset (a unix socket in a 0700 directory), or set allowTcpApi: true if this is really meant',
       });
     }
+    s.peers.forEach((p, i) => checkPeerLocalAddress(s.routerId, p, i, ctx));
     s.peers.forEach((p, i) => {
       const own = isIP(p.address) === 6 ? 'ipv6-unicast' : 'ipv4-unicast';
       if (p.nextHopIpv6 !== undefined && own === 'ipv6-unicast') {
@@ -549,6 +601,66 @@ const speakerSchema = z
       }
     });
   });
+
+/**
+ * Peer keys that speaker.gobgp must be able to apply: unique addresses, passive only with a listening
+ * gobgpd, and no session options for an external gobgpd (its peers are not vipd's to change).
+ */
+function checkPeerOptions(s: z.output<typeof speakerSchema>, ctx: z.RefinementCtx): void {
+  const issue = (path: Array<string | number>, message: string): void => ctx.addIssue({ code: z.ZodIssueCode.custom, path, message });
+  if (s.gobgp.listenPort !== undefined) {
+    issue(['gobgp', 'listenPort'], 'replaced by speaker.gobgp.listen: {addresses: [<this node\'s address toward the peer>], port: 179}; without listen gobgpd dials out only (the old -1): delete the key');
+  }
+  const listen = s.gobgp.listen;
+  if (listen) {
+    const seen = new Set<string>();
+    listen.addresses.forEach((a, i) => {
+      if (isUnspecifiedAddress(a)) issue(['gobgp', 'listen', 'addresses', i], `${a} would accept on every address of the node; name the addresses the peers connect to`);
+      if (seen.has(a)) issue(['gobgp', 'listen', 'addresses', i], `${a} is listed twice`);
+      seen.add(a);
+    });
+  }
+  const external = !s.gobgp.manage;
+  if (external && listen) issue(['gobgp', 'listen'], "only for the managed gobgpd: an external gobgpd's listen addresses are its own config");
+  if (external && s.gracefulRestart.enabled) issue(['gracefulRestart', 'enabled'], "only for the managed gobgpd: configure graceful restart in the external gobgpd's neighbors");
+  const first = new Map<string, number>();
+  s.peers.forEach((p, i) => {
+    const earlier = first.get(p.address);
+    if (earlier !== undefined) issue(['peers', i, 'address'], `${p.address} is listed twice (also peers[${earlier}]): one session per peer address`);
+    else first.set(p.address, i);
+    if (external) {
+      for (const key of ['password', 'multihop', 'ttlSecurity'] as const) {
+        if (p[key] !== undefined) issue(['peers', i, key], `not with gobgp.manage: false: the external gobgpd's peers are not vipd's to change; set it in that gobgpd's neighbor config`);
+      }
+      if (p.passive) issue(['peers', i, 'passive'], `not with gobgp.manage: false: the external gobgpd's peers are not vipd's to change; set passive-mode in that gobgpd's neighbor config`);
+    } else if (p.passive) {
+      const family = isIP(p.address);
+      if (!listen) issue(['peers', i, 'passive'], 'a passive peer must connect to gobgpd, which listens only with speaker.gobgp.listen');
+      else if (!listen.addresses.some((a) => isIP(a) === family)) issue(['peers', i, 'passive'], `${p.address} is IPv${family} and speaker.gobgp.listen has no IPv${family} address for it to connect to`);
+    }
+  });
+}
+
+/**
+ * A session's source and this speaker's router id must not be the peer's own: a local router (FRR,
+ * BIRD) refuses an OPEN whose BGP identifier equals its own, and its address usually is its router id.
+ * Which addresses are really on the node is checked where the daemon starts (net/local-address.ts).
+ */
+function checkPeerLocalAddress(routerId: string | undefined, p: { address: string; localAddress?: string | undefined }, i: number, ctx: z.RefinementCtx): void {
+  if (routerId !== undefined && routerId === p.address) {
+    ctx.addIssue({
+      code: z.ZodIssueCode.custom,
+      path: ['routerId'],
+      message: `${routerId} is the address of peer ${i} (speaker.peers[${i}].address); a router refuses an OPEN carrying its own router id. Use an address of this node, e.g. the peer's localAddress`,
+    });
+  }
+  if (p.localAddress === undefined) return;
+  if (p.localAddress === p.address) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['peers', i, 'localAddress'], message: 'is the peer\'s own address: the session needs an address of its own on this node' });
+  } else if (isIP(p.localAddress) !== isIP(p.address)) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['peers', i, 'localAddress'], message: `${p.localAddress} is not of the family of the peer's address ${p.address}` });
+  }
+}
 
 /**
  * The families each configured peer's session carries, as speaker/gobgp will configure them (managed) or
@@ -604,6 +716,8 @@ export const configSchema = z
       .object({
         /** Worker processes sharing the listeners; health, decisions and BGP stay in the main process. */
         workers: z.number().int().min(1, 'workers must be 1..64').max(64, 'workers must be 1..64').default(1),
+        /** With workers > 1: a worker that has not answered its heartbeat this long is killed and restarted; its listeners fail the gate meanwhile (T17). */
+        hangTimeout: duration(500, 60_000).default('2s'),
         maxConnections: z.number().int().min(1).max(10_000_000).optional(),
         maxConnectionsPerSource: z.number().int().min(1).max(10_000_000).optional(),
       })

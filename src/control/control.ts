@@ -57,7 +57,21 @@ export interface DaemonStatus {
     readonly negotiated?: readonly string[];
     /** Prefixes in this peer's adj-RIB-out. */
     readonly advertised: readonly string[];
+    /** The session's source address on this node (speaker.peers[].localAddress), when configured. */
+    readonly localAddress?: string;
+    /** Prefixes vipd wants this peer sent (the desired set within its families), beside `advertised`. */
+    readonly desired?: readonly string[];
+    /** Confirmed differences between the two, still seen (logged, counted, being repaired). */
+    readonly drift?: { readonly missing: readonly string[]; readonly extra: readonly string[] };
   }>;
+  /** Whether gobgpd holds what vipd wants; pending lists and the last refused call when it does not. */
+  readonly speakerSync?: {
+    readonly state: 'in-sync' | 'applying' | 'failing';
+    readonly since: string;
+    readonly pendingAdd: readonly string[];
+    readonly pendingDelete: readonly string[];
+    readonly lastError?: { readonly at: string; readonly call: string; readonly reply: string };
+  };
   /** Drains of the node and of single VIPs, each with its phase and deadlines. */
   readonly drains?: ReadonlyArray<DrainPhaseStatus>;
 }

@@ -41,6 +41,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     backendDrained: new Gauge({ name: 'vipd_proxy_backend_drained', help: '1 while the operator drains the backend (no new connections)', labelNames: ['pool', 'backend'], registers: r }),
     fdSessionCapacity: new Gauge({ name: 'vipd_proxy_fd_session_capacity', help: 'Client connections the fd limit leaves room for (two descriptors each, after those in use at start and a reserve); clients beyond it are refused with reason fdLimit', registers: r }),
     poolConnectionSkew: new Gauge({ name: 'vipd_proxy_pool_connection_skew_ratio', help: 'Busiest backend in service: its connections per unit of weight over the pool average per unit of weight (1 = even)', labelNames: ['pool'], registers: r }),
+    proxyWorkerRestarts: new Counter({ name: 'vipd_proxy_worker_restarts_total', help: 'Proxy worker processes restarted, by reason: exited (died) or hung (silent for proxy.hangTimeout, killed)', labelNames: ['reason'], registers: r }),
+    proxyWorkersAnswering: new Gauge({ name: 'vipd_proxy_workers_answering', help: 'Proxy worker processes up and answering their heartbeat', registers: r }),
     // speaker
     peerState: new Gauge({ name: 'vipd_speaker_peer_state', help: '1 for the current BGP session state of a peer', labelNames: ['peer', 'state'], registers: r }),
     peerTransitions: new Counter({ name: 'vipd_speaker_peer_transitions_total', help: 'BGP session state changes', labelNames: ['peer', 'to'], registers: r }),
@@ -48,6 +50,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     pushes: new Counter({ name: 'vipd_speaker_pushes_total', help: 'Desired-set pushes to the BGP daemon, by result', labelNames: ['result'], registers: r }),
     reconciles: new Counter({ name: 'vipd_speaker_reconciles_total', help: 'RIB reconciliations, by trigger and result', labelNames: ['trigger', 'result'], registers: r }),
     pathsRepaired: new Counter({ name: 'vipd_speaker_paths_repaired_total', help: 'Paths changed by reconciliation: added (missing) or deleted (not owned)', labelNames: ['op'], registers: r }),
+    drift: new Counter({ name: 'vipd_speaker_drift_total', help: "Confirmed differences between a peer's adj-RIB-out and the desired set (missing or extra), each repaired", labelNames: ['peer', 'kind'], registers: r }),
+    apiErrors: new Counter({ name: 'vipd_speaker_api_errors_total', help: 'gobgpd API calls refused or unanswered, by method and gRPC status; the reconciliation is retried with back-off', labelNames: ['method', 'code'], registers: r }),
     daemonRestarts: new Counter({ name: 'vipd_speaker_daemon_restarts_total', help: 'Managed BGP daemon restarts', registers: r }),
     daemonUp: new Gauge({ name: 'vipd_speaker_daemon_up', help: '1 while the BGP daemon API answers', registers: r }),
     // control

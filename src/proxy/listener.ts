@@ -45,6 +45,8 @@ export interface TcpProxyListener extends ProxyListener {
   onSessionEnd(listener: (session: ProxySession) => void): () => void;
   /** Reload: new sessions use `spec` (same id, same pool; see TcpListener.reconfigure). */
   reconfigure(spec: ListenerSpec): void;
+  /** Cuts every session open now (drain.closeAfter) and returns how many; the listener keeps accepting. */
+  closeSessions(): number;
 }
 
 /**
@@ -237,6 +239,12 @@ class TcpListener implements TcpProxyListener, SessionContext, BackendDownHandle
 
   sessions(): IterableIterator<ProxySession> {
     return this.live.values();
+  }
+
+  closeSessions(): number {
+    const sessions = [...this.live.values()];
+    for (const session of sessions) session.destroy();
+    return sessions.length;
   }
 
   onSessionEnd(listener: (session: ProxySession) => void): () => void {

@@ -40,6 +40,27 @@ export type SpeakerEvent =
   | { readonly type: 'daemon'; readonly up: boolean; readonly reason: string }
   | { readonly type: 'reconciled'; readonly trigger: string; readonly added: number; readonly deleted: number };
 
+/**
+ * Whether the daemon holds what vipd wants (issue 11 point 6): a failed or unfinished application is
+ * never hidden, and per peer the desired set stands next to what the peer was really sent.
+ */
+export interface SpeakerSync {
+  /** in-sync: the last reconciliation applied everything; failing: it stopped on an error (and is retried). */
+  readonly state: 'in-sync' | 'applying' | 'failing';
+  /** Wall-clock ms of the last change of state. */
+  readonly since: number;
+  /** Prefixes vipd wants in the daemon (or with other attributes) that it has not confirmed applied. */
+  readonly pendingAdd: readonly string[];
+  /** Prefixes vipd put in the daemon and wants gone that are not confirmed deleted. */
+  readonly pendingDelete: readonly string[];
+  /** The call the daemon last refused or did not answer, with its reply; cleared by a success. */
+  readonly lastError?: { readonly at: number; readonly call: string; readonly reply: string };
+  /** By peer: the prefixes it should have been sent (the desired set, within its negotiated families). */
+  readonly desired: ReadonlyMap<string, readonly string[]>;
+  /** By peer: confirmed differences between that and its adj-RIB-out, still seen. */
+  readonly drift: ReadonlyMap<string, { readonly missing: readonly string[]; readonly extra: readonly string[] }>;
+}
+
 export interface Speaker {
   start(): Promise<void>;
   /**
@@ -55,6 +76,8 @@ export interface Speaker {
    * path the peer was not sent.
    */
   advertised(): ReadonlyMap<string, readonly string[]>;
+  /** What is applied, pending or drifting (SpeakerSync). */
+  sync(): SpeakerSync;
   onEvent(listener: (event: SpeakerEvent) => void): () => void;
   /** Withdraws everything it advertised, then stops (and stops a managed daemon). Idempotent and awaitable. */
   close(): Promise<void>;
@@ -71,6 +94,9 @@ export class NullSpeaker implements Speaker {
   }
   advertised(): ReadonlyMap<string, readonly string[]> {
     return new Map();
+  }
+  sync(): SpeakerSync {
+    return { state: 'in-sync', since: 0, pendingAdd: [], pendingDelete: [], desired: new Map(), drift: new Map() };
   }
   onEvent(): () => void {
     return () => {};

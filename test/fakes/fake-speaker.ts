@@ -1,4 +1,4 @@
-import type { Advertisement, PeerStatus, Speaker, SpeakerEvent } from '../../src/speaker/speaker';
+import type { Advertisement, PeerStatus, Speaker, SpeakerEvent, SpeakerSync } from '../../src/speaker/speaker';
 
 export interface FakeSpeakerOptions {
   /** Stamps each applied push (`applied[i].at`); the test's FakeClock, so pushes can be counted per window. */
@@ -91,6 +91,10 @@ export class FakeSpeaker implements Speaker {
   /** Every pushed prefix counts as sent to one peer, "fake". */
   advertised(): ReadonlyMap<string, readonly string[]> {
     return new Map([['fake', this.current]]);
+  }
+
+  sync(): SpeakerSync {
+    return { state: 'in-sync', since: 0, pendingAdd: [], pendingDelete: [], desired: new Map([['fake', this.current]]), drift: new Map() };
   }
 
   private violation(message: string): void {

@@ -57,6 +57,9 @@ export class FakeGobgpClient implements GobgpApiClient {
   private watch: { handlers: PeerEventHandlers; live: boolean } | undefined;
   private gate: Promise<void> | undefined;
   private failures: Array<{ method: RibMethod; code: grpc.status }> = [];
+  /** "neighbor prefix" -> the adj-RIB-out lies about it until vipd adds (hidden) or deletes (stale) it again. */
+  private readonly hiddenFromAdjOut = new Set<string>();
+  private readonly staleInAdjOut = new Map<string, StoredPath>();
 
   constructor(private readonly options: FakeGobgpOptions = {}) {
     for (const p of options.peers ?? []) {
@@ -77,6 +80,7 @@ export class FakeGobgpClient implements GobgpApiClient {
     return this.ribCall('addPath', path, () => {
       const route = this.validate('AddPath', path);
       this.local.set(route.prefix, { path, route, neighbor: '<nil>' });
+      for (const key of this.hiddenFromAdjOut) if (key.endsWith(` ${route.prefix}`)) this.hiddenFromAdjOut.delete(key);
       return new Uint8Array(16);
     });
   }
@@ -89,6 +93,7 @@ export class FakeGobgpClient implements GobgpApiClient {
       }
       const route = this.validate('DeletePath', path);
       this.local.delete(route.prefix);
+      for (const key of this.staleInAdjOut.keys()) if (key.endsWith(` ${route.prefix}`)) this.staleInAdjOut.delete(key);
     });
   }
 
@@ -119,7 +124,9 @@ export class FakeGobgpClient implements GobgpApiClient {
     if (!peer) throw new GobgpApiError('ListPath', grpc.status.UNKNOWN, `neighbor that has ${neighbor} doesn't exist`);
     const rib: RibFamily = family.afi === 'AFI_IP6' ? 'ipv6' : 'ipv4';
     if (!peer.configured.includes(rib)) return [];
-    return [...this.local.values()].filter((p) => p.path.family.afi === family.afi).map((p) => ({ prefix: p.route.prefix, paths: [{ ...p.path, neighbor_ip: '<nil>', best: true }] }));
+    const sent = [...this.local.values()].filter((p) => !this.hiddenFromAdjOut.has(`${neighbor} ${p.route.prefix}`));
+    for (const [key, stale] of this.staleInAdjOut) if (key.startsWith(`${neighbor} `) && !this.local.has(stale.route.prefix)) sent.push(stale);
+    return sent.filter((p) => p.path.family.afi === family.afi).map((p) => ({ prefix: p.route.prefix, paths: [{ ...p.path, neighbor_ip: '<nil>', best: true }] }));
   }
 
   watchPeerEvents(handlers: PeerEventHandlers): PeerEventWatch {
@@ -172,6 +179,16 @@ export class FakeGobgpClient implements GobgpApiClient {
   /** A path received from a BGP peer: never vipd's to delete. */
   injectLearned(route: RibRoute, neighbor: string): void {
     this.learned.set(route.prefix, { path: encodeAddPath(route), route, neighbor });
+  }
+
+  /** gobgpd's adj-RIB-out for `neighbor` lacks `prefix` (a drift) until the path is added again. */
+  hideFromAdjOut(neighbor: string, prefix: string): void {
+    this.hiddenFromAdjOut.add(`${neighbor} ${prefix}`);
+  }
+
+  /** gobgpd's adj-RIB-out for `neighbor` still holds `route` though the RIB does not, until it is deleted again. */
+  staleAdjOut(neighbor: string, route: RibRoute): void {
+    this.staleInAdjOut.set(`${neighbor} ${route.prefix}`, { path: encodeAddPath(route), route, neighbor: '<nil>' });
   }
 
   /** gobgpd went away (or came back); a live watch stream fails as grpc-js would report it. */

@@ -271,6 +271,13 @@ test('SIGKILL of gobgpd: the ToR withdraws within 0.5 s; vipd restarts it and th
   assert.ok((await nexthops()).includes(lb1.v4));
   const [restarted] = await pidOf('lb1', 'gobgpd');
   assert.ok(restarted && restarted !== gobgpd, 'a new gobgpd runs');
+  // No unknown paths remain: what the ToR holds from lb1 is the VIP's path and nothing else.
+  const table = await lab.tor.vtyshJson<{ routes?: Record<string, Array<{ nexthops?: Array<{ ip?: string }> }>> }>('show bgp ipv4 unicast json');
+  const fromLb1 = Object.entries(table.routes ?? {})
+    .filter(([, paths]) => paths.some((p) => p.nexthops?.some((n) => n.ip === lb1.v4)))
+    .map(([prefix]) => prefix);
+  console.log(`T14: paths the ToR holds from lb1 after the restart: ${JSON.stringify(fromLb1)}`);
+  assert.deepEqual(fromLb1, [PREFIX], 'T14: no unknown paths remain');
 });
 
 test('SIGKILL of vipd: its gobgpd dies with it and the path leaves the ToR within 1 s', async () => {

@@ -201,9 +201,10 @@ test('T16 still holds: SIGKILL of vipd, its unprivileged gobgpd dies with it (pa
   record(`T16: ToR session with lb1 now ${session?.state}`);
 });
 
-test('listenPort below 1024: gobgpd keeps CAP_NET_BIND_SERVICE only (ambient) and listens on it', async () => {
+test('listen port below 1024: gobgpd keeps CAP_NET_BIND_SERVICE only (ambient) and listens on it, on the given address only', async () => {
   await vipd?.stop(3000).catch(() => undefined);
-  startVipd({ speaker: { gobgp: { listenPort: 179 } } }, 'lb1-port179.yaml');
+  const own = lab.balancer('lb1').v4;
+  startVipd({ speaker: { gobgp: { listen: { addresses: [own], port: 179 } } } }, 'lb1-port179.yaml');
   // Whichever gobgpd is the current one: under load the supervisor may have restarted the first.
   await waitFor(
     async () => {
@@ -212,16 +213,17 @@ test('listenPort below 1024: gobgpd keeps CAP_NET_BIND_SERVICE only (ambient) an
     },
     20_000,
     50,
-    'one gobgpd with listenPort 179, listening',
+    'one gobgpd with listen port 179, listening',
   );
   const pid = await theGobgpd();
   const s = procStatus(pid);
   const listeners = (await lab.exec('lb1', ['ss', '-ltnpH'])).stdout.split('\n').filter((l) => l.includes(`pid=${pid},`)).map((l) => l.trim().split(/\s+/)[3]);
-  record(`listenPort 179: gobgpd Uid "${s.Uid}" CapEff ${s.CapEff} CapPrm ${s.CapPrm} CapAmb ${s.CapAmb} CapBnd ${s.CapBnd}; listening on ${JSON.stringify(listeners)}`);
+  record(`listen ${own}:179: gobgpd Uid "${s.Uid}" CapEff ${s.CapEff} CapPrm ${s.CapPrm} CapAmb ${s.CapAmb} CapBnd ${s.CapBnd}; listening on ${JSON.stringify(listeners)}`);
   const NET_BIND_SERVICE = 1n << 10n;
   for (const set of ['CapEff', 'CapPrm', 'CapAmb', 'CapBnd']) assert.equal(BigInt(`0x${s[set]}`), NET_BIND_SERVICE, `${set} is CAP_NET_BIND_SERVICE only`);
   assert.equal(Number(s.Uid!.split(/\s+/)[1]), nobody.uid);
   assert.ok(listeners.some((l) => l?.endsWith(':179')), 'bound the privileged BGP port');
+  assert.deepEqual(listeners.filter((l) => l?.endsWith(':179')), [`${own}:179`], 'BGP bound to the configured address only (no 0.0.0.0 or [::])');
   assert.ok(!listeners.some((l) => /:(50051|6060)$/.test(l ?? '')), 'still no API or pprof port');
   // The directory the SIGKILLed vipd left (with gobgpd's api/ inside) is removed at the next start.
   assert.ok(killedDir !== '' && !fs.existsSync(killedDir), `stale directory ${killedDir} removed at start`);

@@ -235,7 +235,7 @@ describe('managed gobgpd on loopback', () => {
     assert.ok(processState(pid)!.cmdline.includes('--pprof-disable'));
   });
 
-  test('(c) a path injected with the gobgp CLI is deleted by reconciliation within 5 s and counted', async () => {
+  test('(c) T27 (managed): a path injected with the gobgp CLI is deleted by reconciliation within 5 s and counted', async () => {
     await speaker.setAdvertisements([V4, V6]);
     const before = await counterValue(metrics, 'pathsRepaired', { op: 'deleted' });
     execFileSync('gobgp', ['-u', '127.0.0.1', '-p', String(port), 'global', 'rib', 'add', '0.0.0.0/0']);
@@ -245,7 +245,7 @@ describe('managed gobgpd on loopback', () => {
       const rib = await localRib(client);
       return rib.length === 2 ? rib : undefined;
     });
-    console.log(`(c) injected paths deleted by reconciliation after ${ms} ms (interval 1000 ms)`);
+    console.log(`T27 (managed): injected paths deleted by reconciliation after ${ms} ms (bound 5000 ms, interval 1000 ms), counted in vipd_speaker_paths_repaired_total{op=deleted}`);
     assert.deepEqual(await localRib(client), wanted(V4, V6));
     assert.equal((await counterValue(metrics, 'pathsRepaired', { op: 'deleted' })) - before, 2);
   });

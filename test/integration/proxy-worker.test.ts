@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { silentLogger } from '../../src/lib/logger';
 import { createMetrics } from '../../src/lib/metrics';
 import type { ListenerSpec, PoolSpec } from '../../src/proxy/proxy';
-import { WorkerPool, type WorkerProxyListener } from '../../src/proxy/worker-pool';
+import { WorkerPool, type WorkerProxyListener } from '../../src/dataplane/workers/worker-pool';
 import { echoOnce, startEchoBackend, waitFor, type TestBackend } from '../fakes/proxy-backends';
 import { FakeHealth, testPoolSpec } from '../fakes/proxy-harness';
 

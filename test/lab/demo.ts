@@ -1,12 +1,15 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createLab, REPO_ROOT, type Lab } from './index';
+import { createLab, REPO_ROOT, type Lab, type NodeRouterKind } from './index';
 import type { TrafficReport } from './traffic';
 
 /**
  * `npm run lab`: the namespace lab demo. Builds an FRR top-of-rack router, 3 balancers running vipd with
  * their managed gobgpd, a 3-member etcd cluster and a client, then shows what the router sees as the
  * balancers come up, lose their backends, drain and come back. Everything is torn down at the end.
+ * `npm run lab -- --node-router frr` (or `bird`): each balancer runs its own FRR (or BIRD 2) loading the
+ * snippet shipped in config/beside-frr (config/beside-bird), which carries vipd's VIP on to the ToR with
+ * BFD (docs/beside-frr.md).
  */
 const VIP = '198.19.0.10';
 const PREFIX = `${VIP}/32`;
@@ -22,7 +25,7 @@ async function showTor(lab: Lab): Promise<void> {
   process.stdout.write(`ToR kernel route ${PREFIX}: ${hops.length ? `${hops.length} ECMP next hops: ${hops.join(', ')}` : 'NONE'}\n`);
   const bgp = await lab.tor.bgpRoute(PREFIX);
   for (const p of bgp?.paths ?? []) {
-    process.stdout.write(`  bgp path via ${p.nexthop}  local-pref ${p.localPref ?? '-'}  communities ${p.communityText || '-'}  ${p.multipath || p.best ? 'in ECMP' : ''}\n`);
+    process.stdout.write(`  bgp path via ${p.nexthop}  as-path ${p.asPath || "-"}  local-pref ${p.localPref ?? '-'}  communities ${p.communityText || '-'}  ${p.multipath || p.best ? 'in ECMP' : ''}\n`);
   }
 }
 
@@ -33,10 +36,31 @@ async function traffic(lab: Lab, seconds: number): Promise<TrafficReport> {
   return JSON.parse(r.stdout.trim()) as TrafficReport;
 }
 
+/** `--node-router frr|bird`, or undefined. */
+function nodeRouterArg(argv: readonly string[]): NodeRouterKind | undefined {
+  const i = argv.findIndex((a) => a === '--node-router' || a.startsWith('--node-router='));
+  if (i < 0) return undefined;
+  const value = argv[i]!.includes('=') ? argv[i]!.split('=')[1] : argv[i + 1];
+  if (value !== 'frr' && value !== 'bird') throw new Error(`--node-router takes frr or bird, got ${String(value)}`);
+  return value;
+}
+
+async function showNodeRouters(lab: Lab): Promise<void> {
+  for (const [lb, r] of lab.nodeRouters) {
+    const s = await r.vipdSession();
+    process.stdout.write(`${lb}: node ${r.kind} session with vipd (${r.addresses.vipd} -> ${r.addresses.node}): ${s.state}, ${s.accepted} path(s) accepted\n`);
+  }
+}
+
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('the lab needs root: it creates network namespaces');
-  say('building the lab: FRR ToR (AS 65000), lb1..lb3 (AS 65001), etcd on be1..be3, a client');
-  const lab = await createLab({ balancers: 3, backends: 'etcd' });
+  const nodeRouter = nodeRouterArg(process.argv.slice(2));
+  say(
+    nodeRouter
+      ? `building the lab: FRR ToR (AS 65000), lb1..lb3 each running ${nodeRouter === 'frr' ? 'FRR' : 'BIRD 2'} (AS 65001, BFD 300 ms x 3 toward the ToR) with vipd (AS 65201) behind it, etcd on be1..be3, a client`
+      : 'building the lab: FRR ToR (AS 65000), lb1..lb3 (AS 65001), etcd on be1..be3, a client',
+  );
+  const lab = await createLab({ balancers: 3, backends: 'etcd', ...(nodeRouter ? { nodeRouter } : {}) });
   try {
     const configs = new Map(lab.balancers.map((b) => [b.name, lab.writeVipdConfig(b.name)]));
     process.stdout.write(`lab dir ${lab.dir}\nvipd config of lb1 (${configs.get('lb1')}):\n${readFileSync(configs.get('lb1')!, 'utf8')}`);
@@ -47,6 +71,7 @@ async function main(): Promise<void> {
     await lab.tor.waitNexthops(PREFIX, 3, 40_000);
     process.stdout.write(`all 3 balancers in ECMP after ${((Date.now() - started) / 1000).toFixed(1)} s (gobgpd waits ~5 s before its first connect)\n`);
     await showTor(lab);
+    await showNodeRouters(lab);
 
     say('a client uses etcd through the VIP');
     const put = await lab.etcd!.etcdctl(['put', 'demo', 'hello through the anycast VIP'], { endpoints: [`${VIP}:2379`], node: 'client' });

@@ -7,13 +7,15 @@ export { waitFor } from './util';
 
 const FRR_BIN = '/usr/lib/frr';
 
-export type FrrDaemon = 'zebra' | 'bgpd' | 'bfdd';
+export type FrrDaemon = 'zebra' | 'staticd' | 'bgpd' | 'bfdd';
 
 export interface TorPeer {
   /** Shown as the neighbor's description, e.g. "lb1". */
   name: string;
   address: string;
   asn: number;
+  /** With TorConfigOptions.bfd: false leaves this peer without BFD (a gobgpd speaker, which has none). Default true. */
+  bfd?: boolean;
 }
 
 export interface BfdProfile {
@@ -84,13 +86,16 @@ export function renderTorConfig(o: TorConfigOptions): TorConfig {
     b.push(` neighbor ${g.group} remote-as ${g.asn}`);
     // Managed gobgpd listens on no port (BGP port -1): the balancers always dial in.
     b.push(` neighbor ${g.group} passive`);
-    if (o.bfd) {
+    // BFD on the whole group, or only on the peers that run it when the lab mixes them.
+    const groupBfd = o.bfd && g.peers.every((p) => p.bfd !== false);
+    if (groupBfd) {
       b.push(` neighbor ${g.group} bfd`);
       b.push(` neighbor ${g.group} bfd profile lab`);
     }
     for (const p of g.peers) {
       b.push(` neighbor ${p.address} peer-group ${g.group}`);
       b.push(` neighbor ${p.address} description ${p.name}`);
+      if (o.bfd && !groupBfd && p.bfd !== false) b.push(` neighbor ${p.address} bfd`, ` neighbor ${p.address} bfd profile lab`);
     }
   }
   for (const family of [4, 6] as const) {
@@ -168,53 +173,39 @@ export interface BgpPeerState {
 }
 
 /**
- * An FRR 8.4 top-of-rack router in one namespace: zebra, bgpd and optionally bfdd, each a separate
- * process of the lab with its config, pid file, vty socket and zserv socket under <lab dir>/frr.
+ * FRR daemons of one router in one namespace, each a separate process of the lab with its pid file,
+ * vty socket and zserv socket under its own dir, reading the config file that `configFile(daemon)` names.
  */
-export class Tor {
-  readonly dir: string;
-  readonly config: TorConfig;
-  private readonly procs = new Map<FrrDaemon, LabProcess>();
+export class FrrRouter {
+  protected readonly procs = new Map<FrrDaemon, LabProcess>();
 
-  private constructor(
-    private readonly lab: NetnsLab,
+  protected constructor(
+    protected readonly lab: NetnsLab,
     readonly node: string,
-    readonly options: TorConfigOptions,
-  ) {
-    this.dir = path.join(lab.dir, 'frr');
-    this.config = renderTorConfig(options);
-  }
-
-  static async start(lab: NetnsLab, node: string, options: TorConfigOptions): Promise<Tor> {
-    const tor = new Tor(lab, node, options);
-    await tor.prepare();
-    lab.onCleanup(() => removeFrrRuntimeLeftovers(lab.dir));
-    await tor.startDaemon('zebra');
-    if (options.bfd) await tor.startDaemon('bfdd');
-    await tor.startDaemon('bgpd');
-    return tor;
-  }
+    readonly dir: string,
+    private readonly configFile: (d: FrrDaemon) => string,
+  ) {}
 
   get daemons(): ReadonlyMap<FrrDaemon, LabProcess> {
     return this.procs;
   }
 
-  private async prepare(): Promise<void> {
+  /** Creates the dir (owned by the frr user) with the given config files in it. */
+  protected async prepareDir(files: Readonly<Record<string, string>>): Promise<void> {
     await fs.promises.mkdir(this.dir, { mode: 0o750 });
-    await fs.promises.writeFile(path.join(this.dir, 'zebra.conf'), this.config.zebra);
-    await fs.promises.writeFile(path.join(this.dir, 'bgpd.conf'), this.config.bgpd);
-    await fs.promises.writeFile(path.join(this.dir, 'bfdd.conf'), this.config.bfdd);
+    for (const [name, text] of Object.entries(files)) await fs.promises.writeFile(path.join(this.dir, name), text);
     // The daemons drop to the frr user (root is not in the frrvty group, so `-u root` is refused); that
     // user must own the dir to create its pid files and sockets there.
     const { uid, gid } = frrUser();
-    for (const f of ['', 'zebra.conf', 'bgpd.conf', 'bfdd.conf']) await fs.promises.chown(path.join(this.dir, f), uid, gid);
+    for (const f of ['', ...Object.keys(files)]) await fs.promises.chown(path.join(this.dir, f), uid, gid);
+    this.lab.onCleanup(() => removeFrrRuntimeLeftovers(this.lab.dir));
   }
 
   private argv(d: FrrDaemon): string[] {
     const argv = [
       path.join(FRR_BIN, d),
       '-f',
-      path.join(this.dir, `${d}.conf`),
+      this.configFile(d),
       '-i',
       path.join(this.dir, `${d}.pid`),
       '-z',
@@ -280,7 +271,7 @@ export class Tor {
   }
 
   async stop(): Promise<void> {
-    for (const d of ['bgpd', 'bfdd', 'zebra'] as const) await this.stopDaemon(d);
+    for (const d of ['bgpd', 'bfdd', 'staticd', 'zebra'] as const) await this.stopDaemon(d);
   }
 
   private vtyshRaw(args: readonly string[]): Promise<ExecResult> {
@@ -301,6 +292,33 @@ export class Tor {
     } catch {
       throw new Error(`vtysh '${command}' did not return JSON: ${out.slice(0, 300)}`);
     }
+  }
+}
+
+/**
+ * An FRR 8.4 top-of-rack router in one namespace: zebra, bgpd and optionally bfdd, each with its own
+ * config file under <lab dir>/frr.
+ */
+export class Tor extends FrrRouter {
+  readonly config: TorConfig;
+
+  private constructor(
+    lab: NetnsLab,
+    node: string,
+    readonly options: TorConfigOptions,
+  ) {
+    const dir = path.join(lab.dir, 'frr');
+    super(lab, node, dir, (d) => path.join(dir, `${d}.conf`));
+    this.config = renderTorConfig(options);
+  }
+
+  static async start(lab: NetnsLab, node: string, options: TorConfigOptions): Promise<Tor> {
+    const tor = new Tor(lab, node, options);
+    await tor.prepareDir({ 'zebra.conf': tor.config.zebra, 'bgpd.conf': tor.config.bgpd, 'bfdd.conf': tor.config.bfdd });
+    await tor.startDaemon('zebra');
+    if (options.bfd) await tor.startDaemon('bfdd');
+    await tor.startDaemon('bgpd');
+    return tor;
   }
 
   /** The route the ToR's kernel uses for exactly this prefix (from `ip -j route`), or null. */

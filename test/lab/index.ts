@@ -4,5 +4,6 @@ export * from './etcd';
 export * from './frr';
 export * from './gobgp';
 export * from './netns';
+export * from './node-router';
 export * from './topology';
 export * from './util';

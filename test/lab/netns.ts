@@ -502,24 +502,33 @@ export async function sweepStale(): Promise<SweepReport> {
 }
 
 /**
- * FRR daemons keep a crash-log dir /var/tmp/frr/<daemon>.<pid> that only a clean exit removes. The ToR
- * records its daemons' pid files under <lab dir>/frr, so only dirs of this lab's own daemons are removed.
+ * FRR daemons keep a crash-log dir /var/tmp/frr/<daemon>.<pid> that only a clean exit removes. Each FRR
+ * of the lab (the ToR in <lab dir>/frr, node routers in <lab dir>/frr-<node>) records its daemons' pids
+ * there, so only dirs of this lab's own daemons are removed.
  */
 export async function removeFrrRuntimeLeftovers(labDir: string): Promise<void> {
-  const frrDir = path.join(labDir, 'frr');
-  let entries: string[];
+  let dirs: string[];
   try {
-    entries = await fs.promises.readdir(frrDir);
+    dirs = (await fs.promises.readdir(labDir)).filter((d) => d === 'frr' || d.startsWith('frr-'));
   } catch {
     return;
   }
-  for (const entry of entries) {
-    const m = /^(zebra|bgpd|bfdd)\.pids$/.exec(entry);
-    if (!m) continue;
-    const pids = (await fs.promises.readFile(path.join(frrDir, entry), 'utf8')).split(/\s+/).filter(Boolean);
-    for (const pid of pids) {
-      if (isAlive(Number(pid))) continue;
-      await fs.promises.rm(`/var/tmp/frr/${m[1]}.${pid}`, { recursive: true, force: true });
+  for (const dir of dirs) {
+    const frrDir = path.join(labDir, dir);
+    let entries: string[];
+    try {
+      entries = await fs.promises.readdir(frrDir);
+    } catch {
+      continue;
+    }
+    for (const entry of entries) {
+      const m = /^(zebra|bgpd|bfdd|staticd)\.pids$/.exec(entry);
+      if (!m) continue;
+      const pids = (await fs.promises.readFile(path.join(frrDir, entry), 'utf8')).split(/\s+/).filter(Boolean);
+      for (const pid of pids) {
+        if (isAlive(Number(pid))) continue;
+        await fs.promises.rm(`/var/tmp/frr/${m[1]}.${pid}`, { recursive: true, force: true });
+      }
     }
   }
 }

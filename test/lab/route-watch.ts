@@ -8,9 +8,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
  */
 export class TorRouteWatch {
   private readonly child: ChildProcess;
-  private readonly changes: Array<{ readonly at: number; readonly nexthops: number }> = [];
+  private readonly changes: Array<{ readonly at: number; readonly nexthops: number; readonly gateways: readonly string[] }> = [];
   /** The change being read: its first line, then one line per next hop of a multipath route. */
-  private pending: { at: number; deleted: boolean; direct: boolean; multipath: number } | undefined;
+  private pending: { at: number; deleted: boolean; direct: boolean; multipath: number; gateways: string[] } | undefined;
   private partial = '';
   private waiters: Array<() => void> = [];
 
@@ -41,6 +41,17 @@ export class TorRouteWatch {
     }
   }
 
+  /** Every change seen at or after `since` (Date.now()), oldest first. */
+  changesSince(since: number): ReadonlyArray<{ readonly at: number; readonly nexthops: number; readonly gateways: readonly string[] }> {
+    return this.changes.filter((c) => c.at >= since);
+  }
+
+  /** The fewest next hops the route had in a change at or after `since`; undefined when it never changed. */
+  lowestSince(since: number): number | undefined {
+    const seen = this.changesSince(since).map((c) => c.nexthops);
+    return seen.length ? Math.min(...seen) : undefined;
+  }
+
   stop(): void {
     this.child.kill();
   }
@@ -50,14 +61,19 @@ export class TorRouteWatch {
     this.partial = lines.pop()!;
     for (const line of lines) {
       if (line.startsWith('\t')) {
-        if (this.pending && line.trim().startsWith('nexthop ')) this.pending.multipath++;
+        if (this.pending && line.trim().startsWith('nexthop ')) {
+          this.pending.multipath++;
+          const via = / via (\S+)/.exec(line)?.[1];
+          if (via) this.pending.gateways.push(via);
+        }
         continue;
       }
       this.flush();
       // "[2026-12-06T07:19:01.628594] 198.19.0.10 via 198.18.1.2 dev eth1 proto bgp ...", "... Deleted 198.19.0.10 ..."
       const m = /^\[(\S+)\] (Deleted )?(\S+)(.*)$/.exec(line);
       if (!m || m[3] !== this.vip) continue;
-      this.pending = { at: Date.parse(`${m[1]}Z`), deleted: m[2] !== undefined, direct: m[4]!.includes(' via '), multipath: 0 };
+      const via = / via (\S+)/.exec(m[4]!)?.[1];
+      this.pending = { at: Date.parse(`${m[1]}Z`), deleted: m[2] !== undefined, direct: via !== undefined, multipath: 0, gateways: via ? [via] : [] };
     }
     // ip flushes after each netlink message, so a chunk ends with a whole change.
     this.flush();
@@ -67,7 +83,7 @@ export class TorRouteWatch {
     const p = this.pending;
     this.pending = undefined;
     if (!p) return;
-    this.changes.push({ at: p.at, nexthops: p.deleted ? 0 : p.multipath > 0 ? p.multipath : p.direct ? 1 : 0 });
+    this.changes.push({ at: p.at, nexthops: p.deleted ? 0 : p.multipath > 0 ? p.multipath : p.direct ? 1 : 0, gateways: p.deleted ? [] : p.gateways.sort() });
     for (const wake of this.waiters.splice(0)) wake();
   }
 }

@@ -5,6 +5,7 @@ import { addressesOf, DEFAULT_CLAB_FILE, labelOf, Layout, LayoutNode, loadLayout
 import { EtcdCluster, EtcdOptions, ETCD_CLIENT_PORT } from './etcd';
 import { BfdProfile, Tor, TorConfigOptions } from './frr';
 import { Gobgpd, GobgpdOptions } from './gobgp';
+import { NodeRouter, NodeRouterKind, startNodeRouter, VIPD_BESIDE_ASN, vipdSideAddress } from './node-router';
 import { DestroyOptions, DestroyReport, LabProcess, NetnsLab, SpawnOptions, sweepStale } from './netns';
 import { ExecOptions, ExecResult, REPO_ROOT } from './util';
 
@@ -23,6 +24,13 @@ export interface LabOptions {
   /** The ToR's sessions also carry the other family (MP-BGP), for IPv6 VIPs over IPv4 sessions and the reverse. Default false. */
   mpBgp?: boolean;
   etcd?: EtcdOptions;
+  /**
+   * A node router in the balancers (docs/beside-frr.md): FRR or BIRD 2 loading the shipped snippet
+   * (config/beside-frr, config/beside-bird), peering with the ToR (with BFD 300 ms x 3), and vipd's
+   * gobgpd peering with it from 198.18.200.<n> on lo. One kind for every balancer, or one per balancer
+   * ('none' or absent: vipd peers with the ToR directly). IPv4 only. Default none.
+   */
+  nodeRouter?: NodeRouterKind | Readonly<Record<string, NodeRouterKind | 'none'>>;
   /** Default containerlab/vipd-lab.clab.yml. */
   clabFile?: string;
   /** Remove leftovers of crashed earlier runs first (only those whose creator is dead). Default true. */
@@ -68,6 +76,8 @@ export interface Lab {
   readonly vip6: string;
   readonly etcd: EtcdCluster | null;
   readonly ipv6: boolean;
+  /** The balancers' node routers, by balancer name (LabOptions.nodeRouter). */
+  readonly nodeRouters: ReadonlyMap<string, NodeRouter & { vipdSession(): Promise<{ state: string; accepted: number }> }>;
 
   ns(node: string): string;
   node(name: string): LabNode;
@@ -75,7 +85,11 @@ export interface Lab {
   exec(node: string, argv: readonly string[], opts?: ExecOptions): Promise<ExecResult>;
   spawn(node: string, argv: readonly string[], opts?: SpawnOptions): LabProcess;
 
-  /** The vipd config for a balancer in the contract shape, with overrides deep-merged (arrays replace, null deletes). */
+  /**
+   * The vipd config for a balancer in the contract shape, with overrides deep-merged (arrays replace, null
+   * deletes). Behind a node router: AS 65201, router id and localAddress 198.18.200.<n>, one peer (the node
+   * router at the balancer's own address).
+   */
   vipdConfig(lb: string, overrides?: Record<string, unknown>): Record<string, unknown>;
   /** Where a balancer's vipd puts its admin socket (inside the lab's temp dir). */
   adminSocket(lb: string): string;
@@ -155,7 +169,11 @@ export function vipdConfigFromLayout(layout: Layout, lb: string, backendCount?: 
 }
 
 /** The ToR's FRR settings for the given balancers, from the layout's labels and addresses. */
-export function torConfigFromLayout(layout: Layout, balancers: readonly string[], opts: { ipv6: boolean; bfd?: BfdProfile | false; mpBgp?: boolean }): TorConfigOptions {
+export function torConfigFromLayout(
+  layout: Layout,
+  balancers: readonly string[],
+  opts: { ipv6: boolean; bfd?: BfdProfile | false; mpBgp?: boolean; withoutBfd?: ReadonlySet<string> },
+): TorConfigOptions {
   const tor = nodesByRole(layout, 'tor')[0];
   if (!tor) throw new Error(`${layout.file} has no node with vipd.lab/role: tor`);
   const peers = balancers.flatMap((name) => {
@@ -165,8 +183,9 @@ export function torConfigFromLayout(layout: Layout, balancers: readonly string[]
     const v4 = hostOf(addrOn(n, 4, up.local.iface));
     const v6 = hostOf(addrOn(n, 6, up.local.iface));
     const out = [];
-    if (v4) out.push({ name, address: v4, asn });
-    if (opts.ipv6 && v6) out.push({ name, address: v6, asn });
+    const bfd = opts.withoutBfd?.has(name) ? { bfd: false } : {};
+    if (v4) out.push({ name, address: v4, asn, ...bfd });
+    if (opts.ipv6 && v6) out.push({ name, address: v6, asn, ...bfd });
     return out;
   });
   return {
@@ -190,6 +209,7 @@ class VipdLab implements Lab {
   vip!: string;
   vip6!: string;
   etcd: EtcdCluster | null = null;
+  nodeRouters = new Map<string, NodeRouter & { vipdSession(): Promise<{ state: string; accepted: number }> }>();
 
   constructor(
     readonly netns: NetnsLab,
@@ -236,7 +256,19 @@ class VipdLab implements Lab {
     // another, a vipd restarted within the same lab finds its drains (T34), and parallel labs never meet on
     // /run/vipd/<lb>.sock.
     const perLab = { stateDir: path.join(this.dir, 'vipd-state'), admin: { socket: this.adminSocket(lb) } };
-    return mergeConfig(mergeConfig(vipdConfigFromLayout(this.layout, lb, this.backends.length), perLab), overrides);
+    const router = this.nodeRouters.get(lb);
+    const beside = router
+      ? {
+          speaker: {
+            asn: VIPD_BESIDE_ASN,
+            routerId: router.addresses.vipd,
+            peers: [{ address: router.addresses.node, asn: this.balancer(lb).asn, localAddress: router.addresses.vipd }],
+          },
+        }
+      : this.nodeRouters.size > 0
+        ? directBesideRoutedVip(mergeConfig(vipdConfigFromLayout(this.layout, lb, this.backends.length), overrides))
+        : {};
+    return mergeConfig(mergeConfig(mergeConfig(vipdConfigFromLayout(this.layout, lb, this.backends.length), perLab), beside), overrides);
   }
 
   adminSocket(lb: string): string {
@@ -274,6 +306,34 @@ class VipdLab implements Lab {
   destroy(opts?: DestroyOptions): Promise<DestroyReport> {
     return this.netns.destroy(opts);
   }
+}
+
+/**
+ * In a lab that mixes balancers behind a node router (AS path "65001 65201" at the ToR) with direct ones
+ * ("65001"), a direct balancer prepends its AS once, so that every path ties in length and the ToR keeps
+ * them all in ECMP (multipath-relax ignores the ASNs, not the length). A lab of one kind needs none.
+ */
+function directBesideRoutedVip(config: Record<string, unknown>): Record<string, unknown> {
+  const vips = (config.vips as Array<Record<string, unknown>>).map((v) => {
+    const { communities, ...rest } = v;
+    return { ...rest, attributes: { up: { communities: communities ?? [], asPathPrepend: 1 } } };
+  });
+  return { vips };
+}
+
+/** Which balancers run which node router (LabOptions.nodeRouter); unknown names are refused. */
+function nodeRouterKinds(option: LabOptions['nodeRouter'], balancers: readonly string[]): Map<string, NodeRouterKind> {
+  const out = new Map<string, NodeRouterKind>();
+  if (option === undefined) return out;
+  if (typeof option === 'string') {
+    for (const b of balancers) out.set(b, option);
+    return out;
+  }
+  for (const [name, kind] of Object.entries(option)) {
+    if (!balancers.includes(name)) throw new Error(`nodeRouter: ${name} is not a balancer of this lab (have ${balancers.join(', ')})`);
+    if (kind !== 'none') out.set(name, kind);
+  }
+  return out;
 }
 
 function ifaceOfSysctl(key: string): string | undefined {
@@ -370,8 +430,19 @@ export async function createLab(options: LabOptions = {}): Promise<Lab> {
     lab.vip = labelOf(firstLb, 'vip');
     lab.vip6 = labelOf(firstLb, 'vip6');
 
-    const bfd = options.bfd === true ? { intervalMs: 300, multiplier: 3 } : options.bfd || false;
-    lab.tor = await Tor.start(netns, lab.torNode.name, torConfigFromLayout(layout, lab.balancers.map((b) => b.name), { ipv6, bfd, mpBgp: options.mpBgp ?? false }));
+    const routed = nodeRouterKinds(options.nodeRouter, lab.balancers.map((b) => b.name));
+    if (routed.size > 0 && ipv6) throw new Error('nodeRouter: the shipped node router snippets are IPv4 only (ipv6: false)');
+    // Node routers run BFD toward the ToR; a balancer without one has only gobgpd, which has none.
+    const bfd = options.bfd === true || (options.bfd === undefined && routed.size > 0) ? { intervalMs: 300, multiplier: 3 } : options.bfd || false;
+    const withoutBfd = new Set(lab.balancers.map((b) => b.name).filter((n) => !routed.has(n)));
+    lab.tor = await Tor.start(netns, lab.torNode.name, torConfigFromLayout(layout, lab.balancers.map((b) => b.name), { ipv6, bfd, mpBgp: options.mpBgp ?? false, withoutBfd }));
+    for (const [name, kind] of routed) {
+      const b = lab.balancer(name);
+      const n = allBalancers.findIndex((x) => x.name === name) + 1;
+      const addresses = { hostname: name, node: b.v4, tor: b.torV4, vipd: vipdSideAddress(n) };
+      await netns.addAddress(name, 'lo', `${addresses.vipd}/32`);
+      lab.nodeRouters.set(name, await startNodeRouter(kind, netns, name, addresses));
+    }
 
     if ((options.backends ?? 'etcd') === 'etcd') {
       lab.etcd = await EtcdCluster.start(

@@ -122,6 +122,28 @@ describe('packaging files (T25)', () => {
     assert.match(spawnSync('systemd-analyze', ['verify', file], { encoding: 'utf8' }).stderr, /Unknown key 'PrivateTmpp'/);
   });
 
+  it('config/gobgpd.service and the vipd drop-in for an external gobgpd pass systemd-analyze verify; the drop-in binds vipd to gobgpd', () => {
+    requirePrerequisites(['systemd-analyze', 'gobgpd']);
+    const dir = fs.mkdtempSync(path.join(tmpdir(), 'vipd-external-unit-'));
+    const vipdBin = path.join(root, 'bin', 'vipd');
+    const gobgpdBin = spawnSync('sh', ['-c', 'command -v gobgpd'], { encoding: 'utf8' }).stdout.trim();
+    fs.writeFileSync(path.join(dir, 'vipd.service'), fs.readFileSync(path.join(configDir, 'vipd.service'), 'utf8').replaceAll('/usr/local/bin/vipd', vipdBin));
+    fs.writeFileSync(path.join(dir, 'gobgpd.service'), fs.readFileSync(path.join(configDir, 'gobgpd.service'), 'utf8').replaceAll('/usr/local/bin/gobgpd', gobgpdBin));
+    fs.mkdirSync(path.join(dir, 'vipd.service.d'));
+    const dropIn = fs.readFileSync(path.join(configDir, 'vipd-external-gobgpd.conf'), 'utf8');
+    const dropInFile = path.join(dir, 'vipd.service.d', 'external-gobgpd.conf');
+    fs.writeFileSync(dropInFile, dropIn.replaceAll('/usr/local/bin/vipd', vipdBin));
+    const verify = () => spawnSync('systemd-analyze', ['verify', path.join(dir, 'vipd.service'), path.join(dir, 'gobgpd.service')], { encoding: 'utf8', env: { ...process.env, SYSTEMD_UNIT_PATH: `${dir}:` } });
+    const run = verify();
+    assert.equal(run.status, 0, run.stderr);
+    assert.equal(run.stderr.trim(), '', 'no warnings');
+    for (const line of ['PartOf=gobgpd.service', 'After=gobgpd.service', 'KillMode=mixed']) assert.ok(dropIn.split('\n').includes(line), line);
+    assert.match(dropIn, /^ExecStopPost=.*SERVICE_RESULT.*vipd withdraw-owned/m);
+    // The drop-in is really read: an unknown key in it is reported.
+    fs.appendFileSync(dropInFile, 'PrivateTmpp=yes\n');
+    assert.match(verify().stderr, /external-gobgpd\.conf.*Unknown key 'PrivateTmpp'/);
+  });
+
   it('config/kubeadm/vipd.yaml: a static pod on the host network, NET_ADMIN only, config from a hostPath, liveness from /status', () => {
     const pod = parse(fs.readFileSync(path.join(configDir, 'kubeadm', 'vipd.yaml'), 'utf8')) as any;
     assert.equal(pod.kind, 'Pod');

@@ -18,7 +18,7 @@ speaker:
   routerId: 198.18.1.2
   gobgp:
     manage: true
-    listenPort: -1
+    reconcileInterval: 3s
   peers:
     - address: 198.18.1.1
       asn: 65000
@@ -55,7 +55,9 @@ test('config: the contract example loads, with durations in ms and defaults fill
   assert.equal(c.speaker.peers[0]!.holdTime, 3000);
   assert.equal(c.speaker.peers[0]!.keepalive, 1000);
   assert.equal(c.speaker.peers[0]!.connectRetry, 5000);
-  assert.equal(c.speaker.gobgp.listenPort, -1);
+  assert.equal(c.speaker.gobgp.listen, undefined, 'gobgpd dials out only by default');
+  assert.equal(c.speaker.gracefulRestart.enabled, false);
+  assert.equal(c.speaker.peers[0]!.passive, false);
   assert.equal(c.vips[0]!.minHealthyBackends, 1);
   assert.equal(c.net.interface, 'lo');
   assert.equal(c.pools.etcd!.retryBeforeReply, 'tls');
@@ -108,8 +110,8 @@ const bad: Array<[string, string, string, number]> = [
   ['bad community', edit('"65000:100"', '"65000:70000"'), 'vips[0].communities[0]', 18],
   ['community not a pair', edit('"65000:100"', '"no-such"'), 'vips[0].communities[0]', 18],
   ['router id not IPv4', edit('routerId: 198.18.1.2', 'routerId: lb1'), 'speaker.routerId', 8],
-  ['gobgp API not on loopback', edit('listenPort: -1', 'api: 0.0.0.0:50051'), 'speaker.gobgp.api', 11],
-  ['external gobgpd without an API address', edit('manage: true\n    listenPort: -1', 'manage: false'), 'speaker.gobgp.api', 10],
+  ['gobgp API not on loopback', edit('reconcileInterval: 3s', 'api: 0.0.0.0:50051'), 'speaker.gobgp.api', 11],
+  ['external gobgpd without an API address', edit('manage: true\n    reconcileInterval: 3s', 'manage: false'), 'speaker.gobgp.api', 10],
   ['admin API not on loopback', edit('listen: 127.0.0.1:9180', 'listen: 198.18.1.2:9180'), 'admin.listen', 4],
   ['missing peers for gobgp', edit('  peers:\n    - address: 198.18.1.1\n      asn: 65000\n', ''), 'speaker.peers', 6],
   ['bad balance', edit('balance: least-conn', 'balance: fastest'), 'pools.etcd.balance', 24],

@@ -249,7 +249,7 @@ test('vipd status shows each peer with its families and what it was sent, and ea
     peers: [{ address: '198.18.1.1', asn: 65000, state: 'established', since: 't', families: ['ipv4-unicast', 'ipv6-unicast'], negotiated: ['ipv4-unicast'], advertised: ['198.19.0.10/32'] }],
   };
   const text = renderStatus(s);
-  assert.match(text, /^198\.18\.1\.1 +65000 +established +t +ipv4-unicast,ipv6-unicast +ipv4-unicast +1$/m);
+  assert.match(text, /^198\.18\.1\.1 +65000 +established +t +ipv4-unicast,ipv6-unicast +ipv4-unicast +1 +- +-$/m);
   assert.match(text, /^cp4 +198\.18\.1\.1 +announced$/m);
   assert.match(text, /^cp6 +198\.18\.1\.1 +withdrawn +familyNotNegotiated$/m);
 });

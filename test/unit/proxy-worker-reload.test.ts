@@ -5,9 +5,9 @@ import { silentLogger } from '../../src/lib/logger';
 import { createMetrics } from '../../src/lib/metrics';
 import type { Endpoint } from '../../src/net/endpoint';
 import type { ListenerSpec, PoolSpec } from '../../src/proxy/proxy';
-import { ProxyWorker } from '../../src/proxy/worker-entry';
-import { WorkerPool } from '../../src/proxy/worker-pool';
-import type { FromWorker, ToWorker } from '../../src/proxy/worker-protocol';
+import { ProxyWorker } from '../../src/dataplane/workers/entry';
+import { WorkerPool } from '../../src/dataplane/workers/worker-pool';
+import type { FromWorker, ToWorker } from '../../src/dataplane/workers/protocol';
 import { FakeHealth, testPoolSpec } from '../fakes/proxy-harness';
 import { connectClient, echoOnce, snapshotOf, startEchoBackend, waitFor, type TestBackend } from '../fakes/proxy-backends';
 
@@ -220,7 +220,7 @@ describe('worker reload messages', () => {
 });
 
 describe('worker pool reload bookkeeping (primary side)', () => {
-  it('updatePool returns the removed backends, drops their drain, and hands the listeners the new pool spec', () => {
+  it('a pool reconfigure returns the removed backends, drops their drain, and hands the listeners the new pool spec', () => {
     const a = { key: '10.0.0.1:6443', host: '10.0.0.1', port: 6443 } as unknown as Endpoint;
     const b = { key: '10.0.0.2:6443', host: '10.0.0.2', port: 6443 } as unknown as Endpoint;
     const spec1 = pool('p', [a, b]);
@@ -229,7 +229,7 @@ describe('worker pool reload bookkeeping (primary side)', () => {
     const listener = wp.listener(listenerSpec('t:1', spec1));
     const load = wp.load('p');
     assert.equal(load.drainBackend(b.key, true), true);
-    const removed = wp.updatePool(pool('p', [a]));
+    const removed = load.reconfigure(pool('p', [a]));
     assert.deepEqual(removed, [b.key]);
     assert.deepEqual(load.outOfService().drained, [], 'the removed backend drain went with it');
     assert.equal(load.drainBackend(b.key, true), false, 'a removed backend is no longer in the pool');

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { endpoint } from '../../src/net/endpoint';
 import type { ListenerSpec, PoolSpec } from '../../src/proxy/proxy';
-import { perWorkerLimits, perWorkerPoolSpec, perWorkerSpec, share } from '../../src/proxy/worker-pool';
-import { isProtocolMessage } from '../../src/proxy/worker-protocol';
+import { perWorkerLimits, perWorkerPoolSpec, perWorkerSpec, share } from '../../src/dataplane/workers/shares';
+import { isProtocolMessage } from '../../src/dataplane/workers/protocol';
 import { testPoolSpec } from '../fakes/proxy-harness';
 
 const a = endpoint('10.0.0.1', 6443);

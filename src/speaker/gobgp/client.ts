@@ -51,6 +51,11 @@ export class GobgpApiError extends VipdError {
     this.grpcCode = grpcCode;
   }
 
+  /** The gRPC status by name ("UNKNOWN", "UNAVAILABLE"), for logs and metric labels. */
+  get codeName(): string {
+    return grpc.status[this.grpcCode] ?? String(this.grpcCode);
+  }
+
   /** The daemon did not answer (down, restarting, hung), as opposed to refusing the request. */
   get unreachable(): boolean {
     return this.grpcCode === grpc.status.UNAVAILABLE || this.grpcCode === grpc.status.DEADLINE_EXCEEDED;

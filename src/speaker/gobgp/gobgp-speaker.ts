@@ -7,7 +7,7 @@ import type { Logger } from '../../lib/logger';
 import type { Metrics } from '../../lib/metrics';
 import { LatestOnlyQueue } from '../../lib/serial-queue';
 import { StateMachine } from '../../lib/transition';
-import type { AddressFamily, Advertisement, PeerStatus, Speaker, SpeakerEvent } from '../speaker';
+import type { AddressFamily, Advertisement, PeerStatus, Speaker, SpeakerEvent, SpeakerSync } from '../speaker';
 import { GobgpApiError, GobgpClient, type GobgpApiClient, type PeerEventWatch } from './client';
 import {
   UNICAST_FAMILIES,
@@ -16,14 +16,18 @@ import {
   encodeAddPath,
   encodeDeletePath,
   offeredFamilies,
+  prefixFamily,
   routeFromAdvertisement,
   sameRoute,
   type RibFamily,
   type RibRoute,
 } from './codec';
-import type { GobgpdConfig, GobgpdFamily } from './gobgpd-config';
+import type { GobgpdConfig, GobgpdFamily, GobgpdGracefulRestart } from './gobgpd-config';
 import { defaultIpv6NextHop, type NextHopProbes } from './next-hop';
+import { PathGuardian } from './guardian';
+import { carriesMark } from './ownership';
 import { PeerTable, canonicalPeerAddress } from './peers';
+import { DriftTracker } from './drift';
 import { GobgpdSupervisor, type SupervisorEvent } from './supervisor';
 
 export interface GobgpPeerOptions {
@@ -42,6 +46,8 @@ export interface GobgpPeerOptions {
   readonly localAddress?: string;
   /** Managed mode: wait for the peer to connect (needs listenPort >= 0). */
   readonly passive?: boolean;
+  /** Managed mode: GTSM (RFC 5082) for a peer this many hops away; excludes ebgpMultihopTtl. */
+  readonly ttlSecurityHops?: number;
   /**
    * Families the session carries (MP-BGP). Default: the family of the peer's address only. Managed
    * mode writes them into gobgpd's config; external mode takes them as what the session carries.
@@ -77,6 +83,10 @@ export interface GobgpSpeakerOptions {
   readonly nextHopProbes?: NextHopProbes;
   /** Managed mode: BGP listen port; default -1 (dial out only). */
   readonly listenPort?: number;
+  /** Managed mode, with listenPort >= 1: the addresses gobgpd listens on (required then). */
+  readonly listenAddresses?: readonly string[];
+  /** Managed mode: graceful restart toward every peer; unset, off. */
+  readonly gracefulRestart?: GobgpdGracefulRestart;
   /** Managed mode: written into gobgpd's config. External mode: the peers to report in peers(). */
   readonly peers: readonly GobgpPeerOptions[];
   /** Default 3000. */
@@ -91,13 +101,26 @@ export interface GobgpSpeakerOptions {
   readonly restartBackoff?: { readonly initialMs: number; readonly maxMs: number };
   /** Managed mode: where gobgpd's private directory is created; default os.tmpdir(). */
   readonly runtimeDir?: string;
-  /** Managed mode: stop gobgpd when vipd's event loop has been silent this long (GobgpdSupervisorOptions). */
+  /**
+   * Managed mode: stop gobgpd when vipd's event loop has been silent this long (GobgpdSupervisorOptions).
+   * External mode with a guardian: the guardian deletes vipd's paths then.
+   */
   readonly hangTimeoutMs?: number;
   readonly clock: Clock;
   readonly logger: Logger;
   readonly metrics: Metrics;
   /** Lets tests put a fake in place of the gRPC client. */
   readonly clientFactory?: (address: string) => GobgpApiClient;
+  /**
+   * A gobgpd shared with others (external): vipd stamps this large community on every path it adds and
+   * deletes only local paths that carry it (ownership.ts). Unset: every local path is vipd's, and one it
+   * does not want is deleted whoever added it (the managed gobgpd, T27).
+   */
+  readonly ownerMark?: string;
+  /** With ownerMark: run the path guardian (guardian.ts) that deletes the marked paths if vipd dies. */
+  readonly guardian?: { readonly entryPath?: string };
+  /** Delays between retries of a reconciliation that failed (gobgpd refused a call). Default 250 ms .. 10 s. */
+  readonly retryBackoff?: { readonly initialMs: number; readonly maxMs: number };
 }
 
 /**
@@ -123,7 +146,7 @@ export function createGobgpSpeaker(options: GobgpSpeakerOptions): GobgpSpeakerHa
 type SpeakerState = 'new' | 'starting' | 'running' | 'closing' | 'closed';
 
 /** Why a reconciliation ran, in the order used to label one that several asked for. */
-const TRIGGERS = ['close', 'push', 'start', 'reconnect', 'watch-error', 'interval', 'peers'] as const;
+const TRIGGERS = ['close', 'push', 'start', 'reconnect', 'watch-error', 'retry', 'interval', 'peers'] as const;
 type Trigger = (typeof TRIGGERS)[number];
 
 interface Waiter {
@@ -173,11 +196,27 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
   private readonly intervalMs: number;
   /** The configured peers; a reload replaces them (setPeers). */
   private peerOptions: readonly GobgpPeerOptions[];
+  /** External gobgpd: deletes vipd's marked paths if vipd dies (guardian.ts). */
+  private guardian: PathGuardian | undefined;
+  private readonly drift = new DriftTracker();
+  /** Bumped by every push: a read-back across a change of the desired set is not a drift. */
+  private desiredVersion = 0;
+  private lastReadBackVersion = -1;
+  /** Prefixes vipd has added in this run: an extra one in an adj-RIB-out is vipd's to delete. */
+  private readonly everAdded = new Set<string>();
+  private readonly retryBackoff: Backoff;
+  private retryTimer: TimerHandle | undefined;
+  private syncState: { state: SpeakerSync['state']; since: number };
+  private lastError: SpeakerSync['lastError'];
+  /** Foreign local paths last logged (external gobgpd), so that they are logged when they change. */
+  private foreignSeen = '';
 
   constructor(private readonly options: GobgpSpeakerOptions) {
     this.log = options.logger;
     this.intervalMs = options.reconcileIntervalMs ?? 3000;
     this.peerOptions = options.peers;
+    this.retryBackoff = new Backoff(options.retryBackoff?.initialMs ?? 250, options.retryBackoff?.maxMs ?? 10_000);
+    this.syncState = { state: 'applying', since: options.clock.wallNow() };
     if (!(this.intervalMs > 0)) throw new VipdError('VIPD_ERR_GOBGP_API', `reconcileIntervalMs ${this.intervalMs} must be positive`);
     this.machine = new StateMachine<SpeakerState>('new', { machine: 'speaker', logger: options.logger, level: 'info' });
     this.listeners = new ListenerSet((err) => this.log.error({ event: 'listener', err: errorMessage(err) }, 'speaker event listener failed'));
@@ -187,7 +226,10 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
       logger: options.logger,
       metrics: options.metrics,
       emit: (e) => {
-        if (e.type === 'peer' && e.from === 'established') this.forgetAdvertised(e.peer);
+        if (e.type === 'peer' && e.from === 'established') {
+          this.forgetAdvertised(e.peer);
+          this.drift.forgetPeer(e.peer);
+        }
         this.emit(e);
         if (e.type === 'peer' && e.to === 'established' && this.state === 'running') this.reconcileInBackground('reconnect');
       },
@@ -213,6 +255,7 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
       return Promise.reject(err);
     }
     this.desired = next;
+    this.desiredVersion++;
     this.log.debug({ event: 'push', prefixes: [...next.keys()] }, 'desired advertisements recorded');
     if (this.state === 'new') return Promise.resolve();
     if (this.state === 'starting') return this.startPromise!.then(() => this.reconcile('push'));
@@ -228,6 +271,34 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
 
   advertised(): ReadonlyMap<string, readonly string[]> {
     return this.adjOut;
+  }
+
+  sync(): SpeakerSync {
+    const pendingAdd: string[] = [];
+    const pendingDelete: string[] = [];
+    if (this.syncState.state !== 'in-sync') {
+      for (const [prefix, route] of this.desired) {
+        const applied = this.applied.get(prefix);
+        if (!applied || !sameRoute(applied, route)) pendingAdd.push(prefix);
+      }
+      for (const prefix of this.applied.keys()) if (!this.desired.has(prefix)) pendingDelete.push(prefix);
+    }
+    const desired = new Map<string, readonly string[]>();
+    for (const peer of this.peerTable.list()) desired.set(peer.address, this.expectedFor(peer.address, peer.families));
+    return {
+      ...this.syncState,
+      pendingAdd: pendingAdd.sort(),
+      pendingDelete: pendingDelete.sort(),
+      ...(this.lastError !== undefined && { lastError: this.lastError }),
+      desired,
+      drift: this.drift.byPeer(),
+    };
+  }
+
+  /** The desired prefixes a peer's session carries: those of the families it negotiated (else configured). */
+  private expectedFor(peer: string, families: readonly AddressFamily[]): string[] {
+    const carried = new Set((this.negotiated.get(peer) ?? families).map((f) => RIB_FAMILY[f]));
+    return [...this.desired.keys()].filter((p) => carried.has(prefixFamily(p))).sort();
   }
 
   onEvent(listener: (event: SpeakerEvent) => void): () => void {
@@ -247,6 +318,8 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
     this.machine.transition(NOT_CLOSED, 'closed', 'destroy');
     this.stopBackgroundWork();
     this.rejectWaiters(closedError());
+    // Stopped without withdrawing: the guardian deletes vipd's paths from the external gobgpd.
+    this.guardian?.trigger();
     this.client?.close();
     this.options.metrics.daemonUp.set(0);
     this.destroyPromise = this.supervisor?.destroy() ?? Promise.resolve();
@@ -255,8 +328,9 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
 
   private toDesired(ads: readonly Advertisement[]): Map<string, RibRoute> {
     const routes = new Map<string, RibRoute>();
+    const mark = this.options.ownerMark;
     for (const ad of ads) {
-      const route = routeFromAdvertisement(ad);
+      const route = routeFromAdvertisement(mark === undefined ? ad : { ...ad, largeCommunities: [...(ad.largeCommunities ?? []), mark] });
       const earlier = routes.get(route.prefix);
       if (earlier && !sameRoute(earlier, route)) {
         throw new VipdError('VIPD_ERR_CODEC', `${route.prefix} is advertised twice with different attributes`);
@@ -268,12 +342,39 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
 
   async setPeers(peers: readonly GobgpPeerOptions[]): Promise<void> {
     if (this.state !== 'running') throw new VipdError('VIPD_ERR_GOBGP_API', `the speaker is ${this.state}: its peers cannot change now`);
-    if (this.options.manage) await this.supervisor!.reloadNeighbors(await this.neighborsOf(peers));
+    if (this.options.manage) await this.reloadNeighbors(await this.neighborsOf(peers));
     this.peerOptions = peers;
     const removed = this.peerTable.setConfigured(peers.map((p) => ({ address: p.address, asn: p.asn, families: toPeerFamilies(p) })));
     for (const peer of removed) this.forgetAdvertised(peer);
     if (!this.options.manage) await this.checkExternalPeers().catch((err) => this.log.warn({ event: 'peer', err: errorMessage(err) }, 'cannot list the external gobgpd\'s peers'));
     this.reconcileInBackground('peers');
+  }
+
+  /**
+   * gobgpd's SIGHUP reload re-creates a neighbor whose OPEN would change (password, transport, families,
+   * graceful restart) but only copies the timers of the others: a changed multihop or GTSM TTL would be
+   * dropped without a word (config.NeedsResendOpenMessage in gobgpd 3.10). Such peers are taken out in a
+   * first reload, and put back with their new TTL in the second, once gobgpd no longer lists them.
+   */
+  private async reloadNeighbors(next: GobgpdConfig['neighbors']): Promise<void> {
+    const supervisor = this.supervisor!;
+    const current = new Map(supervisor.neighbors.map((n) => [canonicalPeerAddress(n.address), n]));
+    const ttlChanged = next.filter((n) => {
+      const before = current.get(canonicalPeerAddress(n.address));
+      return before !== undefined && (before.ebgpMultihopTtl !== n.ebgpMultihopTtl || before.ttlSecurityHops !== n.ttlSecurityHops);
+    });
+    if (ttlChanged.length === 0) return supervisor.reloadNeighbors(next);
+    const readd = new Set(ttlChanged.map((n) => canonicalPeerAddress(n.address)));
+    this.log.info({ event: 'peer', op: 'reset', peers: [...readd] }, 'multihop or GTSM TTL changed: these sessions are re-created (gobgpd applies a TTL only to a new neighbor)');
+    await supervisor.reloadNeighbors([...current.values()].filter((n) => !readd.has(canonicalPeerAddress(n.address))));
+    let gone = false;
+    for (let waited = 0; !gone && waited < 5000; waited += 100) {
+      const listed = (await this.client!.listPeer()).map((p) => canonicalPeerAddress(p.conf?.neighbor_address ?? p.state?.neighbor_address ?? ''));
+      gone = !listed.some((a) => readd.has(a));
+      if (!gone) await sleep(this.options.clock, 100);
+    }
+    await supervisor.reloadNeighbors(next);
+    if (!gone) throw new VipdError('VIPD_ERR_GOBGP_API', `gobgpd still lists ${[...readd].join(', ')} 5 s after their removal: their new multihop/GTSM TTL may not be applied; restart vipd to be sure`);
   }
 
   private async neighborsOf(peers: readonly GobgpPeerOptions[]): Promise<GobgpdConfig['neighbors']> {
@@ -292,6 +393,8 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
         ...(p.ebgpMultihopTtl !== undefined && { ebgpMultihopTtl: p.ebgpMultihopTtl }),
         ...(p.localAddress !== undefined && { localAddress: p.localAddress }),
         ...(p.passive !== undefined && { passive: p.passive }),
+        ...(p.ttlSecurityHops !== undefined && { ttlSecurityHops: p.ttlSecurityHops }),
+        ...(this.options.gracefulRestart !== undefined && { gracefulRestart: this.options.gracefulRestart }),
       });
     }
     return neighbors;
@@ -321,6 +424,7 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
             asn: options.asn,
             routerId: options.routerId,
             listenPort: options.listenPort ?? -1,
+            ...(options.listenAddresses !== undefined && { listenAddresses: options.listenAddresses }),
             neighbors,
           },
           ...(options.api !== undefined && { api: options.api }),
@@ -345,7 +449,25 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
       this.client = options.clientFactory
         ? options.clientFactory(address)
         : new GobgpClient({ address, deadlineMs: options.apiDeadlineMs ?? 5000 });
+      let armed: Promise<void> = Promise.resolve();
+      if (!options.manage && options.ownerMark !== undefined && options.guardian) {
+        this.guardian = new PathGuardian({
+          api: address,
+          mark: options.ownerMark,
+          clock: options.clock,
+          logger: options.logger,
+          ...(options.guardian.entryPath !== undefined && { entryPath: options.guardian.entryPath }),
+          ...(options.hangTimeoutMs !== undefined && { hangTimeoutMs: options.hangTimeoutMs }),
+        });
+        armed = this.guardian.start();
+        // Handled below; a rejection while waitForApi runs must not be reported as unhandled.
+        armed.catch(() => undefined);
+      }
       await this.waitForApi(options.startTimeoutMs ?? 10_000);
+      // Deleting is safe without the guardian: a previous vipd's paths need not wait for it.
+      if (this.guardian) await this.removeStaleOwn().catch((err: unknown) => this.log.warn({ event: 'reconcile', err: errorMessage(err) }, 'stale paths not removed yet; the first reconciliation will'));
+      // Armed before the first path is added: from then on, vipd's death takes its paths with it.
+      await armed;
     } catch (err) {
       if (this.state !== 'starting') throw closedError();
       await this.destroy();
@@ -422,8 +544,11 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
     try {
       await this.reconcile('close');
       this.log.info({ event: 'withdraw', reason: 'close' }, 'withdrew every path before stopping');
+      this.guardian?.release();
     } catch (err) {
       this.log.warn({ event: 'withdraw', reason: 'close', err: errorMessage(err) }, 'could not withdraw paths before stopping');
+      // The guardian keeps trying after vipd has gone.
+      this.guardian?.trigger();
     }
     this.peerTable.forgetStates('speaker closed');
     this.adjOut = new Map();
@@ -436,6 +561,8 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
   }
 
   private stopBackgroundWork(): void {
+    this.retryTimer?.cancel();
+    this.retryTimer = undefined;
     this.intervalTimer?.cancel();
     this.intervalTimer = undefined;
     this.watchTimer?.cancel();
@@ -470,10 +597,17 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
     const { metrics } = this.options;
     try {
       if (this.state === 'closed' || (this.state === 'closing' && trigger !== 'close')) throw closedError();
-      const { added, deleted } = await this.applyDesired(trigger);
-      await this.refreshAdvertised(trigger);
+      this.setSyncState('applying');
+      const version = this.desiredVersion;
+      const { added, deleted, owned } = await this.applyDesired(trigger);
+      await this.refreshAdvertised(trigger, { quiet: added + deleted === 0 && version === this.desiredVersion, owned });
       metrics.reconciles.inc({ trigger, result: 'ok' });
       if (pushed) metrics.pushes.inc({ result: 'ok' });
+      this.retryBackoff.reset();
+      this.retryTimer?.cancel();
+      this.retryTimer = undefined;
+      this.lastError = undefined;
+      this.setSyncState('in-sync');
       if (added + deleted > 0 || trigger !== 'interval') this.emit({ type: 'reconciled', trigger, added, deleted });
       for (const w of waiters) w.resolve();
     } catch (err) {
@@ -481,27 +615,89 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
       if (pushed) metrics.pushes.inc({ result: 'error' });
       if (err instanceof GobgpApiError && err.unreachable) this.markApi(false, err.message);
       this.log.warn({ event: 'reconcile', trigger, err: errorMessage(err) }, 'reconciliation failed');
+      if (this.state === 'running') {
+        this.setSyncState('failing');
+        this.scheduleRetry();
+      }
       for (const w of waiters) w.reject(err);
     }
   }
 
-  /** One pass: read what gobgpd really has, add what is missing or different, delete the rest. */
-  private async applyDesired(trigger: Trigger): Promise<{ added: number; deleted: number }> {
+  /** After a failure: try again with back-off rather than wait for the interval (a refusal may be brief). */
+  private scheduleRetry(): void {
+    if (this.retryTimer) return;
+    const delayMs = this.retryBackoff.next();
+    this.retryTimer = this.options.clock.setTimeout(() => {
+      this.retryTimer = undefined;
+      if (this.state === 'running') this.reconcileInBackground('retry');
+    }, delayMs);
+  }
+
+  private setSyncState(state: SpeakerSync['state']): void {
+    if (this.syncState.state === state) return;
+    // "applying" is a moment inside every reconciliation; only a way out of failing is worth a line.
+    if (state === 'failing' || this.syncState.state === 'failing') {
+      this.log[state === 'failing' ? 'warn' : 'info']({ event: 'sync', from: this.syncState.state, to: state }, `gobgpd ${state === 'failing' ? 'does not hold what vipd wants' : 'holds what vipd wants again'}`);
+    }
+    this.syncState = { state, since: this.options.clock.wallNow() };
+  }
+
+  /**
+   * One gobgpd API call that may be refused: logs the call and gobgpd's reply, counts it
+   * (vipd_speaker_api_errors_total) and keeps it for status, then rethrows.
+   */
+  private async call<T>(call: string, run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      if (err instanceof GobgpApiError) {
+        this.options.metrics.apiErrors.inc({ method: err.method, code: err.codeName });
+        this.lastError = { at: this.options.clock.wallNow(), call, reply: err.message };
+        this.log.warn({ event: 'api', call, reply: err.message, code: err.codeName }, `gobgpd ${err.unreachable ? 'did not answer' : 'refused'} ${call}`);
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * One pass: read what gobgpd really has, add what is missing or different, delete the rest of what is
+   * vipd's. With an ownerMark (external gobgpd), a local path without the mark is someone else's and is
+   * left alone; one with the mark that is not wanted (a previous vipd's, or one put in by hand with the
+   * mark) is deleted. Without it, every local path is vipd's.
+   */
+  private async applyDesired(trigger: Trigger): Promise<{ added: number; deleted: number; owned: ReadonlySet<string> }> {
     const client = this.client;
     if (!client) throw closedError();
     const desired = this.desired;
-    const actual = await this.readLocalRib(client);
+    const mark = this.options.ownerMark;
+    const local = await this.call('ListPath GLOBAL', () => this.readLocalRib(client));
     this.markApi(true, 'api answers');
+    const actual = new Map<string, RibRoute | undefined>();
+    const foreign: string[] = [];
+    for (const [prefix, route] of local) {
+      if (mark === undefined || (route !== undefined && carriesMark(route, mark))) actual.set(prefix, route);
+      else foreign.push(prefix);
+    }
+    this.logForeign(foreign);
     const { metrics } = this.options;
     let added = 0;
     let deleted = 0;
     for (const [prefix, route] of desired) {
       const have = actual.get(prefix);
-      if (have && sameRoute(have, route)) continue;
+      if (have && sameRoute(have, route)) {
+        // Already there (a previous vipd's, kept as it is): vipd's from now on.
+        this.applied.set(prefix, route);
+        this.everAdded.add(prefix);
+        continue;
+      }
       const believed = this.applied.get(prefix);
       const repair = believed !== undefined && sameRoute(believed, route);
-      await client.addPath(encodeAddPath(route));
+      if (!have && foreign.includes(prefix)) {
+        this.log.warn({ event: 'announce', prefix, reason: 'replaces-foreign' }, `${prefix} is also originated by someone else in gobgpd; vipd's path replaces it (gobgpd keeps one local path per prefix)`);
+      }
+      await this.call(`AddPath ${prefix}`, () => client.addPath(encodeAddPath(route)));
       this.applied.set(prefix, route);
+      this.everAdded.add(prefix);
       added++;
       if (repair) metrics.pathsRepaired.inc({ op: 'added' });
       const reason = repair ? (have ? 'changed-behind-vipd' : 'missing') : have ? 'attributes-changed' : 'desired';
@@ -509,19 +705,40 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
     }
     for (const prefix of actual.keys()) {
       if (desired.has(prefix)) continue;
-      const owned = this.applied.has(prefix);
-      await client.deletePath(encodeDeletePath(prefix));
+      const ownedNow = this.applied.has(prefix);
+      await this.call(`DeletePath ${prefix}`, () => client.deletePath(encodeDeletePath(prefix)));
       this.applied.delete(prefix);
       deleted++;
-      if (!owned) metrics.pathsRepaired.inc({ op: 'deleted' });
-      const reason = owned ? (trigger === 'close' ? 'close' : 'not-desired') : 'not-owned';
-      this.log[owned ? 'info' : 'warn']({ event: 'withdraw', op: 'delete', prefix, reason, trigger }, `withdraw ${prefix}`);
+      if (!ownedNow) metrics.pathsRepaired.inc({ op: 'deleted' });
+      // With a mark, a marked path vipd did not add in this run is a previous vipd's.
+      const reason = ownedNow ? (trigger === 'close' ? 'close' : 'not-desired') : mark !== undefined ? 'stale-own' : 'not-owned';
+      this.log[ownedNow ? 'info' : 'warn']({ event: 'withdraw', op: 'delete', prefix, reason, trigger }, `withdraw ${prefix}`);
     }
     for (const prefix of [...this.applied.keys()]) if (!desired.has(prefix)) this.applied.delete(prefix);
     metrics.pathsAdvertised.set(desired.size);
     const level = added + deleted > 0 ? 'info' : 'debug';
     this.log[level]({ event: 'reconcile', trigger, added, deleted, desired: desired.size }, 'gobgpd RIB reconciled');
-    return { added, deleted };
+    const owned = new Set([...this.everAdded].filter((p) => !foreign.includes(p)));
+    return { added, deleted, owned };
+  }
+
+  /** At start, before any path is added: deletes marked paths that are not desired (a previous vipd's). */
+  private async removeStaleOwn(): Promise<void> {
+    const client = this.client!;
+    const mark = this.options.ownerMark!;
+    for (const [prefix, route] of await this.call('ListPath GLOBAL', () => this.readLocalRib(client))) {
+      if (route === undefined || !carriesMark(route, mark) || this.desired.has(prefix)) continue;
+      await this.call(`DeletePath ${prefix}`, () => client.deletePath(encodeDeletePath(prefix)));
+      this.options.metrics.pathsRepaired.inc({ op: 'deleted' });
+      this.log.warn({ event: 'withdraw', op: 'delete', prefix, reason: 'stale-own', trigger: 'start' }, `withdraw ${prefix}`);
+    }
+  }
+
+  private logForeign(foreign: readonly string[]): void {
+    const seen = [...foreign].sort().join(',');
+    if (seen === this.foreignSeen) return;
+    this.foreignSeen = seen;
+    this.log.info({ event: 'reconcile', foreign: foreign.length, prefixes: foreign.slice(0, 20) }, "local paths in gobgpd without vipd's mark: someone else's, left alone");
   }
 
   /**
@@ -529,13 +746,15 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
    * capabilities, within what vipd configured) and what gobgpd's adj-RIB-out holds in each. gobgpd
    * computes ADJ_OUT from the configured families whatever the session's state, so both filters are
    * needed for "announced" to mean the peer was sent the path. A peer that cannot be read counts as
-   * having nothing.
+   * having nothing. On a quiet pass (nothing applied, no push meanwhile), a difference from the desired
+   * set is a drift candidate (drift.ts): confirmed, it is logged, counted and repaired.
    */
-  private async refreshAdvertised(trigger: Trigger): Promise<void> {
+  private async refreshAdvertised(trigger: Trigger, readBack: { quiet: boolean; owned: ReadonlySet<string> }): Promise<void> {
     const client = this.client;
     if (!client || trigger === 'close') return;
     const next = new Map<string, readonly string[]>();
     const negotiated = new Map<string, readonly AddressFamily[]>();
+    const readable = new Set<string>();
     for (const peer of this.peerTable.list()) {
       if (peer.state !== 'established') {
         next.set(peer.address, []);
@@ -551,6 +770,7 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
           if (!offered.includes(rib)) continue;
           for (const d of await client.listAdjOut(peer.address, UNICAST_FAMILIES[rib])) prefixes.push(canonicalPrefix(d.prefix));
         }
+        readable.add(peer.address);
       } catch (err) {
         this.log.warn({ event: 'reconcile', peer: peer.address, err: errorMessage(err) }, "cannot read the peer's adj-RIB-out; status shows nothing sent to it");
         prefixes.length = 0;
@@ -559,6 +779,36 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
     }
     this.adjOut = next;
     this.negotiated = negotiated;
+    const chained = readBack.quiet && this.lastReadBackVersion === this.desiredVersion;
+    this.lastReadBackVersion = readBack.quiet ? this.desiredVersion : -1;
+    if (!chained) {
+      this.drift.interrupt();
+      if (!readBack.quiet) return;
+    }
+    await this.checkDrift(client, readable, readBack.owned);
+  }
+
+  private async checkDrift(client: GobgpApiClient, peers: ReadonlySet<string>, owned: ReadonlySet<string>): Promise<void> {
+    const { metrics } = this.options;
+    for (const peer of this.peerTable.list()) {
+      if (!peers.has(peer.address)) continue;
+      const expected = this.expectedFor(peer.address, peer.families);
+      const { confirmed, cleared } = this.drift.observe(peer.address, expected, this.adjOut.get(peer.address) ?? [], owned);
+      for (const d of cleared) this.log.info({ event: 'drift', peer: d.peer, kind: d.kind, prefix: d.prefix }, `drift cleared: ${d.prefix} ${d.kind === 'missing' ? 'now sent to' : 'no longer sent to'} ${d.peer}`);
+      for (const d of confirmed) {
+        metrics.drift.inc({ peer: d.peer, kind: d.kind });
+        this.log.warn(
+          { event: 'drift', peer: d.peer, kind: d.kind, prefix: d.prefix },
+          `drift: ${d.peer} ${d.kind === 'missing' ? 'was not sent' : 'was sent'} ${d.prefix} ${d.kind === 'missing' ? 'though vipd wants it' : 'though vipd does not want it'}; repairing`,
+        );
+        const route = this.desired.get(d.prefix);
+        // Missing: add the path again, which makes gobgpd send it anew. Extra: delete it again.
+        if (d.kind === 'missing' && route) await this.call(`AddPath ${d.prefix} (drift repair)`, () => client.addPath(encodeAddPath(route)));
+        else if (d.kind === 'extra') await this.call(`DeletePath ${d.prefix} (drift repair)`, () => client.deletePath(encodeDeletePath(d.prefix)));
+        this.drift.repaired(d);
+        metrics.pathsRepaired.inc({ op: d.kind === 'missing' ? 'added' : 'deleted' });
+      }
+    }
   }
 
   /** Locally originated paths of the global RIB, by canonical prefix; undefined when unreadable. */
@@ -569,7 +819,8 @@ class GobgpSpeaker implements GobgpSpeakerHandle {
         try {
           for (const entry of decodeDestination(destination)) if (entry.local) local.set(entry.route.prefix, entry.route);
         } catch (err) {
-          // Unreadable means it cannot equal a desired route: it gets re-added or deleted by prefix.
+          // Unreadable means it cannot equal a desired route: it gets re-added or deleted by prefix
+          // (managed), or, its mark unread, left alone (external).
           if (!destination.paths.some((p) => p.neighbor_ip === '<nil>' || p.neighbor_ip === '')) continue;
           this.log.warn({ event: 'reconcile', prefix: destination.prefix, err: errorMessage(err) }, 'cannot decode a local path');
           local.set(canonicalPrefix(destination.prefix), undefined);

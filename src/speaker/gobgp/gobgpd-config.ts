@@ -26,6 +26,10 @@ export interface GobgpdNeighbor {
   /** Wait for the peer to connect instead of dialling out (needs listenPort >= 0). */
   readonly passive?: boolean;
   readonly families: readonly GobgpdFamily[];
+  /** GTSM (RFC 5082): send TTL 255, take only packets with TTL >= 256 - hops (gobgpd's ttl-min). */
+  readonly ttlSecurityHops?: number;
+  /** Graceful restart (RFC 4724) capability for every family of the session. */
+  readonly gracefulRestart?: GobgpdGracefulRestart;
   /**
    * Next hop of paths of the other family (IPv6 paths on an IPv4 session, IPv4 paths on an IPv6 one);
    * unset leaves gobgpd's choice. Written as a global export policy matching this neighbor and family,
@@ -34,11 +38,23 @@ export interface GobgpdNeighbor {
   readonly crossFamilyNextHop?: string;
 }
 
+export interface GobgpdGracefulRestart {
+  /** Seconds the peer keeps our paths while the session is down (12 bits: 1..4095). */
+  readonly restartTimeS: number;
+  /**
+   * RFC 8538 (the N bit): a NOTIFICATION (other than Hard Reset) keeps the paths too. Off, a Cease,
+   * which gobgpd sends when it stops (vipd died: SIGTERM by pdeathsig), flushes them at once.
+   */
+  readonly notification: boolean;
+}
+
 export interface GobgpdConfig {
   readonly asn: number;
   readonly routerId: string;
   /** BGP listen port; -1 = gobgpd accepts no BGP connection and only dials out. */
   readonly listenPort: number;
+  /** With listenPort >= 1: the only addresses gobgpd listens on (global local-address-list). */
+  readonly listenAddresses?: readonly string[];
   readonly neighbors: readonly GobgpdNeighbor[];
 }
 
@@ -72,6 +88,14 @@ export function renderGobgpdConfig(config: GobgpdConfig): string {
     `  router-id = ${str(config.routerId)}`,
     `  port = ${config.listenPort}`,
   ];
+  if (config.listenAddresses !== undefined) {
+    if (config.listenPort < 1) throw invalid('listen addresses need a listen port >= 1');
+    if (config.listenAddresses.length === 0) throw invalid('listen addresses are empty (gobgpd would listen on every address)');
+    config.listenAddresses.forEach((a) => checkAddress('listen address', a));
+    lines.push(`  local-address-list = [${config.listenAddresses.map(str).join(', ')}]`);
+  } else if (config.listenPort >= 0) {
+    throw invalid(`listen port ${config.listenPort} without listen addresses (gobgpd would listen on every address)`);
+  }
   lines.push(...renderNextHopPolicy(config.neighbors));
   const seen = new Set<string>();
   for (const n of config.neighbors) {
@@ -110,9 +134,21 @@ export function renderGobgpdConfig(config: GobgpdConfig): string {
         lines.push('    passive-mode = true');
       }
     }
+    if (n.ttlSecurityHops !== undefined) {
+      checkInteger(`${where} ttl-security hops`, n.ttlSecurityHops, 1, 254);
+      if (n.ebgpMultihopTtl !== undefined) throw invalid(`${where} has both ttl-security and ebgp-multihop`);
+      lines.push('  [neighbors.ttl-security.config]', '    enabled = true', `    ttl-min = ${256 - n.ttlSecurityHops}`);
+    }
+    const gr = n.gracefulRestart;
+    if (gr !== undefined) {
+      checkInteger(`${where} graceful-restart restart-time`, gr.restartTimeS, 1, 4095);
+      lines.push('  [neighbors.graceful-restart.config]', '    enabled = true', `    restart-time = ${gr.restartTimeS}`, `    notification-enabled = ${gr.notification}`);
+    }
     for (const family of n.families) {
       if (family !== 'ipv4-unicast' && family !== 'ipv6-unicast') throw invalid(`${where} family ${JSON.stringify(family)} is not supported`);
       lines.push('  [[neighbors.afi-safis]]', '    [neighbors.afi-safis.config]', `      afi-safi-name = ${str(family)}`);
+      // gobgpd puts a family in the graceful-restart capability only when its mp-graceful-restart is on.
+      if (gr !== undefined) lines.push('    [neighbors.afi-safis.mp-graceful-restart.config]', '      enabled = true');
     }
   }
   return lines.join('\n') + '\n';

@@ -171,6 +171,11 @@ export class GobgpdSupervisor {
     return this.child?.exitCode === null && this.child.signalCode === null ? this.child.pid : undefined;
   }
 
+  /** The neighbors in gobgpd's config now (the last reload's, or the start's). */
+  get neighbors(): GobgpdConfig['neighbors'] {
+    return this.currentConfig.neighbors;
+  }
+
   /** Directory holding gobgpd.toml (and the API socket by default); removed on close. */
   get directory(): string | undefined {
     return this.dir;

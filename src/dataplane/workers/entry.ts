@@ -1,13 +1,13 @@
-import type { PoolSnapshot } from '../health/health';
-import { errorMessage } from '../lib/errors';
-import { ListenerSet } from '../lib/listener-set';
-import { createLogger, type Logger } from '../lib/logger';
-import { createMetrics, type Metrics } from '../lib/metrics';
-import { BackendLoadTracker, type SnapshotSource } from './backend-load';
-import { createProcessConnectionLimits, type ConnectionLimits } from './limits';
-import { createListener, type TcpProxyListener } from './listener';
-import type { PoolSpec } from './proxy';
-import { isProtocolMessage, type FromWorker, type ListenerReport, type PoolReport, type ToWorker, type WorkerListenerInit, type WorkerPoolInit } from './worker-protocol';
+import type { PoolSnapshot } from '../../health/health';
+import { errorMessage } from '../../lib/errors';
+import { ListenerSet } from '../../lib/listener-set';
+import { createLogger, type Logger } from '../../lib/logger';
+import { createMetrics, type Metrics } from '../../lib/metrics';
+import { BackendLoadTracker, type SnapshotSource } from '../../proxy/backend-load';
+import { createProcessConnectionLimits, type ConnectionLimits } from '../../proxy/limits';
+import { createListener, type TcpProxyListener } from '../../proxy/listener';
+import type { PoolSpec } from '../../proxy/proxy';
+import { isProtocolMessage, type FromWorker, type ListenerReport, type PoolReport, type ToWorker, type WorkerListenerInit, type WorkerPoolInit } from './protocol';
 
 /**
  * A proxy worker process, forked by WorkerPool through node:cluster. It runs the very listeners a
@@ -138,6 +138,9 @@ export class ProxyWorker {
       }
       case 'vipd:exit':
         this.exit();
+        return;
+      case 'vipd:ping':
+        this.send({ type: 'vipd:pong', seq: message.seq });
         return;
     }
   }

@@ -1,6 +1,6 @@
-import type { Registry } from 'prom-client';
-import type { PoolSnapshot } from '../health/health';
-import type { BackendCounters, ListenerSpec, ListenerStats, PoolSpec, ProxyLimitsSpec } from './proxy';
+import type { PoolSnapshot } from '../../health/health';
+import type { ProxyLimitsSpec } from '../../proxy/proxy';
+import type { BackendCounters, ListenerSpec, ListenerStats, MetricsJson, PoolSpec } from '../data-plane';
 
 /**
  * IPC between the primary and its proxy workers (node:cluster channel, JSON serialisation). Everything
@@ -9,8 +9,7 @@ import type { BackendCounters, ListenerSpec, ListenerStats, PoolSpec, ProxyLimit
  * the same channel are never taken for ours.
  */
 
-/** A registry's getMetricsAsJSON() result (prom-client does not export the element type). */
-export type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
+export type { MetricsJson } from '../data-plane';
 
 export interface WorkerListenerInit {
   /** Already scaled to this worker's share of every total cap (see perWorkerSpec); its pool is that of WorkerPoolInit. */
@@ -59,7 +58,9 @@ export type ToWorker =
   /** Reload: new sessions of the listener use `spec` (same id and pool; this worker's share). */
   | { readonly type: 'vipd:updateListener'; readonly spec: ListenerSpec }
   /** Destroy everything and exit: the pool is shutting down. */
-  | { readonly type: 'vipd:exit' };
+  | { readonly type: 'vipd:exit' }
+  /** Heartbeat: answered at once with pong; a worker that stays silent for proxy.hangTimeout is killed. */
+  | { readonly type: 'vipd:ping'; readonly seq: number };
 
 export interface ListenerReport {
   readonly id: string;
@@ -78,10 +79,12 @@ export type FromWorker =
   /** The listener's socket accepts in this worker (true) or no longer does (false). */
   | { readonly type: 'vipd:bound'; readonly listener: string; readonly bound: boolean; readonly port?: number }
   | { readonly type: 'vipd:bindFailed'; readonly listener: string; readonly code?: string; readonly message: string }
-  /** Cumulative counters since the worker started; doubles as the heartbeat. */
+  /** Cumulative counters since the worker started. */
   | { readonly type: 'vipd:report'; readonly listeners: readonly ListenerReport[]; readonly pools: readonly PoolReport[] }
   | { readonly type: 'vipd:closed'; readonly listener: string }
-  | { readonly type: 'vipd:metrics'; readonly request: number; readonly metrics: MetricsJson };
+  | { readonly type: 'vipd:metrics'; readonly request: number; readonly metrics: MetricsJson }
+  /** The answer to ping: this worker's event loop runs. */
+  | { readonly type: 'vipd:pong'; readonly seq: number };
 
 export function isProtocolMessage<T extends { readonly type: string }>(message: unknown): message is T {
   return (
