@@ -316,6 +316,13 @@ export class Daemon implements AdminActions {
             message: `restart needed: listener ${vip.name}:${l.port} moves from pool ${before.pool} to ${l.pool}; its sessions belong to the old pool`,
           });
         }
+        if (before && dataPathOf(before) !== dataPathOf(l)) {
+          refused.push({
+            key: `vips[${vi}].listeners[${li}].dataPath`,
+            path: ['vips', vi, 'listeners', li, 'dataPath'],
+            message: `restart needed: listener ${vip.name}:${l.port} moves from the ${dataPathOf(before)} data path to ${dataPathOf(l)}; a listener stays on the plane that bound it`,
+          });
+        }
       });
     });
     return refused;

@@ -32,8 +32,8 @@ export interface ReloadTarget {
   /** The config running now. */
   readonly config: Config;
   /**
-   * Changes the running node cannot take although the file is valid (e.g. data-plane changes with
-   * proxy.workers > 1), each naming its key (`path` locates its line); empty when `apply` can take them all.
+   * Changes the running node cannot take although the file is valid (e.g. a listener moving to another
+   * pool or data path), each naming its key (`path` locates its line); empty when `apply` can take them all.
    */
   refusals(next: Config, changes: ConfigChanges): readonly Refusal[];
   /** Applies an accepted config in place; from then on `config` is `next`. */

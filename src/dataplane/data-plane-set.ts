@@ -72,6 +72,7 @@ export class DataPlaneSet {
 
   /** A listener on the plane of `path`; refused, by feature, when that plane cannot serve what `spec` asks. */
   listener(path: DataPath, spec: ListenerSpec, limits: { readonly maxConnectionsPerSource?: number } = {}): DataPlaneListener {
+    if (this.lifecycle === 'stopped') throw new VipdError('VIPD_ERR_CLOSED', `listener ${spec.id}: the daemon's data planes are closed`);
     const plane = this.plane(path);
     const missing = refusedFeatures(spec, limits, plane.features);
     if (missing.length > 0) {
