@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 packages=(
   gobgpd golang-github-osrg-gobgp-dev frr etcd-server etcd-client
-  iproute2 nftables util-linux procps psmisc openssl curl ca-certificates
+  iproute2 nftables conntrack util-linux procps psmisc openssl curl ca-certificates
   haproxy nginx-light libnginx-mod-stream wrk iperf3
   chromium systemd bird2
 )

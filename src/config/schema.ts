@@ -359,13 +359,13 @@ const backendSchema = z
 
 const poolSchema = z
   .object({
-    balance: z.enum(['round-robin', 'least-conn', 'random-two', 'source-hash']).default('round-robin'),
+    balance: z.enum(['round-robin', 'least-conn', 'random-two', 'random', 'source-hash']).default('round-robin'),
     backends: z.array(backendSchema).min(1, 'a pool needs at least one backend'),
     check: checkSchema.default({}),
     connectTimeout: duration(10, 60_000).default('1s'),
     maxConnectAttempts: z.number().int().min(1).max(10).default(3),
-    /** A backend that fails before its first byte: move the client to another, sending its bytes again (proxy.ts RetryBeforeReply). */
-    retryBeforeReply: z.enum(['tls', 'always', 'off']).default('tls'),
+    /** A backend that fails before its first byte: move the client to another, sending its bytes again (proxy.ts RetryBeforeReply). Default tls. */
+    retryBeforeReply: z.enum(['tls', 'always', 'off']).optional(),
     /** A backend that has just come up gets a weight ramping from ~0 to its full weight over this time. */
     slowStart: duration(0, 3_600_000).default('0s'),
     /** Default cap for backends that set no maxConnections of their own. */
@@ -379,8 +379,8 @@ const poolSchema = z
       .default({}),
     timeouts: z
       .object({
-        /** A client that sends nothing for this long after connecting is closed; no upstream is opened before its first byte. 0 = off. */
-        firstByte: duration(0, 3_600_000).default('10s'),
+        /** A client that sends nothing for this long after connecting is closed; no upstream is opened before its first byte. 0 = off. Default 10s. */
+        firstByte: duration(0, 3_600_000).optional(),
         /** A session with no bytes in either direction for this long is closed. 0 = off. */
         idle: duration(0, 86_400_000).default('0s'),
         /** Sessions older than this (plus up to maxConnectionAgeJitter) are closed, so long-lived clients reconnect and rebalance. 0 = off. */
@@ -408,13 +408,29 @@ const poolSchema = z
     if (p.outlierDetection.maxEjectionTime < p.outlierDetection.baseEjectionTime) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['outlierDetection', 'maxEjectionTime'], message: 'must be at least baseEjectionTime' });
     }
+  })
+  // Defaults filled here rather than by .default(), so that the kernel data path can tell a key the
+  // operator asked for (refused: the kernel cannot do it) from a default it would only ignore.
+  .transform((p) => {
+    const pool = {
+      ...p,
+      retryBeforeReply: p.retryBeforeReply ?? ('tls' as const),
+      timeouts: { ...p.timeouts, firstByte: p.timeouts.firstByte ?? 10_000 },
+    };
+    explicitPoolKeys.set(pool, { retryBeforeReply: p.retryBeforeReply !== undefined, firstByte: p.timeouts.firstByte !== undefined });
+    return pool;
   });
+
+/** Which defaulted pool keys the operator wrote, for checkKernelListeners (only read while the schema runs). */
+const explicitPoolKeys = new WeakMap<object, { readonly retryBeforeReply: boolean; readonly firstByte: boolean }>();
 
 const listenerSchema = z
   .object({
     port,
     pool: z.string().min(1),
     maxConnections: z.number().int().min(1, 'maxConnections must be 1..10000000').max(10_000_000, 'maxConnections must be 1..10000000').optional(),
+    /** proxy: vipd relays the bytes (every pool feature); kernel: nftables DNAT/SNAT, packets never reach vipd (docs/kernel-data-path.md). */
+    dataPath: z.enum(['proxy', 'kernel']).default('proxy'),
   })
   .strict();
 
@@ -750,6 +766,18 @@ export const configSchema = z
       })
       .strict()
       .default({}),
+    /** The kernel data path (listeners with dataPath: kernel): the nftables table vipd owns, and how it rewrites the source. */
+    kernel: z
+      .object({
+        /** vipd owns table `inet <table>` and nothing else: it replaces it whole and removes it on a clean stop. */
+        table: z.string().regex(/^[A-Za-z][A-Za-z0-9_]{0,31}$/, 'a table name: a letter, then letters, digits or _ (max 32)').default('vipd'),
+        /** Source address of IPv4 traffic to the backends; unset: masquerade (the address of the interface towards the backend). */
+        snatIpv4: ipv4Address.optional(),
+        /** Source address of IPv6 traffic to the backends; unset: masquerade. */
+        snatIpv6: z.string().refine((s) => isIP(s) === 6, (s) => ({ message: `"${s}" is not an IPv6 address` })).optional(),
+      })
+      .strict()
+      .default({}),
     speaker: speakerSchema,
     vips: z.array(vipSchema).min(1, 'at least one VIP is required'),
     pools: z.record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'pool names use letters, digits, . _ -'), poolSchema),
@@ -780,6 +808,7 @@ export const configSchema = z
       });
     });
     checkVipPolicies(cfg, ctx);
+    checkKernelListeners(cfg, ctx);
     const listenerPorts = new Set(cfg.vips.flatMap((v) => v.listeners.map((l) => l.port)));
     for (const [poolName, pool] of Object.entries(cfg.pools)) {
       pool.backends.forEach(({ endpoint: b }, bi) => {
@@ -798,7 +827,8 @@ export const configSchema = z
         if (first !== i) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['pools', poolName, 'backends', i], message: `duplicate backend ${k}: same address and port as backends[${first}] (addresses compare in canonical form)` });
       });
     }
-  });
+  })
+  .transform(withKernelPoolDefaults);
 
 type RawConfig = {
   readonly speaker: z.output<typeof speakerSchema>;
@@ -836,6 +866,85 @@ function checkVipPolicies(cfg: RawConfig, ctx: z.RefinementCtx): void {
     if (vip.onFailure === 'pessimize' && vip.attributes.pessimized === undefined && ibgp > 0 && ebgp > 0) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['vips', vi, 'attributes', 'pessimized'], message: 'required with onFailure: pessimize when peers are both iBGP and eBGP (no default makes the path worse to both)' });
     }
+  });
+}
+
+/**
+ * A pool that serves a kernel listener has no retry and no first-byte wait (the kernel can do neither,
+ * and writing them is refused), so when the operator wrote neither they default to off and 0s rather
+ * than to the proxy's tls and 10s.
+ */
+function withKernelPoolDefaults<C extends { readonly vips: ReadonlyArray<z.output<typeof vipSchema>>; readonly pools: Record<string, z.output<typeof poolSchema>> }>(cfg: C): C {
+  const kernelPools = new Set(cfg.vips.flatMap((v) => v.listeners.filter((l) => l.dataPath === 'kernel').map((l) => l.pool)));
+  if (kernelPools.size === 0) return cfg;
+  const pools = { ...cfg.pools };
+  for (const name of kernelPools) {
+    const pool = pools[name];
+    const explicit = pool && explicitPoolKeys.get(pool);
+    if (!pool || !explicit) continue;
+    pools[name] = {
+      ...pool,
+      retryBeforeReply: explicit.retryBeforeReply ? pool.retryBeforeReply : 'off',
+      timeouts: { ...pool.timeouts, firstByte: explicit.firstByte ? pool.timeouts.firstByte : 0 },
+    };
+  }
+  return { ...cfg, pools };
+}
+
+type KernelCheckConfig = {
+  readonly proxy: { readonly maxConnectionsPerSource?: number | undefined };
+  readonly vips: ReadonlyArray<z.output<typeof vipSchema>>;
+  readonly pools: Readonly<Record<string, z.output<typeof poolSchema>>>;
+};
+
+/**
+ * What a kernel listener cannot do, refused at load with the reason: its packets are rewritten by
+ * nftables and never reach vipd, so nothing that needs to see a connection (its load, its first bytes,
+ * its failure before a reply, a wait in a queue, a count per source) can apply. docs/kernel-data-path.md.
+ */
+function checkKernelListeners(cfg: KernelCheckConfig, ctx: z.RefinementCtx): void {
+  const refuse = (path: Array<string | number>, message: string) => ctx.addIssue({ code: z.ZodIssueCode.custom, path, message });
+  const checkedPools = new Set<string>();
+  cfg.vips.forEach((vip, vi) => {
+    vip.listeners.forEach((l, li) => {
+      if (l.dataPath !== 'kernel') return;
+      const at = `kernel listener vips[${vi}].listeners[${li}] (${vip.name}:${l.port})`;
+      if (l.maxConnections !== undefined) {
+        refuse(['vips', vi, 'listeners', li, 'maxConnections'], `${at}: a connection cap needs vipd to see each connection, and the kernel data path never does; remove it, or use dataPath: proxy`);
+      }
+      if (cfg.proxy.maxConnectionsPerSource !== undefined) {
+        refuse(['proxy', 'maxConnectionsPerSource'], `per-source caps are counted by the proxy, and the packets of ${at} never reach it; remove the cap, or use dataPath: proxy for every listener`);
+      }
+      const pool = cfg.pools[l.pool];
+      if (pool === undefined || checkedPools.has(l.pool)) return;
+      checkedPools.add(l.pool);
+      const p = (...rest: Array<string | number>) => ['pools', l.pool, ...rest];
+      const users = `pool "${l.pool}" serves ${at}`;
+      if (pool.balance === 'least-conn' || pool.balance === 'random-two') {
+        refuse(p('balance'), `${users}: ${pool.balance} picks on each backend's open connections, and nftables picks from a map without them; use round-robin, random or source-hash`);
+      }
+      const explicit = explicitPoolKeys.get(pool);
+      if (explicit?.retryBeforeReply && pool.retryBeforeReply !== 'off') {
+        refuse(p('retryBeforeReply'), `${users}: the kernel cannot retry: the client's SYN is rewritten to one backend and, if that backend fails, the client sees it; remove the key or set it to off`);
+      }
+      if (pool.queue.size > 0) refuse(p('queue', 'size'), `${users}: there is no queue in the kernel data path (a connection is rewritten at once or not at all); remove it or set size 0`);
+      if (explicit?.firstByte && pool.timeouts.firstByte > 0) {
+        refuse(p('timeouts', 'firstByte'), `${users}: the kernel data path connects the client to its backend before any byte, so it cannot wait for the first one; remove the key or set it to 0s`);
+      }
+      for (const key of ['idle', 'maxConnectionAge'] as const) {
+        if (pool.timeouts[key] > 0) refuse(p('timeouts', key), `${users}: vipd does not see the connections of the kernel data path, so it cannot time them out; remove the key or set it to 0s`);
+      }
+      if (pool.slowStart > 0) refuse(p('slowStart'), `${users}: slow start ramps weights per pick, and the kernel's map holds fixed shares; remove it or set it to 0s`);
+      if (pool.maxConnectionsPerBackend !== undefined) refuse(p('maxConnectionsPerBackend'), `${users}: the kernel data path cannot cap connections per backend; remove it`);
+      pool.backends.forEach((b, bi) => {
+        if (b.maxConnections !== undefined) refuse(p('backends', bi, 'maxConnections'), `${users}: the kernel data path cannot cap connections per backend; remove it`);
+        if (isLoopbackAddress(b.endpoint.host)) {
+          refuse(p('backends', bi), `${users}: backend ${b.endpoint.key} is a loopback address; DNAT to 127.0.0.0/8 needs net.ipv4.conf.*.route_localnet=1 (which also exposes every service bound to loopback), and ::1 cannot be a DNAT target at all. Use an address of the node's interface`);
+        } else if (isIP(b.endpoint.host) !== isIP(vip.address)) {
+          refuse(p('backends', bi), `${users}: backend ${b.endpoint.key} is IPv${isIP(b.endpoint.host)} and the VIP ${vip.address} is IPv${isIP(vip.address)}; DNAT cannot change the address family (the proxy can)`);
+        }
+      });
+    });
   });
 }
 

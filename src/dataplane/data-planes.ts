@@ -1,8 +1,8 @@
-import { VipdError } from '../lib/errors';
 import { proxyLimits } from '../daemon/specs';
 import type { DataPlane, DataPlaneContext, DataPlaneFactories } from './data-plane';
 import { DataPlaneSet } from './data-plane-set';
 import { InProcessDataPlane } from './in-process';
+import { createKernelDataPlane } from './kernel/kernel-data-plane';
 import { WorkerPool } from './workers/worker-pool';
 
 /**
@@ -17,9 +17,8 @@ import { WorkerPool } from './workers/worker-pool';
 export const dataPlaneFactories: DataPlaneFactories = {
   /** The user-space proxy: in this process, or in proxy.workers worker processes. */
   proxy: (context) => proxyDataPlane(context),
-  kernel: () => {
-    throw new VipdError('VIPD_ERR_CONFIG', 'dataPath kernel: the nftables data path is not part of this build');
-  },
+  /** nftables DNAT/SNAT: packets never reach vipd (src/dataplane/kernel/, docs/kernel-data-path.md). */
+  kernel: (context) => createKernelDataPlane(context),
 };
 
 function proxyDataPlane({ config, logger, metrics, clock }: DataPlaneContext): DataPlane {

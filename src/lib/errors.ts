@@ -13,7 +13,8 @@ export type ErrorCode =
   | 'VIPD_ERR_CLOSED'
   | 'VIPD_ERR_CONNECT_TIMEOUT'
   | 'VIPD_ERR_NO_BACKEND'
-  | 'VIPD_ERR_STATE';
+  | 'VIPD_ERR_STATE'
+  | 'VIPD_ERR_KERNEL';
 
 export class VipdError extends Error {
   readonly code: ErrorCode;

@@ -43,6 +43,14 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     poolConnectionSkew: new Gauge({ name: 'vipd_proxy_pool_connection_skew_ratio', help: 'Busiest backend in service: its connections per unit of weight over the pool average per unit of weight (1 = even)', labelNames: ['pool'], registers: r }),
     proxyWorkerRestarts: new Counter({ name: 'vipd_proxy_worker_restarts_total', help: 'Proxy worker processes restarted, by reason: exited (died) or hung (silent for proxy.hangTimeout, killed)', labelNames: ['reason'], registers: r }),
     proxyWorkersAnswering: new Gauge({ name: 'vipd_proxy_workers_answering', help: 'Proxy worker processes up and answering their heartbeat', registers: r }),
+    // kernel data path (nftables): counted by the kernel, read back by vipd
+    kernelBackendPackets: new Counter({ name: 'vipd_kernel_backend_packets_total', help: 'Packets of kernel-path connections to and from the backend (nft counters, forward chain)', labelNames: ['pool', 'backend'], registers: r }),
+    kernelBackendBytes: new Counter({ name: 'vipd_kernel_backend_bytes_total', help: 'Bytes of kernel-path connections to and from the backend (nft counters, forward chain)', labelNames: ['pool', 'backend'], registers: r }),
+    kernelBackendConnections: new Counter({ name: 'vipd_kernel_backend_connections_total', help: 'Connections the kernel path rewrote to the backend (nft counters, postrouting chain)', labelNames: ['pool', 'backend'], registers: r }),
+    kernelBackendActive: new Gauge({ name: 'vipd_kernel_backend_connections_active', help: 'Open kernel-path connections to the backend (conntrack)', labelNames: ['pool', 'backend'], registers: r }),
+    kernelConntrackDeleted: new Counter({ name: 'vipd_kernel_conntrack_deleted_total', help: 'Conntrack entries deleted when a backend went down (closeOnBackendDown)', labelNames: ['pool', 'backend'], registers: r }),
+    kernelTableWrites: new Counter({ name: 'vipd_kernel_table_writes_total', help: 'Transactions that replace the nftables table, by result (ok, failed)', labelNames: ['result'], registers: r }),
+    kernelListenerVerified: new Gauge({ name: 'vipd_kernel_listener_verified', help: '1 while the read-back shows every rule of the kernel listener in place', labelNames: ['listener'], registers: r }),
     // speaker
     peerState: new Gauge({ name: 'vipd_speaker_peer_state', help: '1 for the current BGP session state of a peer', labelNames: ['peer', 'state'], registers: r }),
     peerTransitions: new Counter({ name: 'vipd_speaker_peer_transitions_total', help: 'BGP session state changes', labelNames: ['peer', 'to'], registers: r }),

@@ -92,10 +92,10 @@ function compareKeys(x: string, y: string): number {
  * comes. Turns go in order of (turns taken + 1) / weight, ties to the lower index: a backend of weight
  * 3 takes three turns for each one of a backend of weight 1, and the order in which any two backends
  * take turns does not depend on which others are present, which keeps disruption near the minimum.
+ * `size` must be prime (the kernel data path uses a smaller table than the proxy's, see dataplane/kernel).
  */
-export function buildMaglevTable(keys: readonly string[], weights: ArrayLike<number>): Uint16Array | Uint32Array {
+export function buildMaglevTable(keys: readonly string[], weights: ArrayLike<number>, size: number = MAGLEV_TABLE_SIZE): Uint16Array | Uint32Array {
   const count = keys.length;
-  const size = MAGLEV_TABLE_SIZE;
   const table = count <= 0xffff ? new Uint16Array(size) : new Uint32Array(size);
   if (count === 0) return table;
   const taken = new Uint8Array(size);

@@ -1,5 +1,6 @@
 import { VipdError } from '../lib/errors';
 import { LeastConnPicker } from './picker-least-conn';
+import { RandomPicker } from './picker-random';
 import { RandomTwoPicker, randomBitsFrom, seededRandomBits, type RandomBits } from './picker-random-two';
 import { RoundRobinPicker } from './picker-round-robin';
 import { SourceHashPicker } from './picker-source-hash';
@@ -17,6 +18,7 @@ const pickerFactories: { readonly [A in BalanceAlgorithm]: PickerFactory } = {
   'round-robin': (pool) => new RoundRobinPicker(pool),
   'least-conn': (pool) => new LeastConnPicker(pool),
   'random-two': (pool, randomBits) => new RandomTwoPicker(pool, randomBits),
+  random: (pool, randomBits) => new RandomPicker(pool, randomBits),
   'source-hash': (pool) => new SourceHashPicker(pool),
 };
 

@@ -5,7 +5,7 @@ import type { PoolSnapshot } from '../health/health';
  * Contract of the proxy module: one TCP listener per VIP:port, relaying to a backend picked from the
  * pool snapshot that health rebuilds. The proxy never dials anything but configured backends.
  */
-export type BalanceAlgorithm = 'round-robin' | 'least-conn' | 'random-two' | 'source-hash';
+export type BalanceAlgorithm = 'round-robin' | 'least-conn' | 'random-two' | 'random' | 'source-hash';
 
 /**
  * When a client may be moved to another backend after its backend failed (reset or closed) before
