@@ -300,3 +300,14 @@ test("T13: the ToR's bgpd restarted: dial-out route back ≤ 16 s, with listen �
   await measureT13('bgpd restart', t1);
 });
 
+
+test('T16 with graceful restart on: SIGKILL of vipd, its gobgpd sends a Cease, which ends graceful restart: the path leaves the ToR ≤ 1 s and stays gone', { timeout: 60_000 }, async () => {
+  await lab.tor.waitNexthops(PREFIX, 3, 30_000, 50);
+  const t0 = Date.now();
+  vipd.get('lb3')!.kill('SIGKILL');
+  assertWithin('T16 (graceful restart on): vipd SIGKILL -> lb3 out of the ToR route', await torRoutes.until(2, t0, 5000), 1000, 'T16 ≤ 1 s');
+  await new Promise((r) => setTimeout(r, 3000));
+  const left = await gateways();
+  record(`T16 (graceful restart on): 3 s later the ToR routes via ${JSON.stringify(left)} (not held stale for ${RESTART_TIME})`);
+  assert.ok(!left.includes(addr('lb3')), 'the Cease flushed lb3\'s path; it was not kept for restartTime');
+});
