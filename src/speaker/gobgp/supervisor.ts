@@ -365,7 +365,13 @@ export class GobgpdSupervisor {
     const pid = this.pid;
     if (!this.machine.is('running') || pid === undefined) return;
     this.restarting = true;
-    await this.installConfig(this.currentConfig, { check: false, install: true });
+    try {
+      await this.installConfig(this.currentConfig, { check: false, install: true });
+    } catch (err) {
+      // Still held: the caller's next reconciliation pass tries again.
+      this.held = true;
+      throw err;
+    }
     if (this.pid !== pid) return;
     process.kill(pid, 'SIGHUP');
     this.log.info({ event: 'daemon', op: 'releaseNeighbors', reason, neighbors: this.currentConfig.neighbors.map((n) => n.address), heldMs: Math.round(this.options.clock.now() - this.childStartedAt) }, 'gobgpd given its neighbors (SIGHUP)');
