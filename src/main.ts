@@ -8,8 +8,8 @@ import { ConfigReloader, type Refusal, type ReloadResult, type ReloadTarget } fr
 import { adminSocketPath } from './config/schema';
 import { AdminServer } from './control/admin-server';
 import { AdminInputError, type AdminActions, type DaemonStatus, type DrainRequest } from './control/control';
-import { Drains } from './daemon/drains';
 import { EventJournal } from './control/event-journal';
+import { Drains } from './daemon/drains';
 import { dataPathOf, dataPathsOf, gobgpPeers, listenerSpec, proxyLimits, toCheckSpec, toDampingSpec, toPoolSpec, vipAdvertisements } from './daemon/specs';
 import { statusReply } from './daemon/status-reply';
 import type { DataPlaneListener, DataPlanePool } from './dataplane/data-plane';
@@ -129,7 +129,7 @@ export class Daemon implements AdminActions {
       store: new DrainStateFile(config.stateDir, config.node.name),
       pools: this.pools,
       shuttingDown: () => this.shuttingDown,
-      // Built before the reconciler: a drain sequence phase can only change once start() runs.
+      // The reconciler is built after the drains (its VIP sources read their phases); drains change only from start() on.
       onChange: () => this.reconciler?.evaluate(),
       settled: () => this.reconciler.idle(),
       closeConnections: (target) => this.closeClientConnections(target),
