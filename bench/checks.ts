@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { VIP } from './configs';
+import { CHECKS_VIP as VIP } from './configs';
 import type { BenchOptions } from './options';
 import { cpuMeter, startProcess, treeRssKiB, type Managed } from './procs';
 import { median, progress, run, sleep, waitFor } from './util';

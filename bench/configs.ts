@@ -6,12 +6,19 @@ import * as path from 'node:path';
  * with anything on the host.
  */
 
-/** The VIP: a host address that is not loopback (vipd refuses 127/8 as a VIP), put on `lo` in the namespace. */
+/** The VIP: on `lo` of the balancer namespace (netns.ts), reached from the client through its veth. */
 export const VIP = '198.18.99.1';
-/** The nginx HTTP backend, on the namespace's own loopback. */
-export const BACKEND_HOST = '127.0.0.1';
+/** The checks block's VIP, on the client namespace's `lo` (that block runs on loopback alone). */
+export const CHECKS_VIP = '198.18.99.2';
+/** The routed topology's addresses (netns.ts). */
+export const CLIENT_HOST = '198.18.101.2';
+export const BALANCER_CLIENT_SIDE = '198.18.101.1';
+export const BALANCER_BACKEND_SIDE = '198.18.102.1';
+/** The nginx HTTP backend, in the backend namespace behind the balancer. */
+export const BACKEND_HOST = '198.18.102.2';
 export const BACKEND_PORT = 8080;
-export const PROXY_PORTS = { vipd: 8001, haproxy: 8002, nginx: 8003, libuv: 8004 } as const;
+/** Listening ports on the VIP. vipd's variants (workers, first-byte wait) run one at a time on 8001. */
+export const PROXY_PORTS = { vipd: 8001, 'vipd-firstbyte': 8001, 'vipd-kernel': 8005, haproxy: 8002, nginx: 8003, libuv: 8004 } as const;
 /** vipd's admin API (loopback only, as vipd requires). Every port here stays below the ephemeral range (netns.ts). */
 export const VIPD_ADMIN_PORT = 9180;
 
@@ -132,13 +139,29 @@ stream {
 `;
 }
 
+/** Which vipd the benchmark runs: the user-space proxy (1 or N workers, with or without the first-byte wait) or the kernel data path. */
+export interface VipdVariant {
+  readonly workers: number;
+  /** `timeouts.firstByte`; undefined leaves vipd's default (10s), i.e. the wait for the client's first byte. */
+  readonly firstByte: string | undefined;
+  /** `dataPath: kernel` (nftables DNAT/SNAT on the balancer) instead of the proxy. */
+  readonly kernel: boolean;
+}
+
 /**
  * vipd without BGP (`speaker.driver: none`), the VIP already on `lo` (`manageAddresses: false`), and a
- * pool of the one backend. firstByte is off: the idle-connection test's clients stay silent after their
- * first exchange, and the bench must not measure vipd's timeout instead of its memory. JSON is valid
+ * pool of the one backend. The proxy runs with `firstByte: 0s` in the tables: the idle-connection test's
+ * clients stay silent after their first exchange, and HAProxy and nginx dial at once too; the
+ * first-byte block measures vipd's default (10s) against it. The kernel listener's pool sets none of
+ * what a kernel listener refuses (first byte, queue, retry before reply, least-conn). JSON is valid
  * YAML, so the config is written as JSON and needs no YAML library here.
  */
-export function vipdConfig(workers: number, adminPort: number, stateDir: string, adminSocket: string): Record<string, unknown> {
+export function vipdConfig(v: VipdVariant, adminPort: number, stateDir: string, adminSocket: string): Record<string, unknown> {
+  const check = { kind: 'tcp', interval: '500ms', timeout: '200ms', rise: 1, fall: 3 };
+  const backends = [`${BACKEND_HOST}:${BACKEND_PORT}`];
+  const listener = v.kernel ? { port: PROXY_PORTS['vipd-kernel'], pool: 'web', dataPath: 'kernel' } : { port: PROXY_PORTS.vipd, pool: 'web' };
+  const pool: Record<string, unknown> = { balance: 'round-robin', backends, check };
+  if (!v.kernel && v.firstByte !== undefined) pool.timeouts = { firstByte: v.firstByte };
   return {
     node: { name: 'bench' },
     // Per run: a drain left by one run must not carry into the next, and parallel runs never meet on /run/vipd.
@@ -147,16 +170,9 @@ export function vipdConfig(workers: number, adminPort: number, stateDir: string,
     net: { interface: 'lo', manageAddresses: false },
     shutdown: { grace: '0s' },
     speaker: { driver: 'none' },
-    proxy: { workers },
-    vips: [{ name: 'bench', address: VIP, listeners: [{ port: PROXY_PORTS.vipd, pool: 'web' }] }],
-    pools: {
-      web: {
-        balance: 'round-robin',
-        backends: [`${BACKEND_HOST}:${BACKEND_PORT}`],
-        check: { kind: 'tcp', interval: '500ms', timeout: '200ms', rise: 1, fall: 3 },
-        timeouts: { firstByte: '0s' },
-      },
-    },
+    proxy: { workers: v.workers },
+    vips: [{ name: 'bench', address: VIP, listeners: [listener] }],
+    pools: { web: pool },
   };
 }
 

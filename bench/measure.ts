@@ -3,7 +3,8 @@ import { createInterface } from 'node:readline';
 import { LARGE_FILE_BYTES, BACKEND_PORT } from './configs';
 import { curlDownload, wrk, type WrkResult } from './load';
 import type { RunningPath } from './paths';
-import { cpuMeter, startProcess, treeRssKiB, type Interference } from './procs';
+import type { Namespaces } from './netns';
+import { cpuMeter, softirqMeter, startProcess, treeRssKiB, type Interference } from './procs';
 import { errorText, progress, run, sleep } from './util';
 
 /** How long each load runs, per table (options.ts durationsFor; --quick shortens them). */
@@ -45,6 +46,25 @@ export interface RateFigure {
   cpuUsPerOp?: number;
   /** Percent of one core per process of the proxy's tree, root first. */
   cpuPerProcess?: number[];
+  /** The whole machine's softirq time over the run (forwarding, NAT, TCP receive), percent of one core. */
+  softirqPercent?: number;
+  /** The same per core (core 0 first). */
+  softirqPerCore?: number[];
+  requests?: number;
+}
+
+/**
+ * TIME_WAIT sockets the (b) load left, per namespace and leg: who closed each connection first.
+ * A TIME_WAIT on the client holds one of the client's ephemeral ports towards the VIP for 60 s; one on
+ * the balancer's client leg sits on the listening port and holds no port; one on its upstream leg holds
+ * one of the balancer's ports towards the backend; one on the backend holds none of its own.
+ */
+export interface TimeWaitFigure {
+  connections: number;
+  client: number;
+  balancerClientLeg: number;
+  balancerUpstreamLeg: number;
+  backend: number;
 }
 
 export interface IdleFigure {
@@ -70,8 +90,13 @@ export interface BlockResult {
   interference?: Interference;
   /** Proxy CPU during (c), percent of one core. */
   bulkCpuPercent?: number;
+  bulkSoftirqPercent?: number;
+  timeWait?: TimeWaitFigure;
   errors: string[];
 }
+
+/** The figures a block measures (a table may skip some to keep the whole run short). */
+export type FigureKey = 'a' | 'b' | 'c' | 'd';
 
 export interface BlockContext {
   readonly path: RunningPath;
@@ -84,15 +109,29 @@ export interface BlockContext {
   readonly nofile: number;
   readonly logDir: string;
   readonly label: string;
+  /** Which of (a)-(d) to run; (e) runs when idleConnections is set. */
+  readonly figures: ReadonlySet<FigureKey>;
+  readonly namespaces: Namespaces;
+  /** The client's source address in this block (netns.ts freshClientSource). */
+  readonly clientSource: string;
+  /** The port the path listens on at the balancer (for the TIME_WAIT split); undefined for direct. */
+  readonly proxyPort: number | undefined;
+}
+
+function softirqFields(s: { total: number; perCore: number[] }): { softirqPercent: number; softirqPerCore: number[] } {
+  return { softirqPercent: s.total, softirqPerCore: s.perCore };
 }
 
 async function withCpu(p: RunningPath, body: () => Promise<WrkResult>): Promise<RateFigure> {
   const meter = p.proc ? cpuMeter(p.proc.pid) : undefined;
+  const softirq = softirqMeter();
   const r = await body();
   const cpu = meter?.stop();
   return {
     rate: r.rate,
     errors: r.errors,
+    requests: r.requests,
+    ...softirqFields(softirq.stop()),
     ...(cpu
       ? {
           cpuPercent: cpu.percent,
@@ -127,33 +166,39 @@ export async function measureBlock(ctx: BlockContext): Promise<BlockResult> {
     });
   }
 
+  const f = ctx.figures;
   await step('warm-up', async () => {
     await wrk({ url: url('small'), connections: LOAD_CONNECTIONS, durationS: d.warmupS, script: ctx.scripts.plain, cores: ctx.loadCores });
   });
 
-  await step('(a) keep-alive', async () => {
+  if (f.has('a')) await step('(a) keep-alive', async () => {
     res.keepAlive = await withCpu(p, () =>
       wrk({ url: url('small'), connections: LOAD_CONNECTIONS, durationS: d.keepAliveS, script: ctx.scripts.plain, cores: ctx.loadCores }),
     );
     progress(`  ${ctx.label} (a) keep-alive ${fmtRate(res.keepAlive)}`);
   });
 
-  await step('(b) new connections', async () => {
+  if (f.has('b')) await step('(b) new connections', async () => {
+    const before = await timeWaitSnapshot(ctx);
     res.newConn = await withCpu(p, () =>
       wrk({ url: url('small'), connections: LOAD_CONNECTIONS, durationS: d.newConnS, script: ctx.scripts.close, cores: ctx.loadCores }),
     );
-    progress(`  ${ctx.label} (b) new conns ${fmtRate(res.newConn)}`);
+    res.timeWait = await timeWaitSince(ctx, before, res.newConn.requests ?? 0);
+    const tw = res.timeWait;
+    progress(`  ${ctx.label} (b) new conns ${fmtRate(res.newConn)}; TIME_WAIT left: client ${tw.client}, balancer ${tw.balancerClientLeg} + ${tw.balancerUpstreamLeg} upstream, backend ${tw.backend}`);
   });
 
-  await step('(c) bulk', async () => {
+  if (f.has('c')) await step('(c) bulk', async () => {
     const meter = p.proc ? cpuMeter(p.proc.pid) : undefined;
+    const softirq = softirqMeter();
     res.bulkBps = await curlDownload(url('large'), LARGE_FILE_BYTES, ctx.loadCores);
     const cpu = meter?.stop();
     if (cpu) res.bulkCpuPercent = cpu.percent;
+    res.bulkSoftirqPercent = softirq.stop().total;
     progress(`  ${ctx.label} (c) bulk ${(res.bulkBps / 2 ** 20).toFixed(0)} MiB/s${cpu ? `, proxy CPU ${cpu.percent.toFixed(0)}%` : ''}`);
   });
 
-  await step('(d) latency', async () => {
+  if (f.has('d')) await step('(d) latency', async () => {
     const r = await wrk({ url: url('small'), connections: LATENCY_CONNECTIONS, durationS: d.latencyS, script: ctx.scripts.paced, cores: ctx.loadCores });
     res.latency = { p50Us: r.p50Us, p99Us: r.p99Us, rate: r.rate, errors: r.errors };
     progress(`  ${ctx.label} (d) at ${r.rate.toFixed(0)} req/s: p50 ${r.p50Us} µs, p99 ${r.p99Us} µs${r.errors ? `, ${r.errors} errors` : ''}`);
@@ -192,7 +237,7 @@ async function idleMemory(ctx: BlockContext, count: number): Promise<IdleFigure>
     // Let the proxy finish per-connection work (and Node its lazy allocations) before reading RSS.
     await sleep(1000);
     const rssAfterKiB = treeRssKiB(pid);
-    const upstreamLegs = await establishedTo(BACKEND_PORT);
+    const upstreamLegs = await establishedTo(ctx.namespaces.backend, BACKEND_PORT);
     return { connections: count, rssBeforeKiB, rssAfterKiB, upstreamLegs, mibPer10k: ((rssAfterKiB - rssBeforeKiB) / 1024) * (10_000 / count) };
   } finally {
     await client.stop(5000);
@@ -219,8 +264,65 @@ function firstLine(stream: NodeJS.ReadableStream, timeoutMs: number): Promise<st
   });
 }
 
-/** Established TCP sockets whose local port is `port` (the backend's side of each upstream leg). */
-async function establishedTo(port: number): Promise<number> {
-  const r = await run(['ss', '-Htn', 'state', 'established', `( sport = :${port} )`]);
+/** Established TCP sockets in the backend namespace whose local port is `port` (the backend's side of each upstream leg). */
+async function establishedTo(ns: string, port: number): Promise<number> {
+  const r = await run(['ip', 'netns', 'exec', ns, 'ss', '-Htn', 'state', 'established', `( sport = :${port} )`]);
   return r.stdout.split('\n').filter((l) => l.trim() !== '').length;
+}
+
+interface TimeWaitSocket {
+  local: string;
+  localPort: number;
+  peer: string;
+  peerPort: number;
+  /** local and peer address:port: a connection's identity while it is in TIME_WAIT. */
+  key: string;
+}
+
+function splitHostPort(text: string): [string, number] {
+  const i = text.lastIndexOf(':');
+  return [text.slice(0, i).replace(/^\[|\]$/g, ''), Number(text.slice(i + 1))];
+}
+
+async function timeWaitSockets(ns: string): Promise<TimeWaitSocket[]> {
+  const r = await run(['ip', 'netns', 'exec', ns, 'ss', '-Htan', 'state', 'time-wait'], { timeoutMs: 30_000 });
+  const out: TimeWaitSocket[] = [];
+  for (const line of r.stdout.split('\n')) {
+    // Recv-Q Send-Q Local:Port Peer:Port
+    const cols = line.trim().split(/\s+/);
+    if (cols.length < 4) continue;
+    const [local, localPort] = splitHostPort(cols[2]!);
+    const [peer, peerPort] = splitHostPort(cols[3]!);
+    out.push({ local, localPort, peer, peerPort, key: `${cols[2]} ${cols[3]}` });
+  }
+  return out;
+}
+
+type TimeWaitSnapshot = readonly [ReadonlySet<string>, ReadonlySet<string>, ReadonlySet<string>];
+
+function namespacesOf(ctx: BlockContext): string[] {
+  return [ctx.namespaces.client, ctx.namespaces.balancer, ctx.namespaces.backend];
+}
+
+/** The TIME_WAIT sockets in each namespace before the load: those are not the load's. */
+async function timeWaitSnapshot(ctx: BlockContext): Promise<TimeWaitSnapshot> {
+  const lists = await Promise.all(namespacesOf(ctx).map(timeWaitSockets));
+  return lists.map((l) => new Set(l.map((s) => s.key))) as unknown as TimeWaitSnapshot;
+}
+
+/**
+ * Counts the TIME_WAIT sockets the load made, per namespace and leg: those present after it and not
+ * before (a TIME_WAIT lasts 60 s, longer than any load here, so none of the load's is gone yet).
+ */
+async function timeWaitSince(ctx: BlockContext, before: TimeWaitSnapshot, connections: number): Promise<TimeWaitFigure> {
+  const [client, balancer, backend] = await Promise.all(namespacesOf(ctx).map(timeWaitSockets));
+  const count = (list: TimeWaitSocket[] | undefined, old: ReadonlySet<string>, pred: (s: TimeWaitSocket) => boolean) =>
+    (list ?? []).filter((s) => !old.has(s.key) && pred(s)).length;
+  return {
+    connections,
+    client: count(client, before[0], (s) => s.local === ctx.clientSource),
+    balancerClientLeg: ctx.proxyPort === undefined ? 0 : count(balancer, before[1], (s) => s.localPort === ctx.proxyPort),
+    balancerUpstreamLeg: count(balancer, before[1], (s) => s.peerPort === BACKEND_PORT),
+    backend: count(backend, before[2], (s) => s.localPort === BACKEND_PORT),
+  };
 }

@@ -16,6 +16,10 @@ export interface BenchOptions {
   readonly profileDir: string | undefined;
   /** Skip the second table (vipd workers 2, HAProxy nbthread 2, nginx 2 workers). */
   readonly workersTable: boolean;
+  /** Skip the block on the kernel's default sysctls (ip_local_port_range, tcp_tw_reuse). */
+  readonly defaultSysctlsBlock: boolean;
+  /** Skip the block that measures vipd's first-byte wait (default 10s) against firstByte: 0s. */
+  readonly firstByteBlock: boolean;
   /** Keep the work directory (configs and logs of every process) instead of removing it. */
   readonly keep: boolean;
   /** vipd's CLI to run (default: this tree's dist/src/cli/bin.js), e.g. another build to compare with. */
@@ -30,13 +34,14 @@ export interface BenchOptions {
 
 export const USAGE = `usage: npm run bench -- [options]
 
-Runs vipd, HAProxy, nginx stream and the direct path against one nginx backend, in a network
-namespace of its own, and prints markdown tables (stdout); progress goes to stderr.
+Runs vipd (proxy and kernel data path), HAProxy, nginx stream and the direct path against one
+nginx backend, in a routed topology of three network namespaces (client, balancer, backend), and
+prints one markdown table per block (stdout); progress goes to stderr.
 
   --rounds N        rounds per table, alternating the paths; figures are medians (default 3)
-  --quick           1 round, shorter loads, 2,000 idle connections: a smoke run (~1.5 min)
-  --only LIST       comma-separated paths: vipd,haproxy,nginx,direct (default: these four),
-                    and libuv: a bare relay on Node's internal libuv handles, the
+  --quick           1 round, shorter loads, 2,000 idle connections: a smoke run (~3 min)
+  --only LIST       comma-separated paths: vipd,vipd-kernel,haproxy,nginx,direct (default: these
+                    five), and libuv: a bare relay on Node's internal libuv handles, the
                     reference for what net.Socket costs (bench/libuv-relay.ts);
                     and checks: the cost of 1,000 tcp and http health checks a second,
                     vipd next to HAProxy (bench/checks.ts; alone, it skips the tables)
@@ -44,6 +49,8 @@ namespace of its own, and prints markdown tables (stdout); progress goes to stde
                     and bulk loads, and print the top functions (adds ~40 s)
   --profile-dir DIR where the .cpuprofile files go (default: a new directory in $TMPDIR)
   --no-workers      skip the second table (2 workers / threads)
+  --no-default-sysctls  skip the block on the kernel's default ip_local_port_range and tcp_tw_reuse
+  --no-firstbyte    skip the block on vipd's first-byte wait (firstByte 10s against 0s)
   --keep            keep the work directory (configs, logs) after the run
   --vipd-bin FILE   vipd CLI to run instead of dist/src/cli/bin.js (e.g. another build)
   --boost N         run every benchmark process at nice -N, so other work on the machine
@@ -62,6 +69,8 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
   let profile = false;
   let profileDir: string | undefined;
   let workersTable = true;
+  let defaultSysctlsBlock = true;
+  let firstByteBlock = true;
   let keep = false;
   let vipdBin = VIPD_BIN;
   let boost = 10;
@@ -84,8 +93,10 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
         break;
       case '--only': {
         const names = value().split(',').map((s) => s.trim()).filter(Boolean);
-        const bad = names.filter((n) => !(PATH_NAMES as readonly string[]).includes(n) && n !== 'checks');
-        if (bad.length > 0 || names.length === 0) throw new UsageError(`--only takes a list of ${PATH_NAMES.join(', ')}, checks; got ${bad.join(', ') || 'nothing'}`);
+        // vipd-firstbyte is the first-byte block's own path, not one to pick.
+        const pickable = PATH_NAMES.filter((n) => n !== 'vipd-firstbyte') as readonly string[];
+        const bad = names.filter((n) => !pickable.includes(n) && n !== 'checks');
+        if (bad.length > 0 || names.length === 0) throw new UsageError(`--only takes a list of ${pickable.join(', ')}, checks; got ${bad.join(', ') || 'nothing'}`);
         only = PATH_NAMES.filter((n) => names.includes(n));
         checks = names.includes('checks');
         break;
@@ -99,6 +110,12 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
         break;
       case '--no-workers':
         workersTable = false;
+        break;
+      case '--no-default-sysctls':
+        defaultSysctlsBlock = false;
+        break;
+      case '--no-firstbyte':
+        firstByteBlock = false;
         break;
       case '--keep':
         keep = true;
@@ -119,18 +136,32 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
         throw new UsageError(`unknown option ${arg}`);
     }
   }
-  return { rounds: rounds ?? (quick ? 1 : 3), quick, only, checks, profile, profileDir, workersTable, keep, vipdBin, boost };
+  return { rounds: rounds ?? (quick ? 1 : 3), quick, only, checks, profile, profileDir, workersTable, defaultSysctlsBlock, firstByteBlock, keep, vipdBin, boost };
 }
 
+/** The blocks of a run, each printed as its own table. */
+export type BlockKind = 'single' | 'workers' | 'sysctls' | 'firstbyte';
+
 /**
- * Load lengths per table. (a) in the main table is the issue's `wrk -c 50 -t 1 -d 5s`; (b) is shorter,
- * and the workers table shorter still, so that three rounds of both tables fit in about eight minutes
- * on the 2-core machine: (b) still makes ten thousand connections or more per run. (d) is longer: at
- * ~1,900 req/s on 40 connections, one stall of the process (a host steal burst, a GC pause) delays
- * about 40 requests at once; in 3 s (5,700 samples, 57 above p99) a single such stall sets the p99,
- * in 10 s (19,000 samples) it takes several.
+ * Load lengths per block, so that three rounds of the four blocks, with the kernel path and nginx,
+ * fit in twelve minutes on the 2-core machine: (a) in the main table is 4 s (issue 3 used 5; the
+ * figure was the steadiest of all), (b) 3 s still makes ten thousand connections or more per run. (d)
+ * is the longest: at ~1,900 req/s on 40 connections, one stall of the process (a host steal burst, a
+ * GC pause) delays about 40 requests at once; in 3 s (5,700 samples, 57 above p99) a single such stall
+ * sets the p99, in 6 s (11,400 samples) it takes a few more. The workers table skips (c) (one download is one
+ * connection, on one worker), the default-sysctl block runs (b) only (the sysctls are about ports, which
+ * only new connections use), the first-byte block (b) and (d) only (measure.ts FigureKey).
  */
-export function durationsFor(o: BenchOptions, table: 1 | 2): Durations {
+export function durationsFor(o: BenchOptions, kind: BlockKind): Durations {
   if (o.quick) return { keepAliveS: 3, newConnS: 2, latencyS: 2, warmupS: 1 };
-  return table === 1 ? { keepAliveS: 5, newConnS: 3, latencyS: 10, warmupS: 1 } : { keepAliveS: 3, newConnS: 2, latencyS: 5, warmupS: 1 };
+  switch (kind) {
+    case 'single':
+      return { keepAliveS: 4, newConnS: 3, latencyS: 6, warmupS: 1 };
+    case 'workers':
+      return { keepAliveS: 3, newConnS: 2, latencyS: 3, warmupS: 1 };
+    case 'sysctls':
+      return { keepAliveS: 0, newConnS: 2, latencyS: 0, warmupS: 1 };
+    case 'firstbyte':
+      return { keepAliveS: 0, newConnS: 3, latencyS: 4, warmupS: 1 };
+  }
 }

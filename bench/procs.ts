@@ -24,6 +24,8 @@ export interface StartOptions {
   env?: NodeJS.ProcessEnv;
   /** Keep stdout as a pipe (for the idle client's "ready" lines) instead of the log file. */
   pipeStdout?: boolean;
+  /** Network namespace to run in (`ip netns exec`, which execs: the pid stays the program's); default: the benchmark's own (the client's). */
+  netns?: string;
 }
 
 const live = new Set<Managed>();
@@ -98,7 +100,9 @@ export class Managed {
 export function startProcess(name: string, argv: readonly string[], opts: StartOptions): Managed {
   const out = fs.openSync(opts.logFile, 'a');
   const script = 'ulimit -n "$1" || exit 97; shift; exec taskset -c "$@"';
-  const child = spawn('bash', ['-c', script, 'bash', String(opts.nofile ?? 4096), opts.cores, ...argv], {
+  const shell = ['bash', '-c', script, 'bash', String(opts.nofile ?? 4096), opts.cores, ...argv];
+  const [cmd, ...args] = opts.netns === undefined ? shell : ['ip', 'netns', 'exec', opts.netns, ...shell];
+  const child = spawn(cmd!, args, {
     stdio: ['ignore', opts.pipeStdout ? 'pipe' : out, out],
     env: { ...process.env, ...opts.env },
   });
@@ -272,6 +276,31 @@ export function interferenceMeter(live: readonly number[]): { stop(): Interferen
       const foreign = machine.busy - machine0.busy - (ownCpuSeconds() + ownLive() - own0);
       const percent = (seconds: number) => (wall > 0 ? Math.max(0, (100 * seconds) / wall) : 0);
       return { foreignPercent: percent(foreign), stealPercent: percent(machine.steal - machine0.steal) };
+    },
+  };
+}
+
+/**
+ * Softirq time over an interval, in percent of one core: the whole machine's and per core (cpu0,
+ * cpu1, ...). Packet forwarding and the kernel's NAT run there (and the receive side of every TCP
+ * connection): for the kernel data path it is the only place its cost shows, since no process of its
+ * own carries the traffic, and the per-core split shows which core did the work.
+ */
+export function softirqMeter(): { stop(): { total: number; perCore: number[] } } {
+  const read = () =>
+    fs
+      .readFileSync('/proc/stat', 'utf8')
+      .split('\n')
+      .filter((l) => /^cpu\d* /.test(l))
+      .map((l) => Number(l.trim().split(/\s+/)[7] ?? 0) / clockTicks);
+  const s0 = read();
+  const t0 = process.hrtime.bigint();
+  return {
+    stop() {
+      const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+      const s1 = read();
+      const pct = (i: number) => (wall > 0 ? (100 * ((s1[i] ?? 0) - (s0[i] ?? 0))) / wall : 0);
+      return { total: pct(0), perCore: s1.slice(1).map((_, i) => pct(i + 1)) };
     },
   };
 }

@@ -685,6 +685,15 @@ function ignoreError(): void {}
  * Relays a FIN to `socket`. When its peer has sent its own FIN already and every byte has reached the
  * kernel, the connection is over both ways: close() sends the FIN itself (after what the kernel still
  * holds), which saves a shutdown(2) and Node's end-then-close round.
+ *
+ * Who closes first decides where the TIME_WAIT lands (docs/performance.md, "Who closes first"). A
+ * backend's FIN reaches the client one or two event-loop turns after the bytes before it: libuv reads
+ * the EOF after the data, and defers shutdown(2) to its next turn. A client that closes as soon as its
+ * answer is complete (HTTP/1.1 `Connection: close`) therefore usually closes first, and the TIME_WAIT
+ * holds one of the client's ports rather than sitting on vipd's listening port, as it does behind
+ * HAProxy, which sends data and FIN in one pass. Closing here at once (close(2) instead of shutdown)
+ * would not help, since the data has already gone out, and would break half-close; the upstream legs
+ * themselves are almost never left in TIME_WAIT, because the backend closes first on them.
  */
 function relayEnd(socket: Socket): void {
   if (socket.destroyed) return;

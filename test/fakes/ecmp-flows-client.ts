@@ -1,4 +1,5 @@
 import { connect, type Socket } from 'node:net';
+import { cliArg, cliTarget } from '../lab/client-cli';
 
 /**
  * Long-lived flows for ECMP tests (T20), run in the client namespace:
@@ -15,17 +16,10 @@ export interface FlowResult {
   readonly endedAt?: number;
 }
 
-function arg(name: string, fallback?: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  const v = i >= 0 ? process.argv[i + 1] : fallback;
-  if (v === undefined) throw new Error(`--${name} is required`);
-  return v;
-}
-
 async function main(): Promise<void> {
-  const [host, portText] = arg('target').split(':') as [string, string];
-  const count = Number(arg('flows', '600'));
-  const durationMs = Number(arg('duration', '30000'));
+  const { host, port } = cliTarget();
+  const count = Number(cliArg('flows', '600'));
+  const durationMs = Number(cliArg('duration', '30000'));
   const started = Date.now();
   const flows: Array<{ balancer: string; ended?: string; endedAt?: number; socket: Socket; lastEcho: number }> = [];
   const end = (f: (typeof flows)[number], how: string) => {
@@ -44,7 +38,7 @@ async function main(): Promise<void> {
     }
   }, 1000);
   for (let i = 0; i < count; i++) {
-    const socket = connect({ host, port: Number(portText) });
+    const socket = connect({ host, port });
     const flow: (typeof flows)[number] = { balancer: '', socket, lastEcho: Date.now() };
     flows.push(flow);
     let buffered = '';

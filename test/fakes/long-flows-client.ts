@@ -1,4 +1,5 @@
 import { connect, type Socket } from 'node:net';
+import { cliArg, cliTarget, httpGet, printReport } from '../lab/client-cli';
 
 /**
  * Long-lived flows for lab tests: opens `flows` keep-alive HTTP/1.1 connections to the target and
@@ -30,7 +31,7 @@ interface Flow {
 
 export async function runLongFlows(o: { host: string; port: number; flows: number; intervalMs: number; durationMs: number; path: string }): Promise<LongFlowsReport> {
   const flows: Flow[] = [];
-  const request = `GET ${o.path} HTTP/1.1\r\nHost: ${o.host}\r\n\r\n`;
+  const request = httpGet(o.path, o.host);
   await Promise.all(
     Array.from({ length: o.flows }, () => {
       return new Promise<void>((resolve) => {
@@ -94,20 +95,14 @@ export async function runLongFlows(o: { host: string; port: number; flows: numbe
   };
 }
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
-
 if (require.main === module) {
-  const target = arg('target', '198.19.0.10:2379');
-  const colon = target.lastIndexOf(':');
-  runLongFlows({
-    host: target.slice(0, colon).replace(/^\[|\]$/g, ''),
-    port: Number(target.slice(colon + 1)),
-    flows: Number(arg('flows', '200')),
-    intervalMs: Number(arg('interval', '1000')),
-    durationMs: Number(arg('duration', '20000')),
-    path: arg('path', '/health'),
-  }).then((report) => process.stdout.write(JSON.stringify(report) + '\n'));
+  printReport(
+    runLongFlows({
+      ...cliTarget('198.19.0.10:2379'),
+      flows: Number(cliArg('flows', '200')),
+      intervalMs: Number(cliArg('interval', '1000')),
+      durationMs: Number(cliArg('duration', '20000')),
+      path: cliArg('path', '/health'),
+    }),
+  );
 }

@@ -1,4 +1,5 @@
 import { connect } from 'node:net';
+import { cliArg, cliTarget, httpGet, printReport } from './client-cli';
 
 /**
  * A real client for lab tests: opens a NEW TCP connection per request at a fixed rate, sends an HTTP
@@ -57,7 +58,7 @@ function oneRequest(o: TrafficOptions): Promise<RequestResult> {
     };
     const timer = setTimeout(() => finish(false, 'timeout'), o.requestTimeoutMs);
     socket.setEncoding('latin1');
-    socket.on('connect', () => socket.write(`GET ${o.path} HTTP/1.1\r\nHost: ${o.host}\r\nConnection: close\r\n\r\n`));
+    socket.on('connect', () => socket.write(httpGet(o.path, o.host, true)));
     socket.on('data', (chunk: string) => {
       response += chunk;
     });
@@ -114,20 +115,14 @@ export function ecmpChangeVerdict(report: TrafficReport, fromWall: number, toWal
   return { ok: other.length === 0 && notReset.length === 0 && report.failures.length === report.failed, text };
 }
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
-
 if (require.main === module) {
-  const target = arg('target', '198.19.0.10:2379');
-  const colon = target.lastIndexOf(':');
-  runTraffic({
-    host: target.slice(0, colon).replace(/^\[|\]$/g, ''),
-    port: Number(target.slice(colon + 1)),
-    ratePerSec: Number(arg('rate', '100')),
-    durationMs: Number(arg('duration', '5000')),
-    path: arg('path', '/health'),
-    requestTimeoutMs: Number(arg('timeout', '3000')),
-  }).then((report) => process.stdout.write(JSON.stringify(report) + '\n'));
+  printReport(
+    runTraffic({
+      ...cliTarget('198.19.0.10:2379'),
+      ratePerSec: Number(cliArg('rate', '100')),
+      durationMs: Number(cliArg('duration', '5000')),
+      path: cliArg('path', '/health'),
+      requestTimeoutMs: Number(cliArg('timeout', '3000')),
+    }),
+  );
 }

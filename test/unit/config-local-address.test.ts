@@ -6,9 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parseConfig } from '../../src/config/config';
-import { ConfigError } from '../../src/lib/errors';
 import { packageRoot } from '../../src/lib/version';
 import { localAddressIssues } from '../../src/net/local-address';
+import { assertConfigRefused, oneVipOnePool } from '../fakes/config-fixtures';
 
 /** speaker.peers[].localAddress: beside the node's own FRR/BIRD (docs/beside-frr.md). */
 
@@ -24,30 +24,10 @@ speaker:
     - address: 198.18.1.2
       asn: 65001
       localAddress: 198.18.200.1
-vips:
-  - name: control-plane
-    address: 198.19.0.10
-    listeners:
-      - port: 2379
-        pool: etcd
-pools:
-  etcd:
-    backends: ["198.18.21.2:2379"]
-`;
+${oneVipOnePool()}`;
 
-function refused(text: string, key: string, line: number, message: RegExp): void {
-  assert.throws(
-    () => parseConfig(text, 'beside.yaml'),
-    (err: unknown) => {
-      assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
-      const hit = err.issues.find((i) => i.path === key);
-      assert.ok(hit, `no issue names ${key}; got:\n${err.message}`);
-      assert.equal(hit.line, line, err.message);
-      assert.match(hit.message, message);
-      return true;
-    },
-  );
-}
+/** A refusal of the beside config, reported against beside.yaml. */
+const refused = (text: string, key: string, line: number, message: RegExp): void => assertConfigRefused(text, key, line, message, 'beside.yaml');
 
 function iface(address: string): NetworkInterfaceInfo {
   const v6 = address.includes(':');

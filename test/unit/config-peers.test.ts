@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseConfig } from '../../src/config/config';
-import { ConfigError } from '../../src/lib/errors';
+import { assertConfigRefused } from '../fakes/config-fixtures';
 
 /**
  * Issue 11's peer options, speaker.gobgp.listen and speaker.gracefulRestart: what loads, and the bad
@@ -28,20 +28,6 @@ function config(o: { gobgp?: string[]; speaker?: string[]; peers?: string[]; vip
     '  etcd: {backends: ["198.18.21.2:2379"]}',
     '',
   ].join('\n');
-}
-
-function refused(text: string, path: string, line: number, message: RegExp): void {
-  assert.throws(
-    () => parseConfig(text, 'bad.yaml'),
-    (err: unknown) => {
-      assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
-      const hit = err.issues.find((i) => i.path === path);
-      assert.ok(hit, `no issue names ${path}; got:\n${err.message}`);
-      assert.equal(hit.line, line, `wrong line for ${path}: ${err.message}`);
-      assert.match(hit.message, message);
-      return true;
-    },
-  );
 }
 
 describe('speaker.peers[] options', () => {
@@ -103,5 +89,5 @@ describe('speaker.peers[] options', () => {
     ['restart time above 4095 s', config({ speaker: ['  gracefulRestart: {enabled: true, restartTime: 2h}'] }), 'speaker.gracefulRestart.restartTime', 9, /./],
     ['families that leave the VIP without a session', config({ peers: ['    - {address: 198.18.1.1, asn: 65000, families: [ipv6-unicast]}'] }), 'vips[0].address', 12, /no BGP session carries ipv4-unicast/],
   ];
-  for (const [name, text, path, line, message] of bad) test(`refused: ${name}`, () => refused(text, path, line, message));
+  for (const [name, text, path, line, message] of bad) test(`refused: ${name}`, () => assertConfigRefused(text, path, line, message));
 });

@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { loadConfigFile, parseConfig } from '../../src/config/config';
-import { ConfigError } from '../../src/lib/errors';
 import { packageRoot } from '../../src/lib/version';
+import { configIssue } from '../fakes/config-fixtures';
 
 const base = `node:
   name: lb1
@@ -122,17 +122,9 @@ const bad: Array<[string, string, string, number]> = [
 
 for (const [name, text, path, line] of bad) {
   test(`config refuses: ${name}`, () => {
-    assert.throws(
-      () => parseConfig(text, 'bad.yaml'),
-      (err: unknown) => {
-        assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
-        const hit = err.issues.find((i) => i.path === path);
-        assert.ok(hit, `no issue names ${path}; got:\n${err.message}`);
-        assert.equal(hit.line, line, `wrong line for ${path}: ${err.message}`);
-        assert.match(err.message, new RegExp(`^bad\\.yaml:${line}:\\d+: `, 'm'));
-        return true;
-      },
-    );
+    const { issue, error } = configIssue(text, path);
+    assert.equal(issue.line, line, `wrong line for ${path}: ${error.message}`);
+    assert.match(error.message, new RegExp(`^bad\\.yaml:${line}:\\d+: `, 'm'));
   });
 }
 

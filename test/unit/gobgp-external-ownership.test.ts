@@ -1,22 +1,21 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { silentLogger } from '../../src/lib/logger';
-import { createMetrics, type Metrics } from '../../src/lib/metrics';
+import type { Metrics } from '../../src/lib/metrics';
 import type { ApiSessionState } from '../../src/speaker/gobgp/api-types';
 import { routeFromAdvertisement } from '../../src/speaker/gobgp/codec';
-import { createGobgpSpeaker, type GobgpSpeakerHandle } from '../../src/speaker/gobgp/gobgp-speaker';
+import type { GobgpSpeakerHandle } from '../../src/speaker/gobgp/gobgp-speaker';
 import { deleteMarkedPaths, ownerMark, routerIdAsOwnerId } from '../../src/speaker/gobgp/ownership';
 import type { Advertisement } from '../../src/speaker/speaker';
 import { FakeClock, flushMicrotasks } from '../fakes/fake-clock';
 import { FakeGobgpClient } from '../fakes/gobgp-fake-client';
+import { FAKE_TOR as TOR, fakeGobgpSpeaker } from '../fakes/gobgp-speaker-harness';
 
 /**
  * Issue 11 points 2 and 6 against the fake gobgpd: an external gobgpd shared with others (vipd deletes
  * only paths carrying its mark), the read-back of each peer's adj-RIB-out (drift logged, counted,
  * repaired) and gobgpd refusing calls (logged, counted, retried, reported in sync()).
  */
-const TOR = '198.18.0.2';
 const MARK = ownerMark(65001, routerIdAsOwnerId('198.18.0.1'));
 const A: Advertisement = { prefix: '198.19.0.10/32', communities: ['65000:100'] };
 const B: Advertisement = { prefix: '198.19.0.11/32', communities: [] };
@@ -32,27 +31,13 @@ interface Harness {
 const harnesses: Harness[] = [];
 
 async function startHarness(o: { mark?: boolean; peerState?: ApiSessionState; before?: (fake: FakeGobgpClient) => void } = {}): Promise<Harness> {
-  const clock = new FakeClock();
-  const metrics = createMetrics();
-  const fake = new FakeGobgpClient({ peers: [{ address: TOR, asn: 65000, state: o.peerState ?? 'ESTABLISHED' }] });
-  o.before?.(fake);
-  const speaker = createGobgpSpeaker({
-    asn: 65001,
-    routerId: '198.18.0.1',
-    manage: false,
-    api: '127.0.0.1:50051',
-    peers: [{ address: TOR, asn: 65000 }],
-    reconcileIntervalMs: 3000,
-    retryBackoff: { initialMs: 200, maxMs: 1000 },
-    ...(o.mark !== false && { ownerMark: MARK }),
-    clock,
-    logger: silentLogger(),
-    metrics,
-    clientFactory: () => fake,
+  const h = fakeGobgpSpeaker({
+    peerState: o.peerState,
+    before: o.before,
+    options: { retryBackoff: { initialMs: 200, maxMs: 1000 }, ...(o.mark !== false && { ownerMark: MARK }) },
   });
-  await speaker.start();
+  await h.speaker.start();
   await flushMicrotasks();
-  const h = { speaker, fake, clock, metrics };
   harnesses.push(h);
   return h;
 }

@@ -9,6 +9,7 @@ import { ConfigError, VipdError } from '../../src/lib/errors';
 import { packageRoot } from '../../src/lib/version';
 import { checkSearchableBy, lookupGobgpdUser, parsePasswdLine, setprivArgs } from '../../src/speaker/gobgp/gobgpd-user';
 import { gobgpdApiHost } from '../../src/speaker/gobgp/supervisor';
+import { oneVipOnePool } from '../fakes/config-fixtures';
 
 /**
  * Defects 5 and 9 of issue 9: gobgpd's unauthenticated API is never reachable by other local users,
@@ -26,16 +27,7 @@ speaker:
 ${gobgp}${user}  peers:
     - address: 198.18.1.1
       asn: 65000
-vips:
-  - name: control-plane
-    address: 198.19.0.10
-    listeners:
-      - port: 2379
-        pool: etcd
-pools:
-  etcd:
-    backends: ["198.18.21.2:2379"]
-`;
+${oneVipOnePool()}`;
 
 function refusal(text: string): { path: string; line: number; message: string } {
   try {

@@ -9,12 +9,12 @@ import { createGobgpSpeaker } from '../../src/speaker/gobgp/gobgp-speaker';
 import type { Advertisement, Speaker, SpeakerEvent } from '../../src/speaker/speaker';
 import { FakeClock, flushMicrotasks } from '../fakes/fake-clock';
 import { FakeGobgpClient } from '../fakes/gobgp-fake-client';
+import { FAKE_TOR as TOR, fakeGobgpSpeaker } from '../fakes/gobgp-speaker-harness';
 
 const A: Advertisement = { prefix: '198.19.0.10/32', communities: ['65000:100'] };
 const A_DRAINING: Advertisement = { prefix: '198.19.0.10/32', communities: ['65000:100', '65535:0'] };
 const B: Advertisement = { prefix: '2001:db8:100::10/128', communities: ['65000:200'], med: 5 };
 const C: Advertisement = { prefix: '198.19.0.12/32', communities: [], localPref: 150 };
-const TOR = '198.18.0.2';
 
 interface Harness {
   speaker: Speaker;
@@ -27,23 +27,9 @@ interface Harness {
 const harnesses: Harness[] = [];
 
 async function startHarness(): Promise<Harness> {
-  const clock = new FakeClock();
-  const metrics = createMetrics();
-  const fake = new FakeGobgpClient({ peers: [{ address: TOR, asn: 65000, state: 'ACTIVE' }] });
-  const speaker = createGobgpSpeaker({
-    asn: 65001,
-    routerId: '198.18.0.1',
-    manage: false,
-    api: '127.0.0.1:50051',
-    peers: [{ address: TOR, asn: 65000 }],
-    reconcileIntervalMs: 3000,
-    clock,
-    logger: silentLogger(),
-    metrics,
-    clientFactory: (address) => {
-      assert.equal(address, '127.0.0.1:50051');
-      return fake;
-    },
+  const { speaker, fake, clock, metrics } = fakeGobgpSpeaker({
+    peerState: 'ACTIVE',
+    onDial: (address) => assert.equal(address, '127.0.0.1:50051'),
   });
   const events: SpeakerEvent[] = [];
   speaker.onEvent((e) => events.push(e));

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseConfig } from '../../src/config/config';
-import { ConfigError } from '../../src/lib/errors';
+import { assertConfigRefused } from '../fakes/config-fixtures';
 import { makePki } from '../fakes/test-pki';
 
 /** A config whose only pool's check is `check` (YAML lines at 6 spaces); the check starts on line 9. */
@@ -29,20 +29,6 @@ vips:
       - port: 2379
         pool: etcd
 `;
-}
-
-function refused(text: string, path: string, line: number, message: RegExp): void {
-  assert.throws(
-    () => parseConfig(text, 'bad.yaml'),
-    (err: unknown) => {
-      assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
-      const hit = err.issues.find((i) => i.path === path);
-      assert.ok(hit, `no issue names ${path}; got:\n${err.message}`);
-      assert.equal(hit.line, line, `wrong line for ${path}: ${err.message}`);
-      assert.match(hit.message, message);
-      return true;
-    },
-  );
 }
 
 describe('pools.<name>.check: new kinds load, bad input is refused with key and line', () => {
@@ -100,6 +86,6 @@ downInterval: 5s`));
     ['an unknown kind', () => 'kind: icmp', 'pools.etcd.check.kind', 9, () => /"icmp" is not one of tcp \| http \| https \| etcd \| grpc \| exec/],
   ];
   for (const [name, check, path, line, message] of cases) {
-    it(`refuses ${name}`, () => refused(config(check()), path, line, message()));
+    it(`refuses ${name}`, () => assertConfigRefused(config(check()), path, line, message()));
   }
 });

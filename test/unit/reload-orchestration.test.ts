@@ -5,6 +5,7 @@ import type { ConfigChanges } from '../../src/config/diff';
 import { silentLogger } from '../../src/lib/logger';
 import { createMetrics } from '../../src/lib/metrics';
 import { ConfigReloader, type Refusal, type ReloadTarget } from '../../src/reload';
+import { oneVipOnePool } from '../fakes/config-fixtures';
 
 const base = `node:
   name: lb1
@@ -15,16 +16,7 @@ speaker:
   peers:
     - address: 198.18.1.1
       asn: 65000
-vips:
-  - name: cp
-    address: 198.19.0.10
-    listeners:
-      - port: 2379
-        pool: etcd
-pools:
-  etcd:
-    backends: ["198.18.21.2:2379", "198.18.22.2:2379"]
-`;
+${oneVipOnePool({ vipName: 'cp', backends: ['198.18.21.2:2379', '198.18.22.2:2379'] })}`;
 
 /** A target that records applies and can refuse; its config moves only when apply runs. */
 class FakeTarget implements ReloadTarget {

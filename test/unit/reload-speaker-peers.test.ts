@@ -1,30 +1,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { silentLogger } from '../../src/lib/logger';
-import { createMetrics } from '../../src/lib/metrics';
-import { createGobgpSpeaker } from '../../src/speaker/gobgp/gobgp-speaker';
-import { FakeClock, flushMicrotasks } from '../fakes/fake-clock';
-import { FakeGobgpClient } from '../fakes/gobgp-fake-client';
+import { flushMicrotasks } from '../fakes/fake-clock';
+import { FAKE_TOR as TOR, fakeGobgpSpeaker } from '../fakes/gobgp-speaker-harness';
 
-const TOR = '198.18.0.2';
 const OTHER = '198.18.0.6';
 
 test('speaker setPeers (reload): a kept peer keeps its state, an added one is listed unknown, a removed one leaves list and gauges', async () => {
-  const clock = new FakeClock();
-  const metrics = createMetrics();
-  const fake = new FakeGobgpClient({ peers: [{ address: TOR, asn: 65000, state: 'ESTABLISHED' }] });
-  const speaker = createGobgpSpeaker({
-    asn: 65001,
-    routerId: '198.18.0.1',
-    manage: false,
-    api: '127.0.0.1:50051',
-    peers: [{ address: TOR, asn: 65000 }],
-    reconcileIntervalMs: 3000,
-    clock,
-    logger: silentLogger(),
-    metrics,
-    clientFactory: () => fake,
-  });
+  const { speaker, fake, metrics } = fakeGobgpSpeaker();
   await assert.rejects(speaker.setPeers([]), /cannot change now/, 'refused before start');
   await speaker.start();
   await flushMicrotasks();
