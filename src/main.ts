@@ -1,6 +1,5 @@
-import { mkdir, stat } from 'node:fs/promises';
 import { resolve as resolvePath } from 'node:path';
-import { DrainSequence, type DrainTarget } from './announce/drain-sequence';
+import type { DrainTarget } from './announce/drain-sequence';
 import { HookRunner } from './announce/hooks';
 import { AnnounceReconciler, type VipSource } from './announce/reconciler';
 import type { Config, PoolConfig, VipConfig } from './config/config';
@@ -10,28 +9,27 @@ import { adminSocketPath } from './config/schema';
 import { AdminServer } from './control/admin-server';
 import { AdminInputError, type AdminActions, type DaemonStatus, type DrainRequest } from './control/control';
 import { EventJournal } from './control/event-journal';
+import { Drains } from './daemon/drains';
 import { dataPathOf, dataPathsOf, gobgpPeers, listenerSpec, proxyLimits, toCheckSpec, toDampingSpec, toPoolSpec, vipAdvertisements } from './daemon/specs';
-import { statusReply, type HeldDrain } from './daemon/status-reply';
+import { statusReply } from './daemon/status-reply';
 import type { DataPlaneListener, DataPlanePool } from './dataplane/data-plane';
 import type { DataPlaneSet } from './dataplane/data-plane-set';
 import { createDataPlanes } from './dataplane/data-planes';
 import type { PoolHealth } from './health/health';
 import { createPoolHealth } from './health/pool-health';
 import { systemClock, sleep, type Clock } from './lib/clock';
-import { VipdError, errorMessage } from './lib/errors';
+import { errorMessage } from './lib/errors';
 import type { Logger } from './lib/logger';
 import { createMetrics, type Metrics } from './lib/metrics';
 import { vipdVersion } from './lib/version';
 import { IpAddressManager } from './net/ip-address-manager';
 import { localAddressIssues } from './net/local-address';
-import { parseEndpoint } from './net/endpoint';
 import type { VipAddressManager } from './net/net';
 import { VipWatcher } from './net/vip-watcher';
 import { createGobgpSpeaker, type GobgpPeerOptions } from './speaker/gobgp/gobgp-speaker';
 import { ownerMark, routerIdAsOwnerId } from './speaker/gobgp/ownership';
 import { NullSpeaker, type Speaker } from './speaker/speaker';
 import { DrainStateFile } from './state/drain-state-file';
-import type { BackendDrainMark, DrainMark, DrainState, DrainStateStore, VipDrainMark } from './state/state';
 
 /**
  * Composition root: the only place that builds concrete implementations and wires them. Start order
@@ -51,8 +49,6 @@ const APPLIED_SETTINGS: ReadonlySet<string> = new Set(['announce.holdDown', 'shu
 const VIP_CHECK_INTERVAL_MS = 2000;
 /** How often an unbound listener retries its bind (the VIP may appear later when not managed). */
 const BIND_RETRY_MS = 1000;
-/** How often drain.file is looked for. */
-const DRAIN_FILE_CHECK_MS = 1000;
 /** After the shutdown grace, how long sessions get to finish before they are cut. */
 const SESSION_CLOSE_MS = 1000;
 /** A graceful close that has not finished this long after the grace is given up: destroy and exit. */
@@ -92,20 +88,11 @@ export class Daemon implements AdminActions {
   private readonly speaker: Speaker;
   private readonly reconciler: AnnounceReconciler;
   private readonly admin: AdminServer;
-  private readonly drainStore: DrainStateStore;
-  private nodeDrain: HeldDrain<DrainMark> | undefined;
-  /** Drains of single VIPs, by VIP name. */
-  private readonly vipDrains = new Map<string, HeldDrain<VipDrainMark>>();
-  /** Phases and deadlines of the drains held (grace, withdrawn, closed). */
-  private readonly drainSequence: DrainSequence;
+  /** Node, VIP and backend drains, their state file, drain.file and the drain sequence. */
+  private readonly drains: Drains;
   private readonly hooks: HookRunner | undefined;
   /** SIGTERM's own GRACEFUL_SHUTDOWN phase (not a drain: nothing is persisted). */
   private stopDraining = false;
-  private drainFileCheck: { cancel(): void } | undefined;
-  /** Keyed by backendDrainKey(pool, backend). */
-  private readonly backendDrains = new Map<string, HeldDrain<BackendDrainMark>>();
-  /** Drain changes run one at a time: each writes the whole state, so two at once could lose one. */
-  private drainChanges: Promise<void> = Promise.resolve();
   private shuttingDown = false;
   /** start() has finished: a reload before that is refused. */
   private started = false;
@@ -119,7 +106,6 @@ export class Daemon implements AdminActions {
     this.logger = options.logger.child({ node: config.node.name });
     this.metrics = createMetrics({ defaultMetrics: true });
     this.addresses = new IpAddressManager(config.net.interface);
-    this.drainStore = new DrainStateFile(config.stateDir, config.node.name);
 
     this.dataPlanes = createDataPlanes({ config, logger: this.logger, metrics: this.metrics, clock: this.clock });
     // Every plane the config uses is built now, so that start() starts them all before a listener binds.
@@ -138,13 +124,18 @@ export class Daemon implements AdminActions {
     for (const vip of config.vips) for (const l of vip.listeners) this.listeners.push(this.buildListener(vip, l));
 
     this.speaker = this.buildSpeaker();
-    this.drainSequence = new DrainSequence({
-      clock: this.clock,
-      logger: this.logger.child({ component: 'announce' }),
-      metrics: this.metrics,
-      closeAfterMs: config.drain.closeAfter,
-      onPhase: () => this.reconciler?.evaluate(),
+    this.drains = new Drains({
+      config: () => this.config,
+      store: new DrainStateFile(config.stateDir, config.node.name),
+      pools: this.pools,
+      shuttingDown: () => this.shuttingDown,
+      // The reconciler is built after the drains (its VIP sources read their phases); drains change only from start() on.
+      onChange: () => this.reconciler?.evaluate(),
+      settled: () => this.reconciler.idle(),
       closeConnections: (target) => this.closeClientConnections(target),
+      clock: this.clock,
+      logger: this.logger,
+      metrics: this.metrics,
     });
     const sources: VipSource[] = config.vips.map((vip) => this.vipSource(vip));
     this.reconciler = new AnnounceReconciler({
@@ -185,8 +176,7 @@ export class Daemon implements AdminActions {
     const log = this.logger.child({ component: 'daemon' });
     log.info({ event: 'start', version: vipdVersion, vips: this.config.vips.length, speaker: this.config.speaker.driver }, 'vipd starting');
     // Before anything can be announced: a node drained before a restart must not announce for an instant.
-    await this.restoreDrains();
-    await this.checkDrainFile();
+    await this.drains.start();
     await this.admin.start();
     // The speaker comes up first so sessions establish while checks run; it advertises nothing until told.
     this.speaker.onEvent(() => this.reconciler.evaluate());
@@ -233,8 +223,7 @@ export class Daemon implements AdminActions {
     attempt('speaker', () => this.speaker.destroy());
     attempt('timers', () => {
       this.vips.close();
-      this.drainFileCheck?.cancel();
-      this.drainSequence.close();
+      this.drains.close();
       this.reconciler.close();
       this.hooks?.close();
     });
@@ -251,8 +240,7 @@ export class Daemon implements AdminActions {
     const drainMs = Math.min(this.config.drain.grace, Math.floor(this.config.shutdown.grace / 2));
     log.info({ event: 'stop', reason, graceMs: this.config.shutdown.grace, drainMs }, `vipd stopping (${reason}): ${drainMs > 0 ? `GRACEFUL_SHUTDOWN for ${drainMs} ms, then ` : ''}withdrawing routes`);
     this.vips.close();
-    this.drainFileCheck?.cancel();
-    this.drainSequence.close();
+    this.drains.close();
     if (drainMs > 0) {
       this.stopDraining = true;
       this.reconciler.evaluate();
@@ -358,7 +346,7 @@ export class Daemon implements AdminActions {
       pool.health.reconfigure(cfg.backends.map((b) => b.endpoint), toCheckSpec(cfg.check));
       // Every data plane reconfigures the pool and hands its listeners of the pool the new spec.
       const removed = pool.load.reconfigure(spec);
-      for (const backend of removed) this.dropBackendDrain(change.name, backend, 'removed by reload');
+      for (const backend of removed) this.drains.dropBackend(change.name, backend, 'removed by reload');
     }
 
     // Listeners of kept VIPs (by id), new VIPs' listeners, and those to retire.
@@ -395,7 +383,7 @@ export class Daemon implements AdminActions {
     for (const name of changes.pools.removed) {
       const pool = this.pools.get(name)!;
       this.pools.delete(name);
-      for (const b of previous.pools[name]!.backends) this.dropBackendDrain(name, b.endpoint.key, 'its pool was removed by reload');
+      for (const b of previous.pools[name]!.backends) this.drains.dropBackend(name, b.endpoint.key, 'its pool was removed by reload');
       const sessionsDone = Promise.all(retired.filter((l) => l.pool === name).map((l) => l.listener.close(REMOVED_LISTENER_DRAIN_MS).catch(() => undefined)));
       void sessionsDone.then(() => {
         pool.load.close();
@@ -404,24 +392,6 @@ export class Daemon implements AdminActions {
     }
     this.reconciler.evaluate();
     await this.reconciler.idle();
-  }
-
-  /** A drain of a backend the reload removed is dropped from the running node and the state file. */
-  private dropBackendDrain(pool: string, backend: string, why: string): void {
-    const key = backendDrainKey(pool, backend);
-    const mark = this.backendDrains.get(key);
-    if (!mark) return;
-    void this.changeDrains(() => {
-      if (!this.backendDrains.has(key)) return undefined;
-      const current = this.drainState();
-      return {
-        state: { ...current, backends: current.backends.filter((b) => backendDrainKey(b.pool, b.backend) !== key) },
-        apply: () => {
-          this.backendDrains.delete(key);
-          this.logger.warn({ component: 'state', event: 'drainDropped', pool, backend, source: mark.source, file: this.drainStore.file }, `drain of ${backend} in pool ${pool} (by ${mark.source}) dropped: ${why}`);
-        },
-      };
-    }).catch((err) => this.logger.error({ component: 'state', event: 'drainDropped', pool, backend, err: errorMessage(err) }, 'could not save the drain state without the removed backend'));
   }
 
   private buildHealth(name: string, pool: PoolConfig): PoolHealth {
@@ -467,8 +437,8 @@ export class Daemon implements AdminActions {
       inputs: () => ({
         vip: vip.address,
         shuttingDown: this.shuttingDown,
-        drained: this.drainSequence.phaseFor(vip.name) === 'withdrawn',
-        draining: this.stopDraining || this.drainSequence.phaseFor(vip.name) === 'grace',
+        drained: this.drains.phaseFor(vip.name) === 'withdrawn',
+        draining: this.stopDraining || this.drains.phaseFor(vip.name) === 'grace',
         vipBound: this.vips.isBound(vip.name),
         minHealthyBackends: vip.minHealthyBackends,
         gate: vip.gate,
@@ -490,9 +460,9 @@ export class Daemon implements AdminActions {
       node: this.config.node.name,
       version: vipdVersion,
       shuttingDown: this.shuttingDown,
-      nodeDrain: this.nodeDrain,
-      vipDrain: (vip) => this.vipDrains.get(vip),
-      backendDrain: (pool, backend) => this.backendDrains.get(backendDrainKey(pool, backend)),
+      nodeDrain: this.drains.node(),
+      vipDrain: (vip) => this.drains.vip(vip),
+      backendDrain: (pool, backend) => this.drains.backend(pool, backend),
       announce: this.reconciler.status(),
       peers: this.speaker.peers(),
       advertised: this.speaker.advertised(),
@@ -500,69 +470,20 @@ export class Daemon implements AdminActions {
       localAddress: (peer) => this.config.speaker.peers.find((p) => p.address === peer)?.localAddress,
       listeners: this.listeners.map((l) => ({ vip: l.vip, id: l.listener.spec.id, port: l.port, pool: l.pool, bound: l.listener.bound(), activeSessions: l.listener.stats().active })),
       pools: [...this.pools.values()].map((p) => ({ name: p.name, snapshot: p.health.snapshot(), load: p.load })),
-      drains: this.drainSequence.list(),
+      drains: this.drains.list(),
     });
   }
 
-  async drain(source: string, request: DrainRequest = {}): Promise<void> {
-    const vip = request.vip;
-    if (vip !== undefined) this.knownVip(vip);
-    const graceMs = request.graceMs ?? this.config.drain.grace;
-    await this.changeDrains(() => {
-      const at = new Date(this.clock.wallNow()).toISOString();
-      if (vip === undefined) {
-        if (this.nodeDrain) return undefined;
-        const mark = { source, at };
-        return { state: { ...this.drainState(), node: mark }, apply: () => this.setNodeDrain(mark, source, graceMs) };
-      }
-      if (this.vipDrains.has(vip)) return undefined;
-      const mark: VipDrainMark = { vip, source, at };
-      const current = this.drainState();
-      return { state: { ...current, vips: [...(current.vips ?? []), mark] }, apply: () => this.setVipDrain(mark, true, graceMs) };
-    });
-    await this.reconciler.idle();
+  drain(source: string, request: DrainRequest = {}): Promise<void> {
+    return this.drains.drain(source, request);
   }
 
-  async undrain(source: string, request: { readonly vip?: string } = {}): Promise<void> {
-    const vip = request.vip;
-    if (vip !== undefined) this.knownVip(vip);
-    await this.changeDrains(() => {
-      if (vip === undefined) {
-        if (!this.nodeDrain) return undefined;
-        const { node: _, ...rest } = this.drainState();
-        return { state: rest, apply: () => this.setNodeDrain(undefined, source) };
-      }
-      const held = this.vipDrains.get(vip);
-      if (!held) return undefined;
-      const current = this.drainState();
-      return { state: { ...current, vips: (current.vips ?? []).filter((v) => v.vip !== vip) }, apply: () => this.setVipDrain({ ...held, source }, false, 0) };
-    });
-    await this.reconciler.idle();
+  undrain(source: string, request: { readonly vip?: string } = {}): Promise<void> {
+    return this.drains.undrain(source, request);
   }
 
-  /** Throws the 404 that lists the known VIPs. */
-  private knownVip(vip: string): void {
-    if (!this.config.vips.some((v) => v.name === vip)) {
-      throw new AdminInputError(404, `no VIP "${vip}"; VIPs: ${this.config.vips.map((v) => v.name).join(', ')}`);
-    }
-  }
-
-  async drainBackend(poolName: string, backend: string, drained: boolean, source: string): Promise<void> {
-    const pool = this.pools.get(poolName);
-    if (!pool) throw new AdminInputError(404, `no pool "${poolName}"; pools: ${[...this.pools.keys()].join(', ')}`);
-    const configured = this.config.pools[poolName]!.backends.map((b) => b.endpoint.key);
-    const endpoint = parseEndpoint(backend);
-    if (!endpoint) throw new AdminInputError(400, `"${backend}" is not IP:PORT (IPv6 as [ADDR]:PORT)`);
-    if (!configured.includes(endpoint.key)) throw new AdminInputError(404, `backend ${endpoint.key} is not in pool "${poolName}"; it has ${configured.join(', ')}`);
-    const key = backendDrainKey(poolName, endpoint.key);
-    await this.changeDrains(() => {
-      if (this.backendDrains.has(key) === drained) return undefined;
-      const current = this.drainState();
-      const mark: BackendDrainMark = { pool: poolName, backend: endpoint.key, source, at: new Date(this.clock.wallNow()).toISOString() };
-      const backends = drained ? [...current.backends, mark] : current.backends.filter((b) => backendDrainKey(b.pool, b.backend) !== key);
-      return { state: { ...current, backends }, apply: () => this.setBackendDrain(pool, mark, drained) };
-    });
-    await this.reconciler.idle();
+  drainBackend(pool: string, backend: string, drained: boolean, source: string): Promise<void> {
+    return this.drains.drainBackend(pool, backend, drained, source);
   }
 
   async metricsText(): Promise<{ contentType: string; body: string }> {
@@ -570,65 +491,6 @@ export class Daemon implements AdminActions {
       contentType: this.metrics.registry.contentType,
       body: await this.dataPlanes.metricsText(this.metrics.registry),
     };
-  }
-
-  /** The drains held now, as the store keeps them. */
-  private drainState(): DrainState {
-    const strip = <M extends DrainMark>({ restoredFrom: _, ...mark }: HeldDrain<M>): M => mark as unknown as M;
-    return {
-      ...(this.nodeDrain ? { node: strip(this.nodeDrain) } : {}),
-      backends: [...this.backendDrains.values()].map((b) => strip(b)),
-      ...(this.vipDrains.size > 0 ? { vips: [...this.vipDrains.values()].map((v) => strip(v)) } : {}),
-    };
-  }
-
-  /**
-   * Runs one drain change: `plan` sees the drains as they are (after every earlier change) and returns
-   * the new state and how to apply it, or undefined when there is nothing to do. The state is made
-   * durable first and applied only then, so the file and the running node never disagree: a change
-   * that cannot be saved fails and changes nothing.
-   */
-  private changeDrains(plan: () => { state: DrainState; apply: () => void } | undefined): Promise<void> {
-    const run = this.drainChanges.then(async () => {
-      if (this.shuttingDown) throw new AdminInputError(409, 'vipd is shutting down');
-      const change = plan();
-      if (!change) return;
-      await this.drainStore.save(change.state);
-      change.apply();
-    });
-    this.drainChanges = run.catch(() => undefined);
-    return run;
-  }
-
-  /** A restored drain (mark.restoredFrom) starts withdrawn; a new one runs the sequence from its grace. */
-  private setNodeDrain(mark: HeldDrain<DrainMark> | undefined, source: string, graceMs = 0): void {
-    this.nodeDrain = mark;
-    const drained = mark !== undefined;
-    const restored = mark?.restoredFrom !== undefined ? ` (restored from ${mark.restoredFrom})` : '';
-    this.logger.info(
-      { component: 'daemon', event: drained ? 'drain' : 'undrain', source, graceMs, ...(mark?.restoredFrom !== undefined ? { restoredFrom: mark.restoredFrom } : {}) },
-      `node ${drained ? 'drained' : 'undrained'} by ${source}${restored}: every VIP ${drained ? (graceMs > 0 && !restored ? `carries GRACEFUL_SHUTDOWN for ${graceMs} ms, then is withdrawn (reason drained)` : 'is withdrawn (reason drained)') : 'goes back through the health gate'}`,
-    );
-    this.metrics.drained.set(drained ? 1 : 0);
-    this.applyDrain(undefined, mark, graceMs);
-  }
-
-  private setVipDrain(mark: HeldDrain<VipDrainMark>, drained: boolean, graceMs: number): void {
-    if (drained) this.vipDrains.set(mark.vip, mark);
-    else this.vipDrains.delete(mark.vip);
-    const restored = mark.restoredFrom !== undefined ? ` (restored from ${mark.restoredFrom})` : '';
-    this.logger.info(
-      { component: 'daemon', event: drained ? 'drainVip' : 'undrainVip', vip: mark.vip, source: mark.source, graceMs, ...(mark.restoredFrom !== undefined ? { restoredFrom: mark.restoredFrom } : {}) },
-      `VIP ${mark.vip} ${drained ? 'drained' : 'undrained'} by ${mark.source}${restored}; the other VIPs are left alone`,
-    );
-    this.applyDrain(mark.vip, drained ? mark : undefined, graceMs);
-  }
-
-  private applyDrain(target: DrainTarget, mark: HeldDrain<DrainMark> | undefined, graceMs: number): void {
-    if (!mark) this.drainSequence.end(target);
-    else if (mark.restoredFrom !== undefined) this.drainSequence.restore(target, mark, mark.restoredFrom);
-    else this.drainSequence.begin(target, mark, graceMs);
-    this.reconciler?.evaluate();
   }
 
   /** drain.closeAfter: the client connections still open on the target's listeners are closed. */
@@ -643,75 +505,6 @@ export class Daemon implements AdminActions {
       closed += l.listener.closeConnections();
     }
     this.logger.info({ component: 'announce', event: 'drainClose', target: target ?? 'node', closed }, `drain.closeAfter: closed ${closed} client connection(s) of ${target ?? 'the node'}`);
-  }
-
-  /**
-   * drain.file: while the file exists the node is drained (source "drain file PATH"); once it is gone,
-   * a node drain that the file made ends. A drain set by anyone else is never ended by the file.
-   */
-  private async checkDrainFile(): Promise<void> {
-    const file = this.config.drain.file;
-    if (file === undefined || this.shuttingDown) return;
-    const source = `drain file ${file}`;
-    const exists = await stat(file).then(
-      () => true,
-      () => false,
-    );
-    try {
-      if (exists && !this.nodeDrain) await this.drain(source);
-      else if (!exists && this.nodeDrain?.source === source) await this.undrain(`${source} (removed)`);
-    } catch (err) {
-      this.logger.warn({ component: 'daemon', event: 'drainFile', file, err: errorMessage(err) }, `drain file ${file}: ${errorMessage(err)}`);
-    }
-    if (!this.shuttingDown && !this.destroyed) this.drainFileCheck = this.clock.setTimeout(() => void this.checkDrainFile(), DRAIN_FILE_CHECK_MS);
-  }
-
-  private setBackendDrain(pool: PoolRuntime, mark: HeldDrain<BackendDrainMark>, drained: boolean): void {
-    const key = backendDrainKey(mark.pool, mark.backend);
-    if (drained) this.backendDrains.set(key, mark);
-    else this.backendDrains.delete(key);
-    const restored = mark.restoredFrom !== undefined ? ` (restored from ${mark.restoredFrom})` : '';
-    this.logger.info(
-      { component: 'proxy', event: drained ? 'drainBackend' : 'undrainBackend', pool: mark.pool, backend: mark.backend, source: mark.source, ...(mark.restoredFrom !== undefined ? { restoredFrom: mark.restoredFrom } : {}) },
-      `backend ${mark.backend} of pool ${mark.pool} ${drained ? 'drained' : 'undrained'} by ${mark.source}${restored}; a VIP whose pool is left with no usable backend is withdrawn (reason noUsableBackends)`,
-    );
-    // The load view tells the reconciler (onServiceChange) once start() has subscribed it.
-    pool.load.drainBackend(mark.backend, drained);
-  }
-
-  /**
-   * Puts back the drains of the state file. Runs first in start(), before the speaker or a listener
-   * exists. A file that exists but cannot be read or parsed stops the start (see docs/operations.md):
-   * the node cannot know whether its operator drained it, so it must not guess.
-   */
-  private async restoreDrains(): Promise<void> {
-    const log = this.logger.child({ component: 'state' });
-    const file = this.drainStore.file;
-    try {
-      await mkdir(this.config.stateDir, { recursive: true, mode: 0o750 });
-    } catch (err) {
-      throw new VipdError('VIPD_ERR_STATE', `stateDir ${this.config.stateDir} cannot be created: ${errorMessage(err)}`, { cause: err });
-    }
-    const state = await this.drainStore.load();
-    if (state.node) this.setNodeDrain({ ...state.node, restoredFrom: file }, state.node.source);
-    for (const mark of state.vips ?? []) {
-      if (!this.config.vips.some((v) => v.name === mark.vip)) {
-        log.warn({ event: 'drainDropped', vip: mark.vip, source: mark.source, file }, `drain of VIP ${mark.vip} (by ${mark.source}) dropped: that VIP is no longer in the config`);
-        continue;
-      }
-      this.setVipDrain({ ...mark, restoredFrom: file }, true, 0);
-    }
-    for (const mark of state.backends) {
-      const pool = this.pools.get(mark.pool);
-      const endpoint = parseEndpoint(mark.backend);
-      const configured = endpoint !== undefined && this.config.pools[mark.pool]?.backends.some((b) => b.endpoint.key === endpoint.key);
-      if (!pool || !endpoint || !configured) {
-        log.warn({ event: 'drainDropped', pool: mark.pool, backend: mark.backend, source: mark.source, file }, `drain of ${mark.backend} in pool ${mark.pool} (by ${mark.source}) dropped: that backend is no longer in the config`);
-        continue;
-      }
-      this.setBackendDrain(pool, { ...mark, backend: endpoint.key, restoredFrom: file }, true);
-    }
-    log.info({ event: 'drainsRestored', file, node: state.node !== undefined, backends: this.backendDrains.size }, `drain state ${file}: node ${state.node ? 'drained' : 'not drained'}, ${this.backendDrains.size} backend drain(s)`);
   }
 
   private buildSpeaker(): Speaker {
@@ -751,10 +544,6 @@ export class Daemon implements AdminActions {
       l.retry = this.clock.setTimeout(() => void this.bindListener(l), BIND_RETRY_MS);
     }
   }
-}
-
-function backendDrainKey(pool: string, backend: string): string {
-  return `${pool}\u0000${backend}`;
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {

@@ -6,9 +6,7 @@ import type { PoolSnapshot } from '../health/health';
 import { peerAnnounceStates } from '../speaker/peer-announce';
 import type { Speaker } from '../speaker/speaker';
 import type { DrainMark } from '../state/state';
-
-/** A drain as the daemon holds it: the persisted mark, plus the file it came from when restored at start. */
-export type HeldDrain<M extends DrainMark> = M & { readonly restoredFrom?: string };
+import type { HeldDrain } from './drains';
 
 /** Everything the status reply reads, as the daemon holds it now. */
 export interface StatusInputs {

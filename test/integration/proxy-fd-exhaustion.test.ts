@@ -120,9 +120,10 @@ describe('exhausted fd limit', () => {
       const metricsAtLimit = (await client.next((e) => e.event === 'metricsAtLimit', 5_000, "vipd's metrics at the limit"))['text'] as string;
       const metrics = (await client.next((e) => e.event === 'metrics', 5_000, "vipd's metrics"))['text'] as string;
       const aliveAfter = vipd.exitCode === null && vipd.signalCode === null;
-      // Health probes open a socket now and then; give the last one time to finish.
+      // Health probes open a socket now and then (one may have been open when the baseline was read, so
+      // fewer fds afterwards is fine); give the last one time to finish.
       let fdsAfter = openFds(pid);
-      for (let i = 0; i < 20 && fdsAfter !== baselineFds; i++) {
+      for (let i = 0; i < 20 && fdsAfter > baselineFds; i++) {
         await new Promise((resolve) => setTimeout(resolve, 100));
         fdsAfter = openFds(pid);
       }
@@ -158,7 +159,7 @@ describe('exhausted fd limit', () => {
       assert.equal(backendErrors, 0, 'dials that failed for want of an fd were blamed on a backend');
       assert.equal(refusedFdLimit, unserved.length, 'not every client vipd could not serve was counted as an fdLimit refusal');
       assert.equal(acceptErrors + dialLocal, 0, 'the fd limit was hit in accept(2) or socket(2) after all: the spare descriptors ran out');
-      assert.equal(fdsAfter, baselineFds, 'vipd holds more fds than before the test');
+      assert.ok(fdsAfter <= baselineFds, `vipd holds more fds than before the test: ${fdsAfter} > ${baselineFds}`);
     } finally {
       for (const runner of runners) runner.stop();
       if (vipd !== undefined && vipd.exitCode === null) vipd.kill('SIGKILL');
