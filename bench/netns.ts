@@ -93,7 +93,10 @@ export async function readSysctls(n: Namespaces): Promise<string> {
   return parts.join(', ');
 }
 
-export async function createNamespaces(n: Namespaces): Promise<void> {
+/** CPU mask of the proxy core (core 0, see bench/run.ts's pinning). */
+const PROXY_CORE_MASK = '1';
+
+export async function createNamespaces(n: Namespaces, rpsOnProxyCore = false): Promise<void> {
   const pid = n.client.slice(NS_PREFIX.length, -1);
   for (const ns of allNamespaces(n)) {
     await runOk(['ip', 'netns', 'add', ns]);
@@ -119,6 +122,13 @@ export async function createNamespaces(n: Namespaces): Promise<void> {
   await runOk(['ip', '-n', n.balancer, 'addr', 'add', `${VIP}/32`, 'dev', 'lo']);
   await runOk(['ip', '-n', n.client, 'addr', 'add', `${CHECKS_VIP}/32`, 'dev', 'lo']);
   await sysctlSet(n.balancer, 'net.ipv4.ip_forward', '1');
+  // A veth delivers a packet in the sender's context, so without this the balancer's conntrack, NAT
+  // and forwarding run on the load core; RPS moves them to the proxy core, as a real NIC's queues would.
+  if (rpsOnProxyCore) {
+    for (const dev of [cb[1]!, bs[0]!]) {
+      await runOk(['ip', 'netns', 'exec', n.balancer, 'sh', '-c', `echo ${PROXY_CORE_MASK} > /sys/class/net/${dev}/queues/rx-0/rps_cpus`]);
+    }
+  }
   const defaults: Record<string, string> = {};
   for (const key of PROFILE_KEYS) defaults[key] = await sysctlGet(n.client, key);
   kernelDefaults = defaults;

@@ -20,6 +20,8 @@ export interface BenchOptions {
   readonly defaultSysctlsBlock: boolean;
   /** Skip the block that measures vipd's first-byte wait (default 10s) against firstByte: 0s. */
   readonly firstByteBlock: boolean;
+  /** Steer the balancer's veth receive work to the proxy core (RPS), as a NIC's queues would. */
+  readonly rpsOnProxyCore: boolean;
   /** Keep the work directory (configs and logs of every process) instead of removing it. */
   readonly keep: boolean;
   /** vipd's CLI to run (default: this tree's dist/src/cli/bin.js), e.g. another build to compare with. */
@@ -51,6 +53,9 @@ prints one markdown table per block (stdout); progress goes to stderr.
   --no-workers      skip the second table (2 workers / threads)
   --no-default-sysctls  skip the block on the kernel's default ip_local_port_range and tcp_tw_reuse
   --no-firstbyte    skip the block on vipd's first-byte wait (firstByte 10s against 0s)
+  --rps             steer the balancer's packet work (conntrack, NAT, forwarding, TCP receive) to
+                    the proxy core with RPS, as a NIC's queues would on a real balancer; without
+                    it a veth runs that work on the sender's core, the load core
   --keep            keep the work directory (configs, logs) after the run
   --vipd-bin FILE   vipd CLI to run instead of dist/src/cli/bin.js (e.g. another build)
   --boost N         run every benchmark process at nice -N, so other work on the machine
@@ -71,6 +76,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
   let workersTable = true;
   let defaultSysctlsBlock = true;
   let firstByteBlock = true;
+  let rpsOnProxyCore = false;
   let keep = false;
   let vipdBin = VIPD_BIN;
   let boost = 10;
@@ -117,6 +123,9 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
       case '--no-firstbyte':
         firstByteBlock = false;
         break;
+      case '--rps':
+        rpsOnProxyCore = true;
+        break;
       case '--keep':
         keep = true;
         break;
@@ -136,7 +145,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
         throw new UsageError(`unknown option ${arg}`);
     }
   }
-  return { rounds: rounds ?? (quick ? 1 : 3), quick, only, checks, profile, profileDir, workersTable, defaultSysctlsBlock, firstByteBlock, keep, vipdBin, boost };
+  return { rounds: rounds ?? (quick ? 1 : 3), quick, only, checks, profile, profileDir, workersTable, defaultSysctlsBlock, firstByteBlock, rpsOnProxyCore, keep, vipdBin, boost };
 }
 
 /** The blocks of a run, each printed as its own table. */

@@ -89,7 +89,7 @@ async function outerMain(opts: BenchOptions, args: readonly string[]): Promise<v
   let exitCode = 1;
   const started = Date.now();
   try {
-    await createNamespaces(names);
+    await createNamespaces(names, opts.rpsOnProxyCore);
     progress(`bench: namespaces ${allNamespaces(names).join(', ')} (client, balancer with ${VIP}/32 on lo, backend); ${estimate(opts)}`);
     const loadCore = os.cpus().length > 1 ? '1' : '0';
     // The inner role runs in the client's namespace: wrk, curl and the idle client inherit it, its
