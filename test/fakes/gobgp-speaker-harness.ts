@@ -1,3 +1,5 @@
+import assert from 'node:assert/strict';
+import { afterEach } from 'node:test';
 import { silentLogger } from '../../src/lib/logger';
 import { createMetrics, type Metrics } from '../../src/lib/metrics';
 import type { ApiSessionState } from '../../src/speaker/gobgp/api-types';
@@ -54,4 +56,19 @@ export function fakeGobgpSpeaker(
     },
   });
   return { speaker, fake, clock, metrics };
+}
+
+/**
+ * Speakers a test file makes, destroyed after each test with a check that none broke the gobgpd
+ * client contract (FakeGobgpClient.violations). Call once at the top level of the file.
+ */
+export function destroyedAfterEach<H extends { readonly speaker: { destroy(): unknown }; readonly fake: FakeGobgpClient }>(): H[] {
+  const made: H[] = [];
+  afterEach(() => {
+    for (const h of made.splice(0)) {
+      void h.speaker.destroy();
+      assert.deepEqual(h.fake.violations, [], 'the speaker broke the gobgpd client contract');
+    }
+  });
+  return made;
 }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import type { Metrics } from '../../src/lib/metrics';
 import type { ApiSessionState } from '../../src/speaker/gobgp/api-types';
@@ -9,7 +9,7 @@ import { deleteMarkedPaths, ownerMark, routerIdAsOwnerId } from '../../src/speak
 import type { Advertisement } from '../../src/speaker/speaker';
 import { FakeClock, flushMicrotasks } from '../fakes/fake-clock';
 import { FakeGobgpClient } from '../fakes/gobgp-fake-client';
-import { FAKE_TOR as TOR, fakeGobgpSpeaker } from '../fakes/gobgp-speaker-harness';
+import { FAKE_TOR as TOR, fakeGobgpSpeaker, destroyedAfterEach } from '../fakes/gobgp-speaker-harness';
 
 /**
  * Issue 11 points 2 and 6 against the fake gobgpd: an external gobgpd shared with others (vipd deletes
@@ -28,7 +28,7 @@ interface Harness {
   clock: FakeClock;
   metrics: Metrics;
 }
-const harnesses: Harness[] = [];
+const harnesses = destroyedAfterEach<Harness>();
 
 async function startHarness(o: { mark?: boolean; peerState?: ApiSessionState; before?: (fake: FakeGobgpClient) => void } = {}): Promise<Harness> {
   const h = fakeGobgpSpeaker({
@@ -42,12 +42,6 @@ async function startHarness(o: { mark?: boolean; peerState?: ApiSessionState; be
   return h;
 }
 
-afterEach(() => {
-  for (const h of harnesses.splice(0)) {
-    void h.speaker.destroy();
-    assert.deepEqual(h.fake.violations, [], 'the speaker broke the gobgpd client contract');
-  }
-});
 
 async function count(metrics: Metrics, name: 'pathsRepaired' | 'drift' | 'apiErrors', labels: Record<string, string> = {}): Promise<number> {
   const { values } = await metrics[name].get();

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { silentLogger } from '../../src/lib/logger';
 import { createMetrics } from '../../src/lib/metrics';
@@ -9,6 +9,7 @@ import type { GobgpdConfig } from '../../src/speaker/gobgp/gobgpd-config';
 import type { GobgpdSupervisorOptions, SupervisorEvent } from '../../src/speaker/gobgp/supervisor';
 import type { Advertisement, Speaker } from '../../src/speaker/speaker';
 import { FakeClock, flushMicrotasks } from '../fakes/fake-clock';
+import { destroyedAfterEach } from '../fakes/gobgp-speaker-harness';
 import { FakeGobgpClient } from '../fakes/gobgp-fake-client';
 
 /**
@@ -80,7 +81,7 @@ interface Harness {
   clock: FakeClock;
 }
 
-const harnesses: Harness[] = [];
+const harnesses = destroyedAfterEach<Harness>();
 
 async function startHarness(o: { gracefulRestart: boolean }): Promise<Harness> {
   const clock = new FakeClock();
@@ -106,12 +107,6 @@ async function startHarness(o: { gracefulRestart: boolean }): Promise<Harness> {
   return h;
 }
 
-afterEach(() => {
-  for (const h of harnesses.splice(0)) {
-    h.speaker.destroy();
-    assert.deepEqual(h.fake.violations, [], 'the speaker broke the gobgpd client contract');
-  }
-});
 
 describe('GobgpSpeaker: graceful restart, neighbors only after the paths', () => {
   test('with graceful restart the supervisor holds a respawned gobgpd\'s neighbors, for half the restart time at most', async () => {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { VipdError } from '../../src/lib/errors';
 import { silentLogger } from '../../src/lib/logger';
@@ -9,7 +9,7 @@ import { createGobgpSpeaker } from '../../src/speaker/gobgp/gobgp-speaker';
 import type { Advertisement, Speaker, SpeakerEvent } from '../../src/speaker/speaker';
 import { FakeClock, flushMicrotasks } from '../fakes/fake-clock';
 import { FakeGobgpClient } from '../fakes/gobgp-fake-client';
-import { FAKE_TOR as TOR, fakeGobgpSpeaker } from '../fakes/gobgp-speaker-harness';
+import { FAKE_TOR as TOR, fakeGobgpSpeaker, destroyedAfterEach } from '../fakes/gobgp-speaker-harness';
 
 const A: Advertisement = { prefix: '198.19.0.10/32', communities: ['65000:100'] };
 const A_DRAINING: Advertisement = { prefix: '198.19.0.10/32', communities: ['65000:100', '65535:0'] };
@@ -24,7 +24,7 @@ interface Harness {
   events: SpeakerEvent[];
 }
 
-const harnesses: Harness[] = [];
+const harnesses = destroyedAfterEach<Harness>();
 
 async function startHarness(): Promise<Harness> {
   const { speaker, fake, clock, metrics } = fakeGobgpSpeaker({
@@ -40,12 +40,6 @@ async function startHarness(): Promise<Harness> {
   return h;
 }
 
-afterEach(() => {
-  for (const h of harnesses.splice(0)) {
-    h.speaker.destroy();
-    assert.deepEqual(h.fake.violations, [], 'the speaker broke the gobgpd client contract');
-  }
-});
 
 const routes = (...ads: Advertisement[]) => ads.map(routeFromAdvertisement).sort((a, b) => a.prefix.localeCompare(b.prefix));
 
